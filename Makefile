@@ -1,0 +1,55 @@
+# MAKOTO platform mesh. Two commands matter: `make up` and `make test`; each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+PY_STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: setup up test gen lint fmt bench clean check-gen
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Regenerate gen/ (Python messages, .pyi, gRPC stubs, Envoy descriptor set) from proto/.
+gen: setup
+	$(PY) scripts/gen.py
+
+## Start the whole mesh on embedded defaults (Ctrl-C stops everything).
+up: setup
+	$(PY) -m services.cli up
+
+## Run every test (unit, contract, e2e, security).
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Proto lint/format (buf, offline), ruff and mypy --strict.
+lint: setup
+	$(PY) scripts/gen.py --out $$(mktemp -d) --image .buf-image.binpb
+	$(BUF) lint .buf-image.binpb --path makoto
+	$(BUF) format --diff --exit-code proto
+	rm -f .buf-image.binpb
+	$(VENV)/bin/ruff check services tests scripts
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(BUF) format -w proto
+	$(VENV)/bin/ruff format services tests scripts
+	$(VENV)/bin/ruff check --fix services tests scripts
+
+## Benchmarks: ratios against same-run baselines; writes docs/benchmarks.md.
+bench: setup
+	$(PY) -m tests.bench.run
+
+clean:
+	rm -rf .makoto .pytest_cache .buf-image.binpb

@@ -1,0 +1,178 @@
+import datetime
+
+from buf.validate import validate_pb2 as _validate_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class UsageWindow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_WINDOW_UNSPECIFIED: _ClassVar[UsageWindow]
+    USAGE_WINDOW_HOUR: _ClassVar[UsageWindow]
+    USAGE_WINDOW_DAY: _ClassVar[UsageWindow]
+    USAGE_WINDOW_MONTH: _ClassVar[UsageWindow]
+USAGE_WINDOW_UNSPECIFIED: UsageWindow
+USAGE_WINDOW_HOUR: UsageWindow
+USAGE_WINDOW_DAY: UsageWindow
+USAGE_WINDOW_MONTH: UsageWindow
+
+class UsageEvent(_message.Message):
+    __slots__ = ("id", "source", "type", "subject", "time", "value", "dimensions")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: _timestamp_pb2.Timestamp
+    value: int
+    dimensions: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., type: _Optional[str] = ..., subject: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[int] = ..., dimensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RecordUsageRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[UsageEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[UsageEvent, _Mapping]]] = ...) -> None: ...
+
+class RecordUsageResponse(_message.Message):
+    __slots__ = ("accepted", "duplicates")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    duplicates: int
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class QueryUsageRequest(_message.Message):
+    __slots__ = ("tenant_id", "meter", "start_time", "end_time", "window", "group_by")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    METER_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    meter: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    window: UsageWindow
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., meter: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[UsageWindow, str]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("window_start", "window_end", "group", "value")
+    class GroupEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    group: _containers.ScalarMap[str, str]
+    value: int
+    def __init__(self, window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group: _Optional[_Mapping[str, str]] = ..., value: _Optional[int] = ...) -> None: ...
+
+class QueryUsageResponse(_message.Message):
+    __slots__ = ("meter", "rows")
+    METER_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    meter: str
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, meter: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
+class GetInvoiceRequest(_message.Message):
+    __slots__ = ("tenant_id", "month")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    month: str
+    def __init__(self, tenant_id: _Optional[str] = ..., month: _Optional[str] = ...) -> None: ...
+
+class InvoiceLineItem(_message.Message):
+    __slots__ = ("meter", "quantity", "unit", "unit_price", "amount")
+    METER_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    meter: str
+    quantity: str
+    unit: str
+    unit_price: str
+    amount: str
+    def __init__(self, meter: _Optional[str] = ..., quantity: _Optional[str] = ..., unit: _Optional[str] = ..., unit_price: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
+
+class Invoice(_message.Message):
+    __slots__ = ("tenant_id", "month", "currency", "price_plan_id", "line_items", "total", "final")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    month: str
+    currency: str
+    price_plan_id: str
+    line_items: _containers.RepeatedCompositeFieldContainer[InvoiceLineItem]
+    total: str
+    final: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., month: _Optional[str] = ..., currency: _Optional[str] = ..., price_plan_id: _Optional[str] = ..., line_items: _Optional[_Iterable[_Union[InvoiceLineItem, _Mapping]]] = ..., total: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class MeterPrice(_message.Message):
+    __slots__ = ("meter", "unit_price", "unit")
+    METER_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    meter: str
+    unit_price: str
+    unit: str
+    def __init__(self, meter: _Optional[str] = ..., unit_price: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
+
+class PricePlan(_message.Message):
+    __slots__ = ("plan_id", "currency", "prices")
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    currency: str
+    prices: _containers.RepeatedCompositeFieldContainer[MeterPrice]
+    def __init__(self, plan_id: _Optional[str] = ..., currency: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[MeterPrice, _Mapping]]] = ...) -> None: ...
+
+class GetPricePlanRequest(_message.Message):
+    __slots__ = ("plan_id",)
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    plan_id: str
+    def __init__(self, plan_id: _Optional[str] = ...) -> None: ...
+
+class SetPricePlanRequest(_message.Message):
+    __slots__ = ("plan",)
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    plan: PricePlan
+    def __init__(self, plan: _Optional[_Union[PricePlan, _Mapping]] = ...) -> None: ...

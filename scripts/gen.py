@@ -1,0 +1,146 @@
+"""Generate Python code, gRPC stubs and Envoy's descriptor set from proto/.
+
+Third-party protos come from installed wheels at build time (never copied into the repo):
+googleapis from `googleapis-common-protos`, well-known types from `grpc_tools`, and
+buf/validate/validate.proto from the descriptor shipped inside `protovalidate`.
+
+Usage: python scripts/gen.py [--out DIR] [--image FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = ROOT / "proto"
+
+
+def _validate_descriptor_set() -> bytes:
+    """FileDescriptorSet with buf/validate/validate.proto and the google.protobuf files it imports."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from protovalidate._gen.buf.validate import validate_pb  # type: ignore[import-not-found]
+
+    root = descriptor_pb2.FileDescriptorProto.FromString(validate_pb.desc().proto.to_binary())
+    fds = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+    pool = descriptor_pool.Default()
+
+    def add_dep(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        fd = pool.FindFileByName(name)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        for dep in proto.dependency:
+            add_dep(dep)
+        fds.file.append(proto)
+
+    # google.protobuf well-known types are in the default pool once imported.
+    import google.protobuf.descriptor_pb2  # noqa: F401
+    import google.protobuf.duration_pb2  # noqa: F401
+    import google.protobuf.field_mask_pb2  # noqa: F401
+    import google.protobuf.timestamp_pb2  # noqa: F401
+
+    for dep in root.dependency:
+        add_dep(dep)
+    seen.add(root.name)
+    fds.file.append(root)
+    return fds.SerializeToString()
+
+
+def proto_files() -> list[str]:
+    return sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+
+
+def run_protoc(args: list[str]) -> None:
+    from grpc_tools import protoc
+
+    rc = protoc.main(["grpc_tools.protoc", *args])
+    if rc != 0:
+        raise SystemExit(f"protoc failed ({rc}): {' '.join(args)}")
+
+
+def include_dirs() -> list[str]:
+    import google.api  # googleapis-common-protos
+    import grpc_tools
+
+    googleapis_root = Path(google.api.__path__[0]).parent.parent
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    return [str(PROTO), str(googleapis_root), str(wkt)]
+
+
+def generate(out: Path, image: Path | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        vset = Path(tmp) / "validate.binpb"
+        vset.write_bytes(_validate_descriptor_set())
+        incs = [f"-I{d}" for d in include_dirs()]
+        files = proto_files()
+        out.mkdir(parents=True, exist_ok=True)
+        # Python messages, .pyi stubs and gRPC stubs for our protos plus buf/validate.
+        run_protoc(
+            [
+                f"--descriptor_set_in={vset}",
+                *incs,
+                f"--python_out={out}",
+                f"--pyi_out={out}",
+                f"--grpc_python_out={out}",
+                "buf/validate/validate.proto",
+                *files,
+            ]
+        )
+        # Descriptor set for Envoy's transcoder and field extraction (all imports included).
+        run_protoc(
+            [
+                f"--descriptor_set_in={vset}",
+                *incs,
+                "--include_imports",
+                f"--descriptor_set_out={out / 'makoto.binpb'}",
+                *files,
+                # so the transcoder can render google.rpc.Status details as JSON
+                "google/rpc/error_details.proto",
+                "google/rpc/status.proto",
+            ]
+        )
+        if image is not None:
+            # Image with source info for `buf lint` (buf cannot resolve deps offline).
+            run_protoc(
+                [
+                    f"--descriptor_set_in={vset}",
+                    *incs,
+                    "--include_imports",
+                    "--include_source_info",
+                    f"--descriptor_set_out={image}",
+                    *files,
+                ]
+            )
+    # buf/validate's grpc file is empty noise.
+    for junk in out.rglob("validate_pb2_grpc.py"):
+        junk.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(ROOT / "gen"))
+    parser.add_argument("--image", default=None)
+    ns = parser.parse_args()
+    out = Path(ns.out)
+    if out.exists() and out.resolve() == (ROOT / "gen").resolve():
+        # Regenerate from scratch so deleted protos leave nothing behind.
+        for child in out.iterdir():
+            if child.name in {"makoto", "buf", "makoto.binpb"}:
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    generate(out, Path(ns.image) if ns.image else None)
+    print(f"generated {len(proto_files())} protos into {os.path.relpath(out)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

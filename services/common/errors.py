@@ -1,0 +1,194 @@
+"""One error language for every service: domain exceptions -> gRPC status with google.rpc details.
+
+Servicers and adapters raise these; the error interceptor turns them into a google.rpc.Status
+(ErrorInfo with domain "makoto", BadRequest field violations, RetryInfo) so every service
+answers the same situation with the same code. Anything else becomes INTERNAL with no details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+DOMAIN = "makoto"
+
+
+class MakotoError(Exception):
+    """Base of all errors that carry a deliberate status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+    def to_status(self) -> status_pb2.Status:
+        return status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=self.details()
+        )
+
+
+class InvalidArgument(MakotoError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field_violations: Sequence[tuple[str, str]] = (),
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.field_violations = list(field_violations)
+
+    def details(self) -> list[any_pb2.Any]:
+        out = super().details()
+        if self.field_violations:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.field_violations
+                ]
+            )
+            packed = any_pb2.Any()
+            packed.Pack(bad)
+            out.append(packed)
+        return out
+
+
+class Unauthenticated(MakotoError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MakotoError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class NotFound(MakotoError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(MakotoError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class Aborted(MakotoError):
+    """Etag / condition mismatch or a transaction conflict."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "CONDITION_FAILED"
+
+
+class FailedPrecondition(MakotoError):
+    """Backend lacks a capability, binding misconfigured, or a stated precondition failed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class Unimplemented(MakotoError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+class ResourceExhausted(MakotoError):
+    """Rate limit, quota, budget, or backend throttling after retries."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+    def details(self) -> list[any_pb2.Any]:
+        out = super().details()
+        if self.retry_after_seconds is not None:
+            out.append(_retry_info(self.retry_after_seconds))
+        return out
+
+
+class Unavailable(MakotoError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "BACKEND_UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float | None = 1.0,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+    def details(self) -> list[any_pb2.Any]:
+        out = super().details()
+        if self.retry_after_seconds is not None:
+            out.append(_retry_info(self.retry_after_seconds))
+        return out
+
+
+class DeadlineExceeded(MakotoError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Internal(MakotoError):
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+
+def _retry_info(seconds: float) -> any_pb2.Any:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return packed
+
+
+def internal_status() -> status_pb2.Status:
+    """What a bug looks like from outside: no internals, no secrets."""
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+def status_details(err: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
+    """Client side: decode google.rpc.Status from an error's trailing metadata, if present."""
+    from grpc_status import rpc_status
+
+    try:
+        return rpc_status.from_call(err)  # type: ignore[arg-type]
+    except Exception:
+        return None

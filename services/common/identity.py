@@ -1,0 +1,56 @@
+"""Who is calling: roles, claims and the per-request principal."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+TENANT_CLAIM = "custom:tenant_id"
+ROLE_CLAIM = "custom:role"
+FEATURES_CLAIM = "custom:features"
+
+
+class Role(StrEnum):
+    PLATFORM_ADMIN = "platform-admin"
+    TENANT_ADMIN = "tenant-admin"
+    MEMBER = "member"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller, built from a JWT by the auth interceptor."""
+
+    subject: str
+    issuer: str
+    role: Role
+    tenant_id: str | None
+    features: frozenset[str] = field(default_factory=frozenset)
+    # The raw bearer token, kept so a service can forward the caller's identity if needed.
+    token: str = field(default="", repr=False)
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "makoto_principal", default=None
+)
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
+    return _current.set(principal)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    _current.reset(token)
+
+
+def current_principal() -> Principal:
+    """The verified caller of the current RPC. Raises if called outside an authenticated RPC."""
+    principal = _current.get()
+    if principal is None:
+        raise RuntimeError("no authenticated principal in this context")
+    return principal
+
+
+def maybe_principal() -> Principal | None:
+    return _current.get()

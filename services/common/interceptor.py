@@ -1,0 +1,297 @@
+"""The server-side call pipeline every service runs, in this order:
+
+telemetry (JSON log line, trace id) -> auth (verify JWT, policy, tenant check) ->
+validation (protovalidate rules from the proto) -> servicer -> error mapping -> metering
+(one api_calls event per completed tenant RPC).
+
+It is one grpc.aio interceptor that wraps each handler once, so streaming and unary calls
+go through the same steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import protovalidate
+import structlog
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from services.common.errors import (
+    InvalidArgument,
+    MakotoError,
+    PermissionDenied,
+    Unauthenticated,
+    internal_status,
+)
+from services.common.identity import Principal, reset_principal, set_principal
+from services.common.jwt_verify import JwtVerifier
+from services.common.policy import PUBLIC_PREFIXES, MethodPolicy
+from services.common.usage import API_CALLS, UsageRecorder
+
+log = structlog.get_logger("makoto.rpc")
+
+_validator = protovalidate.Validator()
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            if text.startswith("Bearer "):
+                return text[len("Bearer ") :].strip()
+            return None
+    return None
+
+
+def _field(message: Message, path: str) -> str | None:
+    """Read a dotted string field; None when a sub-message on the way is unset."""
+    current: Any = message
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if i < len(parts) - 1:
+            if not current.HasField(part):
+                return None
+        current = getattr(current, part)
+    return str(current)
+
+
+def _path(field_path: Any) -> str:
+    parts: list[str] = []
+    for element in getattr(field_path, "elements", None) or ():
+        name = str(element.field_name)
+        sub = getattr(element, "subscript", None)
+        if sub is not None and getattr(sub, "value", None) is not None:
+            name += f"[{sub.value!r}]" if isinstance(sub.value, str) else f"[{sub.value}]"
+        parts.append(name)
+    return ".".join(parts) or "(message)"
+
+
+def validate_message(message: Message) -> None:
+    try:
+        _validator.validate(message)
+    except protovalidate.ValidationError as exc:
+        violations = [(_path(v.proto.field), v.proto.message) for v in exc.violations]
+        summary = "; ".join(f"{f}: {m}" for f, m in violations[:5])
+        raise InvalidArgument(f"invalid request: {summary}", field_violations=violations) from exc
+
+
+class CallState:
+    """What the pipeline learned about one call; read by metering when it ends."""
+
+    __slots__ = ("method", "policy", "principal", "tenant_id", "code")
+
+    def __init__(self, method: str, policy: MethodPolicy | None) -> None:
+        self.method = method
+        self.policy = policy
+        self.principal: Principal | None = None
+        self.tenant_id: str | None = None
+        self.code = grpc.StatusCode.OK
+
+
+class MakotoInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        verifier: JwtVerifier,
+        policies: dict[str, MethodPolicy],
+        recorder: UsageRecorder | None,
+    ) -> None:
+        self._service = service_name
+        self._verifier = verifier
+        self._policies = policies
+        self._recorder = recorder
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        return self._wrap(handler, method, metadata)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _authenticate(self, state: CallState, metadata: Any) -> Principal:
+        if state.policy is None:
+            # Fail closed: a method nobody wrote a policy for is not callable.
+            raise PermissionDenied("method not permitted")
+        token = _bearer(metadata)
+        if token is None:
+            raise Unauthenticated("missing bearer token")
+        principal = self._verifier.verify(token)
+        if principal.role not in state.policy.roles:
+            raise PermissionDenied(f"role {principal.role} may not call this method")
+        state.principal = principal
+        state.tenant_id = principal.tenant_id
+        return principal
+
+    def _check_message(self, state: CallState, message: Message) -> None:
+        policy = state.policy
+        principal = state.principal
+        assert policy is not None and principal is not None
+        if policy.tenant_field:
+            requested = _field(message, policy.tenant_field)
+            if requested is not None and requested != "":
+                if principal.role not in policy.cross_tenant_roles and requested != principal.tenant_id:
+                    raise PermissionDenied("token is not valid for this tenant")
+                state.tenant_id = requested
+        validate_message(message)
+
+    async def _finish(self, state: CallState, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "rpc",
+            service=self._service,
+            method=state.method,
+            code=state.code.name,
+            tenant_id=state.tenant_id,
+            role=str(state.principal.role) if state.principal else None,
+            duration_ms=round(elapsed_ms, 3),
+        )
+        if (
+            self._recorder is not None
+            and state.policy is not None
+            and state.policy.metered
+            and state.tenant_id
+            and state.principal is not None
+        ):
+            try:
+                await self._recorder.record(
+                    meter=API_CALLS,
+                    tenant_id=state.tenant_id,
+                    value=1,
+                    dimensions={
+                        "service": self._service,
+                        "method": state.method.rsplit("/", 1)[-1],
+                        "status": state.code.name,
+                    },
+                )
+            except Exception:  # metering must never fail the call it measures
+                log.exception("usage record failed", method=state.method)
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:
+        if isinstance(exc, MakotoError):
+            state.code = exc.code
+            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        log.exception("unhandled error", method=state.method, exc_info=exc)
+        state.code = grpc.StatusCode.INTERNAL
+        await context.abort_with_status(rpc_status.to_status(internal_status()))
+
+    @staticmethod
+    def _bind_log(state: CallState) -> None:
+        ctx = trace.get_current_span().get_span_context()
+        structlog.contextvars.bind_contextvars(
+            method=state.method,
+            trace_id=format(ctx.trace_id, "032x") if ctx.trace_id else None,
+        )
+
+    # -- wrapping ------------------------------------------------------------------------
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str, metadata: Any) -> grpc.RpcMethodHandler:
+        policy = self._policies.get(method)
+        me = self
+
+        async def checked_requests(state: CallState, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+            async for message in requests:
+                me._check_message(state, message)
+                if state.tenant_id:
+                    structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+                yield message
+
+        async def run_unary(behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool) -> Any:
+            state = CallState(method, policy)
+            started = time.perf_counter()
+            structlog.contextvars.clear_contextvars()
+            me._bind_log(state)
+            token = None
+            try:
+                principal = me._authenticate(state, metadata)
+                token = set_principal(principal)
+                if streaming_in:
+                    request_or_iter = checked_requests(state, request_or_iter)
+                else:
+                    me._check_message(state, request_or_iter)
+                structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+                return await behavior(request_or_iter, context)
+            except grpc.aio.AbortError:
+                state.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            except Exception as exc:
+                await me._abort(context, state, exc)
+            finally:
+                if token is not None:
+                    reset_principal(token)
+                await me._finish(state, started)
+
+        async def run_stream(behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool) -> AsyncIterator[Any]:
+            state = CallState(method, policy)
+            started = time.perf_counter()
+            structlog.contextvars.clear_contextvars()
+            me._bind_log(state)
+            token = None
+            try:
+                principal = me._authenticate(state, metadata)
+                token = set_principal(principal)
+                if streaming_in:
+                    request_or_iter = checked_requests(state, request_or_iter)
+                else:
+                    me._check_message(state, request_or_iter)
+                structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+                async for response in behavior(request_or_iter, context):
+                    yield response
+            except grpc.aio.AbortError:
+                state.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            except Exception as exc:
+                await me._abort(context, state, exc)
+            finally:
+                if token is not None:
+                    reset_principal(token)
+                await me._finish(state, started)
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def uu(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await run_unary(inner_uu, request, context, False)
+
+            return grpc.unary_unary_rpc_method_handler(
+                uu, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def su(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await run_unary(inner_su, requests, context, True)
+
+            return grpc.stream_unary_rpc_method_handler(
+                su, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def us(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                return run_stream(inner_us, request, context, False)
+
+            return grpc.unary_stream_rpc_method_handler(
+                us, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+
+        def ss(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            return run_stream(inner_ss, requests, context, True)
+
+        return grpc.stream_stream_rpc_method_handler(
+            ss, handler.request_deserializer, handler.response_serializer
+        )

@@ -1,0 +1,122 @@
+"""JWT verification inside every service (zero trust: same JWKS as Envoy, keys cached)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from services.common.config import JwtProvider
+from services.common.errors import Unauthenticated
+from services.common.identity import FEATURES_CLAIM, ROLE_CLAIM, TENANT_CLAIM, Principal, Role
+
+# Only asymmetric signatures: "none" and HS256-with-the-public-key tricks are refused by design.
+_ALGORITHMS = ["RS256"]
+_LEEWAY_SECONDS = 30
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, jwt.PyJWK]
+    loaded_at: float
+
+
+class JwtVerifier:
+    def __init__(self, providers: list[JwtProvider], refresh_seconds: float = 300.0) -> None:
+        self._providers = {p.issuer: p for p in providers}
+        self._refresh = refresh_seconds
+        self._keys: dict[str, _KeySet] = {}
+
+    def _load(self, provider: JwtProvider) -> dict[str, jwt.PyJWK]:
+        if provider.jwks_path is not None:
+            data: Any = json.loads(provider.jwks_path.read_text())
+        elif provider.jwks_url:
+            import httpx
+
+            data = httpx.get(provider.jwks_url, timeout=5.0).json()
+        else:
+            return {}
+        keys: dict[str, jwt.PyJWK] = {}
+        for raw in data.get("keys", []):
+            if raw.get("kty") != "RSA":
+                continue
+            keys[str(raw.get("kid", ""))] = jwt.PyJWK(raw, algorithm="RS256")
+        return keys
+
+    def _key(self, provider: JwtProvider, kid: str) -> jwt.PyJWK:
+        cached = self._keys.get(provider.issuer)
+        now = time.monotonic()
+        if cached is None or (kid not in cached.keys and now - cached.loaded_at > 5) or (
+            now - cached.loaded_at > self._refresh
+        ):
+            try:
+                cached = _KeySet(self._load(provider), now)
+            except Exception as exc:  # unreadable JWKS: nobody gets in
+                raise Unauthenticated("signing keys unavailable") from exc
+            self._keys[provider.issuer] = cached
+        key = cached.keys.get(kid)
+        if key is None:
+            raise Unauthenticated("token signed by an unknown key")
+        return key
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed token") from exc
+        if header.get("alg") not in _ALGORITHMS:
+            raise Unauthenticated("token algorithm not allowed")
+        provider = self._providers.get(str(unverified.get("iss", "")))
+        if provider is None:
+            raise Unauthenticated("token issuer not trusted")
+        key = self._key(provider, str(header.get("kid", "")))
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=_ALGORITHMS,
+                issuer=provider.issuer,
+                leeway=_LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("invalid token") from exc
+        self._check_audience(provider, claims)
+        role_raw = claims.get(ROLE_CLAIM)
+        try:
+            role = Role(str(role_raw))
+        except ValueError as exc:
+            raise Unauthenticated("token carries no valid role") from exc
+        tenant = claims.get(TENANT_CLAIM)
+        if role in (Role.TENANT_ADMIN, Role.MEMBER) and not tenant:
+            raise Unauthenticated("token carries no tenant")
+        features = claims.get(FEATURES_CLAIM) or []
+        if isinstance(features, str):
+            features = [f for f in features.split(",") if f]
+        return Principal(
+            subject=str(claims["sub"]),
+            issuer=provider.issuer,
+            role=role,
+            tenant_id=str(tenant) if tenant else None,
+            features=frozenset(str(f) for f in features),
+            token=token,
+        )
+
+    @staticmethod
+    def _check_audience(provider: JwtProvider, claims: dict[str, Any]) -> None:
+        aud = claims.get("aud")
+        auds = {aud} if isinstance(aud, str) else set(aud or [])
+        if provider.audiences and auds & set(provider.audiences):
+            return
+        # Cognito access tokens carry client_id instead of aud.
+        if provider.client_ids and claims.get("client_id") in provider.client_ids:
+            return
+        if provider.client_ids and auds & set(provider.client_ids):
+            return
+        raise Unauthenticated("token audience not accepted")

@@ -1,0 +1,62 @@
+"""Who may call which RPC: one table per server, checked by the auth step of the interceptor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.identity import Role
+
+TENANT_ROLES = frozenset({Role.TENANT_ADMIN, Role.MEMBER})
+
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    roles: frozenset[Role]
+    # Dotted path to the request's tenant id (checked against the token), None if the RPC has none.
+    tenant_field: str | None = "tenant_id"
+    # Roles that may name any tenant in tenant_field.
+    cross_tenant_roles: frozenset[Role] = field(default_factory=frozenset)
+    # Record an api_calls usage event for this RPC.
+    metered: bool = True
+
+
+def tenant_rpc(*, admin_reads: bool = False, roles: frozenset[Role] = TENANT_ROLES) -> MethodPolicy:
+    """A tenant-scoped call: the token's tenant must equal the request's tenant_id.
+    admin_reads lets a platform-admin act on any tenant (control-plane and billing reads)."""
+    if admin_reads:
+        return MethodPolicy(
+            roles=roles | {Role.PLATFORM_ADMIN},
+            cross_tenant_roles=frozenset({Role.PLATFORM_ADMIN}),
+        )
+    return MethodPolicy(roles=roles)
+
+
+def stream_tenant_rpc(tenant_field: str) -> MethodPolicy:
+    """Client-streaming call whose tenant id sits in a sub-message (e.g. header.tenant_id)."""
+    return MethodPolicy(roles=TENANT_ROLES, tenant_field=tenant_field)
+
+
+def admin_rpc(tenant_field: str | None = None) -> MethodPolicy:
+    return MethodPolicy(
+        roles=frozenset({Role.PLATFORM_ADMIN}),
+        tenant_field=tenant_field,
+        cross_tenant_roles=frozenset({Role.PLATFORM_ADMIN}),
+    )
+
+
+def internal_rpc(tenant_field: str | None = None) -> MethodPolicy:
+    """Service-to-service only; never routed by Envoy."""
+    return MethodPolicy(
+        roles=frozenset({Role.SERVICE}),
+        tenant_field=tenant_field,
+        cross_tenant_roles=frozenset({Role.SERVICE}),
+        metered=False,
+    )
+
+
+# Public without a token: health and reflection (operators use grpcurl).
+PUBLIC_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)

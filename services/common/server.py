@@ -1,0 +1,122 @@
+"""Server bootstrap shared by the four services: grpc.aio server with the Makoto interceptor,
+OpenTelemetry instrumentation, grpc.health.v1, reflection, and graceful SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from services.common.config import MeshSettings
+from services.common.interceptor import MakotoInterceptor
+from services.common.jwt_verify import JwtVerifier
+from services.common.policy import MethodPolicy
+from services.common.telemetry import configure_logging, configure_tracing
+from services.common.usage import UsageRecorder
+
+log = structlog.get_logger("makoto.server")
+
+
+@dataclass
+class Registration:
+    """One gRPC service on a server: how to add it, and its full name for health/reflection."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    full_name: str
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    port: int
+    registrations: Sequence[Registration]
+    policies: dict[str, MethodPolicy]
+    recorder: UsageRecorder | None = None
+    # Called after the server stopped accepting calls and in-flight calls finished.
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def run_server(
+    spec: ServerSpec, settings: MeshSettings, stop_event: asyncio.Event | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or stop_event); then drain in-flight calls and stop."""
+    configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name)
+    verifier = JwtVerifier(settings.jwt_providers())
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        aio_server_interceptor(),
+        MakotoInterceptor(
+            service_name=spec.name,
+            verifier=verifier,
+            policies=spec.policies,
+            recorder=spec.recorder,
+        ),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.full_name for r in spec.registrations]
+    for reg in spec.registrations:
+        reg.add(reg.servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{settings.host}:{spec.port}")
+    if bound == 0:
+        raise SystemExit(f"{spec.name}: cannot bind {settings.host}:{spec.port}")
+    if spec.recorder is not None:
+        await spec.recorder.start()
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", service=spec.name, address=f"{settings.host}:{bound}")
+
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    await stop.wait()
+    log.info("stopping", service=spec.name, grace_seconds=settings.shutdown_grace_seconds)
+    # Tell health checkers first so Envoy stops routing here, then drain.
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    for hook in spec.on_stop:
+        try:
+            await hook()
+        except Exception:
+            log.exception("shutdown hook failed")
+    if spec.recorder is not None:
+        await spec.recorder.close()
+    log.info("stopped", service=spec.name)
+
+
+def main(build: Callable[[MeshSettings], Awaitable[ServerSpec]]) -> None:
+    """Entry point used by `python -m services.<name>`."""
+    settings = MeshSettings()
+
+    async def _run() -> None:
+        spec = await build(settings)
+        await run_server(spec, settings)
+
+    asyncio.run(_run())

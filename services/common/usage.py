@@ -1,0 +1,33 @@
+"""The port every service uses to report usage (meters) to MeteringService."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+# Meter names (the CloudEvents `type` of a usage event).
+API_CALLS = "api_calls"
+STORAGE_BYTES = "storage_bytes"
+LLM_PROMPT_TOKENS = "llm_prompt_tokens"
+LLM_COMPLETION_TOKENS = "llm_completion_tokens"
+
+
+class UsageRecorder(Protocol):
+    """Records usage events durably; delivery to MeteringService is at-least-once and
+    idempotent by event id (an id is assigned when the caller does not give one)."""
+
+    async def start(self) -> None: ...
+
+    async def record(
+        self,
+        *,
+        meter: str,
+        tenant_id: str,
+        value: int,
+        dimensions: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.config import MeshSettings
+from tests.support import make_settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> MeshSettings:
+    """Fresh settings: temp home, dev signing key, free ports."""
+    return make_settings(tmp_path / "home")

@@ -1,0 +1,72 @@
+"""Helpers shared by the test suites: free ports, settings on a temp home, in-process servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from services.common.config import MeshSettings
+from services.common.dev_issuer import ensure_signing_key, mint_token
+from services.common.identity import Role
+from services.common.server import ServerSpec, run_server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(home: Path, **overrides: object) -> MeshSettings:
+    """Settings on a private home with every port free; the dev signing key is created."""
+    values: dict[str, object] = {
+        "home": home,
+        "tenant_port": free_port(),
+        "storage_port": free_port(),
+        "llm_port": free_port(),
+        "metering_port": free_port(),
+        "envoy_port": free_port(),
+        "envoy_admin_port": free_port(),
+        "simulator_port": free_port(),
+        "log_level": "WARNING",
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    settings = MeshSettings(**values)  # type: ignore[arg-type]
+    ensure_signing_key(settings)
+    return settings
+
+
+def bearer(settings: MeshSettings, role: Role | str, tenant_id: str | None = None) -> tuple[tuple[str, str], ...]:
+    token = mint_token(settings, role=Role(role), tenant_id=tenant_id)
+    return (("authorization", f"Bearer {token}"),)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    build: Callable[[MeshSettings], Awaitable[ServerSpec]], settings: MeshSettings
+) -> AsyncIterator[ServerSpec]:
+    """Run one service in this event loop (real grpc.aio server on its configured port)."""
+    spec = await build(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_server(spec, settings, stop_event=stop))
+    # wait until the port answers
+    host, port = settings.host, spec.port
+    for _ in range(200):
+        if task.done():
+            task.result()
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            await writer.wait_closed()
+            break
+        except OSError:
+            await asyncio.sleep(0.025)
+    try:
+        yield spec
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
