@@ -42,9 +42,9 @@ def _validate_descriptor_set() -> bytes:
         fds.file.append(proto)
 
     # google.protobuf well-known types are in the default pool once imported.
-    import google.protobuf.descriptor_pb2  # noqa: F401
-    import google.protobuf.duration_pb2  # noqa: F401
-    import google.protobuf.field_mask_pb2  # noqa: F401
+    import google.protobuf.descriptor_pb2
+    import google.protobuf.duration_pb2
+    import google.protobuf.field_mask_pb2
     import google.protobuf.timestamp_pb2  # noqa: F401
 
     for dep in root.dependency:

@@ -40,7 +40,9 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
     return settings
 
 
-def bearer(settings: MeshSettings, role: Role | str, tenant_id: str | None = None) -> tuple[tuple[str, str], ...]:
+def bearer(
+    settings: MeshSettings, role: Role | str, tenant_id: str | None = None
+) -> tuple[tuple[str, str], ...]:
     token = mint_token(settings, role=Role(role), tenant_id=tenant_id)
     return (("authorization", f"Bearer {token}"),)
 
@@ -70,3 +72,26 @@ async def running_server(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge_token(claims: dict[str, object], *, alg: str, key: bytes = b"") -> str:
+    """Hand-built JWT for attacks libraries refuse to produce: alg "none", or HS256 keyed with
+    the issuer's public key (algorithm confusion)."""
+    import hashlib
+    import hmac
+    import json
+
+    header = _b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    signing_input = f"{header}.{body}".encode()
+    if alg == "none":
+        return f"{header}.{body}."
+    if alg == "HS256":
+        return f"{header}.{body}.{_b64(hmac.new(key, signing_input, hashlib.sha256).digest())}"
+    raise ValueError(alg)

@@ -23,9 +23,7 @@ def _kid(public_jwk: dict[str, str]) -> str:
     import base64
     import hashlib
 
-    canonical = json.dumps(
-        {"e": public_jwk["e"], "kty": "RSA", "n": public_jwk["n"]}, separators=(",", ":")
-    )
+    canonical = json.dumps({"e": public_jwk["e"], "kty": "RSA", "n": public_jwk["n"]}, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 

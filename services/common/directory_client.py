@@ -49,11 +49,12 @@ class TenantDirectory:
 
     async def _fetch(self, tenant_id: str) -> directory_pb2.ResolveTenantResponse:
         try:
-            return await self._stub.ResolveTenant(
+            answer: directory_pb2.ResolveTenantResponse = await self._stub.ResolveTenant(
                 directory_pb2.ResolveTenantRequest(tenant_id=tenant_id),
                 metadata=self._tokens.metadata(),
                 timeout=5.0,
             )
+            return answer
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"tenant {tenant_id} not found", reason="TENANT_NOT_FOUND") from err
@@ -75,4 +76,4 @@ class TenantDirectory:
         self._cache.pop(tenant_id, None)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)

@@ -42,9 +42,7 @@ class MakotoError(Exception):
         return [packed]
 
     def to_status(self) -> status_pb2.Status:
-        return status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=self.details()
-        )
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
 
 
 class InvalidArgument(MakotoError):
@@ -189,6 +187,7 @@ def status_details(err: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Stat
     from grpc_status import rpc_status
 
     try:
-        return rpc_status.from_call(err)  # type: ignore[arg-type]
+        found: status_pb2.Status | None = rpc_status.from_call(err)
+        return found
     except Exception:
         return None

@@ -31,9 +31,7 @@ class Principal:
     token: str = field(default="", repr=False)
 
 
-_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "makoto_principal", default=None
-)
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("makoto_principal", default=None)
 
 
 def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:

@@ -83,7 +83,7 @@ def validate_message(message: Message) -> None:
 class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
-    __slots__ = ("method", "policy", "principal", "tenant_id", "code")
+    __slots__ = ("authorized", "code", "method", "policy", "principal", "tenant_id")
 
     def __init__(self, method: str, policy: MethodPolicy | None) -> None:
         self.method = method
@@ -91,9 +91,11 @@ class CallState:
         self.principal: Principal | None = None
         self.tenant_id: str | None = None
         self.code = grpc.StatusCode.OK
+        # Set once the tenant check passed: refused calls are not billed to anyone.
+        self.authorized = False
 
 
-class MakotoInterceptor(grpc.aio.ServerInterceptor):
+class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     def __init__(
         self,
         *,
@@ -113,10 +115,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
-        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        metadata = handler_call_details.invocation_metadata
         return self._wrap(handler, method, metadata)
 
     # -- steps ---------------------------------------------------------------------------
@@ -145,6 +147,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
                 if principal.role not in policy.cross_tenant_roles and requested != principal.tenant_id:
                     raise PermissionDenied("token is not valid for this tenant")
                 state.tenant_id = requested
+        state.authorized = True
         validate_message(message)
 
     async def _finish(self, state: CallState, started: float) -> None:
@@ -163,7 +166,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
             and state.policy is not None
             and state.policy.metered
             and state.tenant_id
-            and state.principal is not None
+            and state.authorized
         ):
             try:
                 await self._recorder.record(
@@ -202,14 +205,18 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
         policy = self._policies.get(method)
         me = self
 
-        async def checked_requests(state: CallState, requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+        async def checked_requests(
+            state: CallState, requests: AsyncIterator[Message]
+        ) -> AsyncIterator[Message]:
             async for message in requests:
                 me._check_message(state, message)
                 if state.tenant_id:
                     structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 yield message
 
-        async def run_unary(behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool) -> Any:
+        async def run_unary(
+            behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
+        ) -> Any:
             state = CallState(method, policy)
             started = time.perf_counter()
             structlog.contextvars.clear_contextvars()
@@ -225,7 +232,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 return await behavior(request_or_iter, context)
             except grpc.aio.AbortError:
-                state.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                state.code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except Exception as exc:
                 await me._abort(context, state, exc)
@@ -234,7 +241,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
                     reset_principal(token)
                 await me._finish(state, started)
 
-        async def run_stream(behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool) -> AsyncIterator[Any]:
+        async def run_stream(
+            behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
+        ) -> AsyncIterator[Any]:
             state = CallState(method, policy)
             started = time.perf_counter()
             structlog.contextvars.clear_contextvars()
@@ -251,7 +260,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):
                 async for response in behavior(request_or_iter, context):
                     yield response
             except grpc.aio.AbortError:
-                state.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                state.code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except Exception as exc:
                 await me._abort(context, state, exc)

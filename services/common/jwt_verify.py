@@ -49,8 +49,10 @@ class JwtVerifier:
     def _key(self, provider: JwtProvider, kid: str) -> jwt.PyJWK:
         cached = self._keys.get(provider.issuer)
         now = time.monotonic()
-        if cached is None or (kid not in cached.keys and now - cached.loaded_at > 5) or (
-            now - cached.loaded_at > self._refresh
+        if (
+            cached is None
+            or (kid not in cached.keys and now - cached.loaded_at > 5)
+            or (now - cached.loaded_at > self._refresh)
         ):
             try:
                 cached = _KeySet(self._load(provider), now)

@@ -49,7 +49,13 @@ def otlp_requested() -> bool:
     )
 
 
+_provider: TracerProvider | None = None
+
+
 def configure_tracing(service: str) -> TracerProvider:
+    global _provider
+    if _provider is not None:  # once per process (tests run several servers in one process)
+        return _provider
     provider = TracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"makoto-{service}")})
     )
@@ -58,4 +64,5 @@ def configure_tracing(service: str) -> TracerProvider:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    _provider = provider
     return provider
