@@ -1,0 +1,1 @@
+"""TenantService: tenant lifecycle, configuration, resource bindings and tenant users."""

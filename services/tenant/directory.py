@@ -1,0 +1,33 @@
+"""TenantDirectoryService: the internal lookup data-plane services make (service tokens only)."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+from makoto.tenant.v1 import directory_pb2
+
+from services.tenant import convert
+from services.tenant.tenants import TenantManager
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class TenantDirectoryService:
+    def __init__(self, tenants: TenantManager) -> None:
+        self._tenants = tenants
+
+    async def ResolveTenant(
+        self, request: directory_pb2.ResolveTenantRequest, context: Context
+    ) -> directory_pb2.ResolveTenantResponse:
+        # Unknown and DELETED tenants are both NOT_FOUND; every other state is answered as is,
+        # and the caller decides (TenantDirectory.require_active).
+        tenant = await self._tenants.get(request.tenant_id)
+        return directory_pb2.ResolveTenantResponse(
+            tenant_id=tenant.tenant_id,
+            state=convert.state_to_proto(tenant.state),
+            bindings=tenant.bindings,
+            features=list(tenant.features),
+            price_plan_id=tenant.price_plan_id,
+            etag=tenant.etag,
+        )

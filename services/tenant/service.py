@@ -1,0 +1,94 @@
+"""TenantService servicer: the contract's messages in and out, the use cases in between.
+
+Authentication, the role/tenant check and protovalidate rules already ran in the interceptor;
+errors raised below (services.common.errors) become google.rpc.Status there.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+from makoto.tenant.v1 import tenant_pb2
+
+from services.tenant import convert, updates
+from services.tenant.tenants import TenantManager
+from services.tenant.users import UserManager
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class TenantService:
+    def __init__(self, tenants: TenantManager, users: UserManager) -> None:
+        self._tenants = tenants
+        self._users = users
+
+    async def CreateTenant(
+        self, request: tenant_pb2.CreateTenantRequest, context: Context
+    ) -> tenant_pb2.Tenant:
+        spec = convert.spec_from_proto(request.tenant)
+        tenant = await self._tenants.create(spec, request_id=request.request_id)
+        return convert.tenant_to_proto(tenant)
+
+    async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: Context) -> tenant_pb2.Tenant:
+        return convert.tenant_to_proto(await self._tenants.get(request.tenant_id))
+
+    async def ListTenants(
+        self, request: tenant_pb2.ListTenantsRequest, context: Context
+    ) -> tenant_pb2.ListTenantsResponse:
+        page, next_token = await self._tenants.list(
+            page_size=request.page_size, page_token=request.page_token, show_deleted=request.show_deleted
+        )
+        return tenant_pb2.ListTenantsResponse(
+            tenants=[convert.tenant_to_proto(t) for t in page], next_page_token=next_token
+        )
+
+    async def UpdateTenant(
+        self, request: tenant_pb2.UpdateTenantRequest, context: Context
+    ) -> tenant_pb2.Tenant:
+        paths = updates.mask_paths(request)
+        tenant = await self._tenants.update(
+            request.tenant.tenant_id,
+            lambda current: updates.changes(current, request.tenant, paths),
+            etag=request.tenant.etag,
+        )
+        return convert.tenant_to_proto(tenant)
+
+    async def DeleteTenant(
+        self, request: tenant_pb2.DeleteTenantRequest, context: Context
+    ) -> tenant_pb2.Tenant:
+        return convert.tenant_to_proto(await self._tenants.delete(request.tenant_id, etag=request.etag))
+
+    async def SuspendTenant(
+        self, request: tenant_pb2.SuspendTenantRequest, context: Context
+    ) -> tenant_pb2.Tenant:
+        return convert.tenant_to_proto(await self._tenants.suspend(request.tenant_id, request.reason))
+
+    async def ResumeTenant(
+        self, request: tenant_pb2.ResumeTenantRequest, context: Context
+    ) -> tenant_pb2.Tenant:
+        return convert.tenant_to_proto(await self._tenants.resume(request.tenant_id))
+
+    async def InviteUser(
+        self, request: tenant_pb2.InviteUserRequest, context: Context
+    ) -> tenant_pb2.TenantUser:
+        user = await self._users.invite(
+            request.tenant_id, request.user.email, convert.user_role(request.user.role)
+        )
+        return convert.user_to_proto(user)
+
+    async def ListUsers(
+        self, request: tenant_pb2.ListUsersRequest, context: Context
+    ) -> tenant_pb2.ListUsersResponse:
+        page, next_token = await self._users.list(
+            request.tenant_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return tenant_pb2.ListUsersResponse(
+            users=[convert.user_to_proto(u) for u in page], next_page_token=next_token
+        )
+
+    async def RemoveUser(
+        self, request: tenant_pb2.RemoveUserRequest, context: Context
+    ) -> tenant_pb2.RemoveUserResponse:
+        await self._users.remove(request.tenant_id, request.user_id)
+        return tenant_pb2.RemoveUserResponse()

@@ -1,0 +1,233 @@
+"""Tenant lifecycle use cases: create (provision), read, list, update, suspend, resume, offboard.
+
+Every write is a compare-and-swap on the etag the write was based on. A caller that sent an etag
+gets ABORTED when it is stale; a caller that did not is retried on a fresh read, since only the
+server-side read went stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.tenant import bindings as binding_rules
+from services.tenant import paging
+from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
+from services.tenant.ports import IdentityProvider, Provisioner, ProvisioningError, TenantStore
+
+log = structlog.get_logger("makoto.tenant")
+
+_CAS_ATTEMPTS = 5
+
+
+def new_etag() -> str:
+    return secrets.token_hex(8)
+
+
+def not_found(tenant_id: str) -> NotFound:
+    return NotFound(f"tenant {tenant_id} not found", reason="TENANT_NOT_FOUND")
+
+
+class TenantManager:
+    def __init__(self, store: TenantStore, provisioner: Provisioner, identity: IdentityProvider) -> None:
+        self._store = store
+        self._provisioner = provisioner
+        self._identity = identity
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, tenant_id: str) -> TenantRecord:
+        """The tenant unless it is unknown or DELETED (both NOT_FOUND)."""
+        tenant = await self._store.get(tenant_id)
+        if tenant is None or tenant.state == State.DELETED:
+            raise not_found(tenant_id)
+        return tenant
+
+    async def list(
+        self, *, page_size: int, page_token: str, show_deleted: bool
+    ) -> tuple[Sequence[TenantRecord], str]:
+        scope = f"tenants:show_deleted={show_deleted}"
+        after = paging.decode(page_token, scope)
+        size = paging.page_size(page_size)
+        found = await self._store.list(after=after, limit=size + 1, include_deleted=show_deleted)
+        page = found[:size]
+        next_token = paging.encode(page[-1].tenant_id, scope) if len(found) > size else ""
+        return page, next_token
+
+    # -- create --------------------------------------------------------------------------
+
+    async def create(self, spec: TenantSpec, *, request_id: str) -> TenantRecord:
+        """Store the tenant as PROVISIONING, provision it, end ACTIVE (or FAILED with a reason).
+        The same request_id returns the tenant the first call made (AIP-155)."""
+        if request_id:
+            earlier = await self._for_request(request_id, spec.tenant_id)
+            if earlier is not None:
+                return earlier
+        binding_rules.check(spec.bindings, "tenant.bindings")
+        now = datetime.now(UTC)
+        chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
+        chosen["bindings"] = binding_rules.with_defaults(spec.bindings)
+        tenant = TenantRecord(
+            **chosen,
+            state=State.PROVISIONING,
+            etag=new_etag(),
+            create_time=now,
+            update_time=now,
+        )
+        try:
+            await self._store.insert(tenant, request_id or None)
+        except AlreadyExists:
+            # A concurrent retry of the same request may have won the race.
+            if request_id:
+                earlier = await self._for_request(request_id, spec.tenant_id)
+                if earlier is not None:
+                    return earlier
+            raise
+        log.info("tenant created", tenant_id=tenant.tenant_id)
+        return await self._provision(tenant)
+
+    async def _for_request(self, request_id: str, tenant_id: str) -> TenantRecord | None:
+        made = await self._store.tenant_for_request(request_id)
+        if made is None:
+            return None
+        if made != tenant_id:
+            raise InvalidArgument(
+                "request_id was already used to create another tenant",
+                field_violations=[("request_id", "already used for a different tenant_id")],
+            )
+        tenant = await self._store.get(made)
+        if tenant is None:  # the key references the tenant: cannot happen short of manual edits
+            raise not_found(made)
+        return tenant
+
+    async def _provision(self, tenant: TenantRecord) -> TenantRecord:
+        try:
+            await self._provisioner.provision(tenant)
+        except ProvisioningError as exc:
+            log.warning("provisioning failed", tenant_id=tenant.tenant_id, reason=str(exc))
+            return await self._move(tenant, State.FAILED, reason=str(exc))
+        return await self._move(tenant, State.ACTIVE, reason="")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def suspend(self, tenant_id: str, reason: str) -> TenantRecord:
+        return await self._transition(tenant_id, State.SUSPENDED, reason=reason or "suspended")
+
+    async def resume(self, tenant_id: str) -> TenantRecord:
+        return await self._transition(tenant_id, State.ACTIVE, reason="")
+
+    async def delete(self, tenant_id: str, *, etag: str) -> TenantRecord:
+        """Offboarding: DELETING, deprovision resources and users, DELETED. A DeleteTenant that
+        was interrupted (tenant left DELETING) is finished by calling it again."""
+        tenant = await self.get(tenant_id)
+        if etag and etag != tenant.etag:
+            raise _stale(tenant_id)
+        if tenant.state != State.DELETING:
+            check_transition(tenant_id, tenant.state, State.DELETING)
+            try:
+                tenant = await self._move(tenant, State.DELETING, reason="")
+            except Aborted:
+                if etag:  # the caller's etag went stale between our read and our write
+                    raise _stale(tenant_id) from None
+                tenant = await self._transition(tenant_id, State.DELETING, reason="")
+        return await self._offboard(tenant)
+
+    async def _offboard(self, tenant: TenantRecord) -> TenantRecord:
+        try:
+            await self._provisioner.deprovision(tenant)
+        except ProvisioningError as exc:
+            log.warning("deprovisioning failed", tenant_id=tenant.tenant_id, reason=str(exc))
+            raise Unavailable(str(exc), reason="DEPROVISIONING_FAILED") from exc
+        removed = await self._identity.remove_all(tenant.tenant_id)
+        done = await self._move(tenant, State.DELETED, reason="")
+        log.info("tenant offboarded", tenant_id=tenant.tenant_id, users_removed=removed)
+        return done
+
+    async def _transition(self, tenant_id: str, target: State, *, reason: str) -> TenantRecord:
+        for _ in range(_CAS_ATTEMPTS):
+            tenant = await self.get(tenant_id)
+            check_transition(tenant_id, tenant.state, target)
+            try:
+                return await self._move(tenant, target, reason=reason)
+            except Aborted:
+                continue  # someone else wrote in between: decide again on a fresh read
+        raise _busy(tenant_id)
+
+    async def _move(self, tenant: TenantRecord, target: State, *, reason: str) -> TenantRecord:
+        return await self._write(tenant, {"state": target, "state_reason": reason})
+
+    async def _write(self, tenant: TenantRecord, changes: Mapping[str, Any]) -> TenantRecord:
+        updated = dataclasses.replace(tenant, **changes, etag=new_etag(), update_time=datetime.now(UTC))
+        await self._store.replace(updated, expected_etag=tenant.etag)
+        return updated
+
+    # -- update --------------------------------------------------------------------------
+
+    async def update(
+        self, tenant_id: str, build_changes: Callable[[TenantRecord], dict[str, Any]], *, etag: str
+    ) -> TenantRecord:
+        """Apply the changes `build_changes` derives from the current tenant; honours `etag`."""
+        for _ in range(_CAS_ATTEMPTS):
+            tenant = await self.get(tenant_id)
+            if etag and etag != tenant.etag:
+                raise _stale(tenant_id)
+            if tenant.state not in UPDATABLE_STATES:
+                raise FailedPrecondition(
+                    f"tenant {tenant_id} is {tenant.state}; it cannot be updated now",
+                    reason="INVALID_STATE",
+                    metadata={"current_state": str(tenant.state)},
+                )
+            changes = build_changes(tenant)
+            if not changes:
+                return tenant
+            if "bindings" in changes:
+                await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
+            try:
+                return await self._write(tenant, changes)
+            except Aborted:
+                if etag:
+                    raise _stale(tenant_id) from None
+        raise _busy(tenant_id)
+
+    async def _provision_bindings(self, tenant: TenantRecord) -> None:
+        """New bindings may need new local resources (e.g. moving back to the LOCAL store)."""
+        if tenant.state == State.FAILED:
+            return  # nothing runs for a FAILED tenant until it is offboarded
+        try:
+            await self._provisioner.provision(tenant)
+        except ProvisioningError as exc:
+            raise FailedPrecondition(str(exc), reason="PROVISIONING_FAILED") from exc
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Finish work a crash interrupted: provision PROVISIONING tenants, offboard DELETING ones."""
+        for tenant in await self._store.in_states([State.PROVISIONING, State.DELETING]):
+            try:
+                if tenant.state == State.PROVISIONING:
+                    await self._provision(tenant)
+                else:
+                    await self._offboard(tenant)
+            except Exception:  # one stuck tenant must not keep the service down
+                log.exception("recovery failed", tenant_id=tenant.tenant_id)
+
+
+def _stale(tenant_id: str) -> Aborted:
+    return Aborted(f"etag does not match tenant {tenant_id}; read it again", reason="ETAG_MISMATCH")
+
+
+def _busy(tenant_id: str) -> Aborted:
+    return Aborted(f"tenant {tenant_id} is changing concurrently; retry", reason="CONCURRENT_UPDATE")
