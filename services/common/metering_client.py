@@ -1,0 +1,521 @@
+"""Usage events and the durable client that delivers them to MeteringService.
+
+Every service reports usage through a `UsageRecorder` (services.common.usage). The one used by
+services other than MeteringService is `SpoolingUsageRecorder`:
+
+* `record()` validates the event (the proto's own rules), then appends it to a local SQLite spool
+  (WAL) and returns once it is committed there. Commits are grouped: concurrent `record()` calls
+  share one transaction on a single spool thread, so the event loop never blocks on disk.
+* A background task sends the spool in batches to `MeteringService.RecordUsage` with a service
+  token and deletes a batch only after the server acknowledged every event in it. Failures back
+  off exponentially with jitter (bounded) and are retried forever; nothing is dropped.
+* Event ids are stable (uuid4 unless given), so a batch sent twice -- e.g. the process died
+  between the server's commit and the local delete -- is stored once: RecordUsage is idempotent.
+* The spool outlives the process: a new recorder on the same spool sends what is left.
+
+Durability: the spool runs `synchronous=NORMAL` in WAL mode, so a committed event survives a
+crash or kill of the process; a power loss may lose the last few commits (the usual WAL trade-off,
+chosen because `record()` sits on every RPC's path).
+
+`LocalUsageRecorder` is MeteringService's own recorder: it writes to its store directly and
+never calls itself over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
+
+from services.common.config import MeshSettings
+from services.common.dev_issuer import ServiceTokenSource
+from services.common.errors import InvalidArgument
+from services.common.interceptor import validate_message
+
+log = structlog.get_logger("makoto.metering_client")
+
+T = TypeVar("T")
+
+# RecordUsage refuses more than this many events in one request (proto rule).
+MAX_BATCH = 1000
+# Event times MeteringService accepts.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# The event
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    """A usage event, shaped like a CloudEvent: `type` is the meter, `subject` the tenant."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime  # timezone-aware, UTC
+    value: int
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self) -> metering_pb2.UsageEvent:
+        msg = metering_pb2.UsageEvent(
+            id=self.id,
+            source=self.source,
+            type=self.type,
+            subject=self.subject,
+            value=self.value,
+            dimensions=dict(self.dimensions),
+        )
+        msg.time.FromDatetime(self.time)
+        return msg
+
+    @classmethod
+    def from_proto(cls, msg: metering_pb2.UsageEvent) -> MeterEvent:
+        return cls(
+            id=msg.id,
+            source=msg.source,
+            type=msg.type,
+            subject=msg.subject,
+            time=msg.time.ToDatetime(tzinfo=UTC),
+            value=msg.value,
+            dimensions=dict(msg.dimensions),
+        )
+
+
+def new_event(
+    *,
+    source: str,
+    meter: str,
+    tenant_id: str,
+    value: int,
+    dimensions: Mapping[str, str] | None = None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> MeterEvent:
+    """Build and validate an event (raises InvalidArgument). A naive `time` is taken as UTC."""
+    when = time or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if not EARLIEST <= when <= LATEST:
+        raise InvalidArgument(
+            "usage event time out of range", field_violations=[("time", "must be 1970-01-01..9999-01-01")]
+        )
+    event = MeterEvent(
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=meter,
+        subject=tenant_id,
+        time=when.astimezone(UTC),
+        value=value,
+        dimensions=dict(dimensions or {}),
+    )
+    # Refuse here what the server would refuse: an invalid event must not sit in the spool
+    # blocking the events behind it.
+    validate_message(event.to_proto())
+    return event
+
+
+# ---------------------------------------------------------------------------------------------
+# The spool
+
+
+class _Spool:
+    """The SQLite spool. One dedicated thread owns the connection; every call runs there, so
+    reads, inserts and deletes are serialized without locks. Appends are group-committed."""
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS events ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE,"
+        " payload BLOB NOT NULL)",
+        # Events the server refused as invalid: kept (never lost), but out of the send path.
+        "CREATE TABLE IF NOT EXISTS dead_letters ("
+        " id TEXT PRIMARY KEY,"
+        " payload BLOB NOT NULL,"
+        " reason TEXT NOT NULL,"
+        " at TEXT NOT NULL)",
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{path.stem}")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- runs on the spool thread --------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for ddl in self._SCHEMA:
+                conn.execute(ddl)
+            self._conn = conn
+        return self._conn
+
+    def _insert(self, rows: list[tuple[str, bytes]]) -> None:
+        db = self._db()
+        with db:  # one transaction for the whole group
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR IGNORE INTO events (id, payload) VALUES (?, ?)", rows)
+
+    def _read(self, limit: int) -> list[tuple[int, str, bytes]]:
+        cur = self._db().execute("SELECT seq, id, payload FROM events ORDER BY seq LIMIT ?", (limit,))
+        return [(int(s), str(i), bytes(p)) for s, i, p in cur.fetchall()]
+
+    def _delete(self, seqs: list[int]) -> None:
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+
+    def _bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, payload, reason, at) VALUES (?, ?, ?, ?)",
+                (event_id, payload, reason[:500], datetime.now(UTC).isoformat()),
+            )
+            db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+
+    def _count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- async facade ----------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def append(self, event_id: str, payload: bytes) -> None:
+        """Returns once the event is committed to the spool."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event_id, payload, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        await future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await self._call(self._insert, [(i, p) for i, p, _ in group])
+            except asyncio.CancelledError:
+                for *_, fut in group:
+                    fut.cancel()
+                raise
+            except Exception as exc:
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def read(self, limit: int) -> list[tuple[int, str, bytes]]:
+        return await self._call(self._read, limit)
+
+    async def delete(self, seqs: list[int]) -> None:
+        await self._call(self._delete, seqs)
+
+    async def bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
+        await self._call(self._bury, seq, event_id, payload, reason)
+
+    async def count(self) -> int:
+        return await self._call(self._count)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(BaseException):
+                await self._writer
+        await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+
+def spool_path(settings: MeshSettings, source: str) -> Path:
+    return settings.data_dir / "spool" / f"{source}.sqlite3"
+
+
+# ---------------------------------------------------------------------------------------------
+# The recorders
+
+
+class _Rejected(Exception):
+    """The server refused a batch as invalid; the caller isolates the bad event(s)."""
+
+
+class SpoolingUsageRecorder:
+    """UsageRecorder for every service but MeteringService: durable spool + batched delivery."""
+
+    # Delivery tuning (class attributes so the constructor stays the agreed one).
+    backoff_base_seconds: float = 0.2
+    backoff_max_seconds: float = 10.0
+    rpc_timeout_seconds: float = 10.0
+    close_timeout_seconds: float = 2.0
+
+    def __init__(
+        self,
+        settings: MeshSettings,
+        source: str,
+        *,
+        flush_interval: float = 0.5,
+        batch_size: int = 200,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._settings = settings
+        self._source = source
+        self._flush_interval = flush_interval
+        self._batch_size = min(batch_size, MAX_BATCH)
+        self._spool = _Spool(spool_path(settings, source))
+        self._tokens = ServiceTokenSource(settings, source)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: metering_pb2_grpc.MeteringServiceStub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._unsent_hint = 0
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._spool.path
+
+    async def start(self) -> None:
+        """Start delivering; whatever an earlier process left in the spool goes first."""
+        if self._closed:
+            raise RuntimeError("recorder is closed")
+        if self._task is not None:
+            return
+        self._channel = grpc.aio.insecure_channel(
+            self._settings.address("metering"),
+            options=[
+                ("grpc.max_send_message_length", self._settings.max_message_bytes),
+                # gRPC's own reconnect backoff grows to 120 s by default: after a long outage
+                # the channel would refuse calls long after MeteringService is back.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 5000),
+            ],
+        )
+        self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
+        self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
+
+    async def record(
+        self,
+        *,
+        meter: str,
+        tenant_id: str,
+        value: int,
+        dimensions: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> None:
+        if self._closed:
+            raise RuntimeError("recorder is closed")
+        event = new_event(
+            source=self._source,
+            meter=meter,
+            tenant_id=tenant_id,
+            value=value,
+            dimensions=dimensions,
+            event_id=event_id,
+            time=time,
+        )
+        await self._spool.append(event.id, event.to_proto().SerializeToString())
+        self._unsent_hint += 1
+        if self._unsent_hint >= self._batch_size:
+            self._wake.set()
+
+    async def pending(self) -> int:
+        """Events in the spool not yet acknowledged by the server."""
+        return await self._spool.count()
+
+    async def close(self) -> None:
+        """Stop the sender, try one last flush (bounded), and keep whatever is left spooled."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            try:
+                await asyncio.wait_for(self._drain(retry=False), self.close_timeout_seconds)
+            except Exception as exc:  # TimeoutError included: the spool keeps the rest
+                log.info("usage flush on close incomplete", source=self._source, error=type(exc).__name__)
+        if self._channel is not None:
+            await self._channel.close()
+        left = await self._spool.count()
+        await self._spool.close()
+        if left:
+            log.info("usage events left in spool", source=self._source, count=left)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            self._unsent_hint = 0
+            try:
+                await self._drain(retry=True)
+            except Exception:
+                # e.g. the spool file is unreadable for a moment: the sender must not die.
+                log.exception("usage sender error; will retry", source=self._source)
+                await asyncio.sleep(self.backoff_max_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+
+    async def _drain(self, *, retry: bool) -> None:
+        """Send the spool until it is empty. With retry, failures back off and try again
+        forever; without, the first failure raises."""
+        attempt = 0
+        while True:
+            rows = await self._spool.read(self._batch_size)
+            if not rows:
+                return
+            try:
+                await self._send(rows)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not retry:
+                    raise
+                attempt += 1
+                delay = self._backoff(attempt)
+                code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                log.warning(
+                    "usage delivery failed; retrying",
+                    source=self._source,
+                    events=len(rows),
+                    error=code,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with 'equal jitter': between half and all of the capped step."""
+        growth = float(2 ** min(attempt - 1, 30))
+        step: float = min(self.backoff_max_seconds, self.backoff_base_seconds * growth)
+        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- jitter, not cryptography
+
+    async def _send(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        good: list[tuple[int, str, bytes, metering_pb2.UsageEvent]] = []
+        for seq, event_id, payload in rows:
+            try:
+                good.append((seq, event_id, payload, metering_pb2.UsageEvent.FromString(payload)))
+            except DecodeError:
+                await self._spool.bury(seq, event_id, payload, "undecodable spool entry")
+        if not good:
+            return
+        try:
+            await self._call_server([g[3] for g in good])
+        except _Rejected:
+            await self._isolate(good)
+            return
+        await self._spool.delete([g[0] for g in good])
+
+    async def _isolate(self, rows: Sequence[tuple[int, str, bytes, metering_pb2.UsageEvent]]) -> None:
+        """The server refused a batch as invalid: send one by one; set aside only the refused."""
+        for seq, event_id, payload, event in rows:
+            try:
+                await self._call_server([event])
+            except _Rejected as exc:
+                log.error("usage event refused by server; moved to dead_letters", event_id=event_id)
+                await self._spool.bury(seq, event_id, payload, str(exc))
+                continue
+            await self._spool.delete([seq])
+
+    async def _call_server(self, events: list[metering_pb2.UsageEvent]) -> None:
+        assert self._stub is not None
+        try:
+            reply = await self._stub.RecordUsage(
+                metering_pb2.RecordUsageRequest(events=events),
+                metadata=self._tokens.metadata(),
+                timeout=self.rpc_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise _Rejected(err.details() or "invalid") from err
+            raise
+        if reply.accepted + reply.duplicates != len(events):
+            # Not everything was acknowledged: keep the batch and send it again (idempotent).
+            raise RuntimeError(
+                f"server acknowledged {reply.accepted + reply.duplicates} of {len(events)} events"
+            )
+
+
+class UsageEventSink(Protocol):
+    """Where LocalUsageRecorder writes: MeteringService's usage store."""
+
+    async def insert_events(self, events: Sequence[MeterEvent]) -> int: ...
+
+
+class LocalUsageRecorder:
+    """MeteringService's own recorder: writes straight to its store (never to itself over gRPC)."""
+
+    def __init__(self, store: UsageEventSink, source: str = "metering") -> None:
+        self._store = store
+        self._source = source
+
+    async def start(self) -> None:
+        return None
+
+    async def record(
+        self,
+        *,
+        meter: str,
+        tenant_id: str,
+        value: int,
+        dimensions: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> None:
+        event = new_event(
+            source=self._source,
+            meter=meter,
+            tenant_id=tenant_id,
+            value=value,
+            dimensions=dimensions,
+            event_id=event_id,
+            time=time,
+        )
+        await self._store.insert_events([event])
+
+    async def close(self) -> None:
+        return None
+
+
+__all__ = [
+    "LocalUsageRecorder",
+    "MeterEvent",
+    "SpoolingUsageRecorder",
+    "UsageEventSink",
+    "new_event",
+    "spool_path",
+]

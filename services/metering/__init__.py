@@ -1,0 +1,1 @@
+"""MeteringService: usage events, aggregation, price plans and monthly invoices."""

@@ -1,0 +1,1 @@
+"""Store adapters of MeteringService (one SQL adapter serves SQLite and PostgreSQL)."""

@@ -1,0 +1,205 @@
+"""The metering store on SQLAlchemy 2 async: SQLite (aiosqlite) by default, PostgreSQL (asyncpg)
+with the same code. Implements UsageStore and PricePlanStore."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.metering_client import MeterEvent
+from services.metering.adapters.database import create_engine, migrate
+from services.metering.adapters.sql_tables import price_plans, usage_events
+from services.metering.model import MeterPrice, PricePlan
+from services.metering.periods import to_us
+from services.metering.ports import AggregateRow
+
+
+def _int(value: Any) -> int:
+    # PostgreSQL's sum(bigint) is numeric (Decimal); SQLite's is an int (or NULL on no rows).
+    return int(value or 0)
+
+
+class SqlMeteringStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self._dialect}; use SQLite or PostgreSQL")
+
+    @classmethod
+    async def open(cls, url: str) -> SqlMeteringStore:
+        """Connect and migrate the schema to the newest revision."""
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # -- UsageStore ------------------------------------------------------------------------
+
+    async def insert_events(self, events: Sequence[MeterEvent]) -> int:
+        if not events:
+            return 0
+        now = time.time_ns() // 1000
+        rows: dict[str, dict[str, Any]] = {}
+        for e in events:
+            rows.setdefault(
+                e.id,
+                {
+                    "id": e.id,
+                    "source": e.source,
+                    "type": e.type,
+                    "subject": e.subject,
+                    "time_us": to_us(e.time),
+                    "value": e.value,
+                    "dimensions": dict(e.dimensions),
+                    "recorded_at_us": now,
+                },
+            )
+        stmt = (
+            self._insert(usage_events)
+            .on_conflict_do_nothing(index_elements=[usage_events.c.id])
+            .returning(usage_events.c.id)
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(stmt, list(rows.values()))
+            # RETURNING yields only the rows actually inserted.
+            return len(result.all())
+
+    def _range(self, tenant_id: str, meter: str, start_us: int, end_us: int) -> list[sa.ColumnElement[bool]]:
+        t = usage_events.c
+        return [t.subject == tenant_id, t.type == meter, t.time_us >= start_us, t.time_us < end_us]
+
+    async def aggregate(
+        self,
+        *,
+        tenant_id: str,
+        meter: str,
+        start_us: int,
+        end_us: int,
+        bucket_us: int | None,
+        group_by: Sequence[str],
+        limit: int,
+    ) -> list[AggregateRow]:
+        t = usage_events.c
+        inner_cols: list[sa.ColumnElement[Any]] = [t.value.label("value")]
+        if bucket_us is not None:
+            # floor(time / width) * width, written so truncating '%' (PostgreSQL) and SQLite
+            # agree for negative times too. The width is a trusted int, inlined as a literal.
+            width = sa.literal_column(str(int(bucket_us)), sa.BigInteger)
+            inner_cols.append((t.time_us - ((t.time_us % width) + width) % width).label("bucket"))
+        for i, key in enumerate(group_by):
+            inner_cols.append(t.dimensions[key].as_string().label(f"g{i}"))
+        inner = sa.select(*inner_cols).where(*self._range(tenant_id, meter, start_us, end_us)).subquery()
+        # Group on the subquery's columns: portable, and PostgreSQL sees identical expressions.
+        keys = ([inner.c.bucket] if bucket_us is not None else []) + [
+            inner.c[f"g{i}"] for i in range(len(group_by))
+        ]
+        stmt = sa.select(*keys, sa.func.sum(inner.c.value)).limit(limit)
+        if keys:
+            stmt = stmt.group_by(*keys)
+        async with self._engine.connect() as conn:
+            result = await conn.execute(stmt)
+            out: list[AggregateRow] = []
+            for row in result.all():
+                values = list(row)
+                total = values.pop()
+                if not keys and total is None:
+                    continue  # no events at all: no row
+                bucket = int(values.pop(0)) if bucket_us is not None else None
+                out.append((bucket, tuple("" if v is None else str(v) for v in values), _int(total)))
+            return out
+
+    async def totals(
+        self, *, tenant_id: str, meters: Sequence[str], start_us: int, end_us: int
+    ) -> dict[str, int]:
+        if not meters:
+            return {}
+        t = usage_events.c
+        stmt = (
+            sa.select(t.type, sa.func.sum(t.value))
+            .where(
+                t.subject == tenant_id,
+                t.type.in_(list(meters)),
+                t.time_us >= start_us,
+                t.time_us < end_us,
+            )
+            .group_by(t.type)
+        )
+        async with self._engine.connect() as conn:
+            return {str(meter): _int(total) for meter, total in (await conn.execute(stmt)).all()}
+
+    async def balance_before(self, *, tenant_id: str, meter: str, before_us: int) -> int:
+        t = usage_events.c
+        stmt = sa.select(sa.func.sum(t.value)).where(
+            t.subject == tenant_id, t.type == meter, t.time_us < before_us
+        )
+        async with self._engine.connect() as conn:
+            return _int((await conn.execute(stmt)).scalar())
+
+    async def deltas(
+        self, *, tenant_id: str, meter: str, start_us: int, end_us: int
+    ) -> AsyncIterator[tuple[int, int]]:
+        t = usage_events.c
+        stmt = (
+            sa.select(t.time_us, sa.func.sum(t.value))
+            .where(*self._range(tenant_id, meter, start_us, end_us))
+            .group_by(t.time_us)
+            .order_by(t.time_us)
+            .execution_options(yield_per=2000)
+        )
+        async with self._engine.connect() as conn:
+            result = await conn.stream(stmt)
+            async for at, delta in result:
+                yield int(at), _int(delta)
+
+    # -- PricePlanStore --------------------------------------------------------------------
+
+    async def get_plan(self, plan_id: str) -> PricePlan | None:
+        stmt = sa.select(price_plans).where(price_plans.c.plan_id == plan_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            return None
+        prices = tuple(
+            MeterPrice(meter=p["meter"], unit_price=Decimal(p["unit_price"]), unit=p["unit"])
+            for p in row["prices"]
+        )
+        return PricePlan(plan_id=row["plan_id"], currency=row["currency"], prices=prices)
+
+    async def put_plan(self, plan: PricePlan) -> None:
+        values = {
+            "plan_id": plan.plan_id,
+            "currency": plan.currency,
+            "prices": [
+                {"meter": p.meter, "unit_price": format(p.unit_price, "f"), "unit": p.unit}
+                for p in plan.prices
+            ],
+            "updated_at_us": time.time_ns() // 1000,
+        }
+        stmt = self._insert(price_plans).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[price_plans.c.plan_id],
+            set_={k: stmt.excluded[k] for k in ("currency", "prices", "updated_at_us")},
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt)

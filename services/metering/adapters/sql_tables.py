@@ -1,0 +1,37 @@
+"""SQLAlchemy Core tables of the metering store. The schema itself is made by the Alembic
+migrations in services/metering/migrations (a test checks they agree).
+
+Times are integer microseconds since the epoch (UTC): exact, and bucketing by hour or day is
+integer arithmetic that SQLite and PostgreSQL compute the same way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    # The event id is the idempotency key: a second insert of an id is ignored.
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(63), nullable=False),
+    sa.Column("subject", sa.String(63), nullable=False),
+    sa.Column("time_us", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("dimensions", sa.JSON, nullable=False),
+    sa.Column("recorded_at_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_usage_events_subject_type_time", "subject", "type", "time_us"),
+)
+
+price_plans = sa.Table(
+    "price_plans",
+    metadata,
+    sa.Column("plan_id", sa.String(63), primary_key=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    # [{"meter": ..., "unit_price": "<decimal string>", "unit": ...}]: prices stay strings.
+    sa.Column("prices", sa.JSON, nullable=False),
+    sa.Column("updated_at_us", sa.BigInteger, nullable=False),
+)

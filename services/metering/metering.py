@@ -1,0 +1,82 @@
+"""MeteringService's use cases, on its ports (no gRPC, no SQL here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from services.common.errors import FailedPrecondition, NotFound
+from services.common.metering_client import MeterEvent
+from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
+from services.metering.model import Invoice, PricePlan, UsageRow
+from services.metering.periods import Month, to_us
+from services.metering.ports import PlanResolver, PricePlanStore, UsageStore
+from services.metering.pricing import normalize_plan
+from services.metering.usage_query import UsageQuery, check_range, query_usage
+
+
+class Metering:
+    def __init__(
+        self,
+        usage: UsageStore,
+        plans: PricePlanStore,
+        resolver: PlanResolver,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._usage = usage
+        self._plans = plans
+        self._resolver = resolver
+        self._clock = clock
+
+    def now_us(self) -> int:
+        return to_us(self._clock())
+
+    async def record(self, events: Sequence[MeterEvent]) -> tuple[int, int]:
+        """Store events idempotently: (accepted, duplicates). An id seen before is a duplicate
+        even when the rest of the event differs: the first version stands."""
+        accepted = await self._usage.insert_events(events)
+        return accepted, len(events) - accepted
+
+    async def query(self, query: UsageQuery) -> list[UsageRow]:
+        check_range(query.start_us, query.end_us)
+        return await query_usage(self._usage, query)
+
+    async def invoice(self, tenant_id: str, month_text: str) -> Invoice:
+        month = Month.parse(month_text)
+        now = self.now_us()
+        plan_id = await self._resolver.plan_id_for(tenant_id)
+        plan = await self._plans.get_plan(plan_id)
+        if plan is None:
+            raise FailedPrecondition(
+                f"price plan {plan_id} of tenant {tenant_id} does not exist", reason="PRICE_PLAN_MISSING"
+            )
+        start, end = month.start_us, month.end_us
+        counted = [p.meter for p in plan.prices if p.meter not in LEVEL_METERS]
+        totals = await self._usage.totals(tenant_id=tenant_id, meters=counted, start_us=start, end_us=end)
+        quantities = {meter: Decimal(totals.get(meter, 0)) for meter in counted}
+        for meter in (p.meter for p in plan.prices if p.meter in LEVEL_METERS):
+            quantities[meter] = await self._level_quantity(tenant_id, meter, start, end, now)
+        return price(
+            tenant_id=tenant_id, month=str(month), plan=plan, quantities=quantities, final=now >= end
+        )
+
+    async def _level_quantity(self, tenant_id: str, meter: str, start: int, end: int, now: int) -> Decimal:
+        cutoff = min(end, now)
+        if cutoff <= start:
+            return gb_months(0, end - start)
+        balance = await self._usage.balance_before(tenant_id=tenant_id, meter=meter, before_us=start)
+        deltas = self._usage.deltas(tenant_id=tenant_id, meter=meter, start_us=start, end_us=cutoff)
+        integral = await integrate_level(balance, deltas, start, cutoff)
+        return gb_months(integral, end - start)
+
+    async def get_plan(self, plan_id: str) -> PricePlan:
+        plan = await self._plans.get_plan(plan_id)
+        if plan is None:
+            raise NotFound(f"price plan {plan_id} not found", reason="PRICE_PLAN_NOT_FOUND")
+        return plan
+
+    async def set_plan(self, plan: PricePlan) -> PricePlan:
+        plan = normalize_plan(plan)
+        await self._plans.put_plan(plan)
+        return plan

@@ -1,0 +1,61 @@
+"""Value types of the metering domain (no I/O, no protobuf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+
+class Window(Enum):
+    """Aggregation window of QueryUsage; WHOLE is one window for the whole range."""
+
+    WHOLE = "whole"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    window_start_us: int
+    window_end_us: int
+    group: tuple[tuple[str, str], ...]  # (dimension key, value) in group_by order
+    value: int
+
+
+@dataclass(frozen=True)
+class MeterPrice:
+    meter: str
+    unit_price: Decimal
+    unit: str
+
+
+@dataclass(frozen=True)
+class PricePlan:
+    plan_id: str
+    currency: str
+    prices: tuple[MeterPrice, ...]
+
+    def price_of(self, meter: str) -> MeterPrice | None:
+        return next((p for p in self.prices if p.meter == meter), None)
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    meter: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Invoice:
+    tenant_id: str
+    month: str
+    currency: str
+    price_plan_id: str
+    lines: tuple[InvoiceLine, ...]
+    total: Decimal
+    final: bool

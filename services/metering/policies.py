@@ -1,0 +1,17 @@
+"""Who may call which MeteringService RPC (the interceptor refuses methods missing here)."""
+
+from __future__ import annotations
+
+from services.common.policy import MethodPolicy, admin_rpc, internal_rpc, tenant_rpc
+
+SERVICE = "makoto.metering.v1.MeteringService"
+
+POLICIES: dict[str, MethodPolicy] = {
+    # Other services' spooling clients only; never routed by Envoy.
+    f"/{SERVICE}/RecordUsage": internal_rpc(),
+    # A tenant reads its own usage and invoices; a platform-admin reads any tenant's.
+    f"/{SERVICE}/QueryUsage": tenant_rpc(admin_reads=True),
+    f"/{SERVICE}/GetInvoice": tenant_rpc(admin_reads=True),
+    f"/{SERVICE}/GetPricePlan": admin_rpc(),
+    f"/{SERVICE}/SetPricePlan": admin_rpc(),
+}

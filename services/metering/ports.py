@@ -1,0 +1,64 @@
+"""Ports of MeteringService: what the domain needs from a usage store, a price-plan store and
+whatever tells a tenant's price plan. Adapters live in adapters/ (SQL) and plans.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from services.common.metering_client import MeterEvent
+from services.metering.model import PricePlan
+
+# (bucket start in µs or None for the whole range, group values in group_by order, sum)
+AggregateRow = tuple[int | None, tuple[str, ...], int]
+
+
+class UsageStore(Protocol):
+    async def insert_events(self, events: Sequence[MeterEvent]) -> int:
+        """Insert-or-ignore by event id (also within `events`); returns how many were new."""
+        ...
+
+    async def aggregate(
+        self,
+        *,
+        tenant_id: str,
+        meter: str,
+        start_us: int,
+        end_us: int,
+        bucket_us: int | None,
+        group_by: Sequence[str],
+        limit: int,
+    ) -> list[AggregateRow]:
+        """Sum of values in [start_us, end_us) per UTC-aligned bucket (floor(time / bucket_us))
+        and per dimension values (a missing dimension groups as "")."""
+        ...
+
+    async def totals(
+        self, *, tenant_id: str, meters: Sequence[str], start_us: int, end_us: int
+    ) -> dict[str, int]:
+        """Sum of values per meter in [start_us, end_us)."""
+        ...
+
+    async def balance_before(self, *, tenant_id: str, meter: str, before_us: int) -> int:
+        """Sum of all values earlier than before_us (the balance a delta meter carries in)."""
+        ...
+
+    def deltas(
+        self, *, tenant_id: str, meter: str, start_us: int, end_us: int
+    ) -> AsyncIterator[tuple[int, int]]:
+        """(time_us, summed value at that instant) in [start_us, end_us), ascending, streamed."""
+        ...
+
+
+class PricePlanStore(Protocol):
+    async def get_plan(self, plan_id: str) -> PricePlan | None: ...
+
+    async def put_plan(self, plan: PricePlan) -> None:
+        """Create or replace."""
+        ...
+
+
+class PlanResolver(Protocol):
+    """Which price plan a tenant is billed on."""
+
+    async def plan_id_for(self, tenant_id: str) -> str: ...

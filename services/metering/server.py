@@ -1,0 +1,56 @@
+"""MeteringService's wiring: store (migrated at start), plan resolver, servicer, policies and
+its own usage recorder (LocalUsageRecorder: it never meters itself over gRPC)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from makoto.metering.v1 import metering_pb2_grpc
+
+from services.common.config import MeshSettings
+from services.common.dev_issuer import ServiceTokenSource
+from services.common.directory_client import TenantDirectory
+from services.common.metering_client import LocalUsageRecorder
+from services.common.server import Registration, ServerSpec
+from services.metering.adapters.sql_store import SqlMeteringStore
+from services.metering.config import database_url
+from services.metering.metering import Metering
+from services.metering.plans import DirectoryPlanResolver
+from services.metering.policies import POLICIES, SERVICE
+from services.metering.ports import PlanResolver
+from services.metering.servicer import MeteringServicer
+
+
+async def build(
+    settings: MeshSettings,
+    *,
+    db_url: str | None = None,
+    plans: PlanResolver | None = None,
+) -> ServerSpec:
+    """db_url: else MAKOTO_METERING_DB_URL, else SQLite at data_dir/metering.sqlite3.
+    plans: else each tenant's price_plan_id from TenantService's directory."""
+    store = await SqlMeteringStore.open(database_url(settings, db_url))
+    on_stop: list[Callable[[], Awaitable[None]]] = [store.close]
+    if plans is None:
+        directory = TenantDirectory(
+            settings.address("tenant"),
+            ServiceTokenSource(settings, "metering"),
+            ttl_seconds=settings.directory_cache_ttl_seconds,
+        )
+        plans = DirectoryPlanResolver(directory)
+        on_stop.insert(0, directory.close)
+    metering = Metering(store, store, plans)
+    return ServerSpec(
+        name="metering",
+        port=settings.metering_port,
+        registrations=[
+            Registration(
+                add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
+                servicer=MeteringServicer(metering),
+                full_name=SERVICE,
+            )
+        ],
+        policies=POLICIES,
+        recorder=LocalUsageRecorder(store),
+        on_stop=on_stop,
+    )

@@ -1,0 +1,142 @@
+"""gRPC face of MeteringService: protobuf <-> domain, nothing else. Requests arrive already
+authenticated, tenant-checked and validated against the proto's rules by the interceptor."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import timestamp_pb2
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.common.metering_client import MeterEvent
+from services.metering.metering import Metering
+from services.metering.model import Invoice, MeterPrice, PricePlan, Window
+from services.metering.periods import MAX_US, MIN_US, from_us, month_start_us
+from services.metering.pricing import fmt, parse_price
+from services.metering.usage_query import UsageQuery
+
+_WINDOWS = {
+    metering_pb2.USAGE_WINDOW_UNSPECIFIED: Window.WHOLE,
+    metering_pb2.USAGE_WINDOW_HOUR: Window.HOUR,
+    metering_pb2.USAGE_WINDOW_DAY: Window.DAY,
+    metering_pb2.USAGE_WINDOW_MONTH: Window.MONTH,
+}
+
+
+def _ts_to_us(ts: timestamp_pb2.Timestamp, field: str) -> int:
+    us = ts.seconds * 1_000_000 + ts.nanos // 1000
+    if not MIN_US <= us <= MAX_US:
+        raise InvalidArgument(
+            f"{field} out of range", field_violations=[(field, "must be 1970-01-01..9999-01-01")]
+        )
+    return us
+
+
+def _us_to_ts(us: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(from_us(us))
+    return ts
+
+
+def plan_to_proto(plan: PricePlan) -> metering_pb2.PricePlan:
+    return metering_pb2.PricePlan(
+        plan_id=plan.plan_id,
+        currency=plan.currency,
+        prices=[
+            metering_pb2.MeterPrice(meter=p.meter, unit_price=fmt(p.unit_price), unit=p.unit)
+            for p in plan.prices
+        ],
+    )
+
+
+def invoice_to_proto(invoice: Invoice) -> metering_pb2.Invoice:
+    return metering_pb2.Invoice(
+        tenant_id=invoice.tenant_id,
+        month=invoice.month,
+        currency=invoice.currency,
+        price_plan_id=invoice.price_plan_id,
+        line_items=[
+            metering_pb2.InvoiceLineItem(
+                meter=line.meter,
+                quantity=fmt(line.quantity),
+                unit=line.unit,
+                unit_price=fmt(line.unit_price),
+                amount=fmt(line.amount),
+            )
+            for line in invoice.lines
+        ],
+        total=fmt(invoice.total),
+        final=invoice.final,
+    )
+
+
+class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
+    def __init__(self, metering: Metering) -> None:
+        self._metering = metering
+
+    async def RecordUsage(
+        self, request: metering_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.RecordUsageResponse:
+        for i, e in enumerate(request.events):
+            _ts_to_us(e.time, f"events[{i}].time")  # range check before any conversion
+        events = [MeterEvent.from_proto(e) for e in request.events]
+        accepted, duplicates = await self._metering.record(events)
+        return metering_pb2.RecordUsageResponse(accepted=accepted, duplicates=duplicates)
+
+    async def QueryUsage(
+        self, request: metering_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.QueryUsageResponse:
+        now = self._metering.now_us()
+        end = _ts_to_us(request.end_time, "end_time") if request.HasField("end_time") else now
+        if request.HasField("start_time"):
+            start = _ts_to_us(request.start_time, "start_time")
+        else:
+            start = month_start_us(now)
+        query = UsageQuery(
+            tenant_id=request.tenant_id,
+            meter=request.meter,
+            start_us=start,
+            end_us=end,
+            window=_WINDOWS[request.window],
+            group_by=tuple(request.group_by),
+        )
+        rows = await self._metering.query(query)
+        return metering_pb2.QueryUsageResponse(
+            meter=request.meter,
+            rows=[
+                metering_pb2.UsageRow(
+                    window_start=_us_to_ts(row.window_start_us),
+                    window_end=_us_to_ts(row.window_end_us),
+                    group=dict(row.group),
+                    value=row.value,
+                )
+                for row in rows
+            ],
+        )
+
+    async def GetInvoice(
+        self, request: metering_pb2.GetInvoiceRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.Invoice:
+        return invoice_to_proto(await self._metering.invoice(request.tenant_id, request.month))
+
+    async def GetPricePlan(
+        self, request: metering_pb2.GetPricePlanRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.PricePlan:
+        return plan_to_proto(await self._metering.get_plan(request.plan_id))
+
+    async def SetPricePlan(
+        self, request: metering_pb2.SetPricePlanRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.PricePlan:
+        plan = request.plan
+        prices = tuple(
+            MeterPrice(
+                meter=p.meter,
+                unit_price=parse_price(p.unit_price, f"plan.prices[{i}].unit_price"),
+                unit=p.unit,
+            )
+            for i, p in enumerate(plan.prices)
+        )
+        stored = await self._metering.set_plan(
+            PricePlan(plan_id=plan.plan_id, currency=plan.currency, prices=prices)
+        )
+        return plan_to_proto(stored)
