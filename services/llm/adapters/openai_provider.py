@@ -1,0 +1,190 @@
+"""OpenAI (and any OpenAI-compatible endpoint, such as the mesh's simulator) through the
+official `openai` SDK. The Azure OpenAI adapter is a preset of this one with another client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, NoReturn
+
+import httpx2
+import openai
+
+from services.llm.adapters.openai_errors import map_openai_error
+from services.llm.ports import (
+    Capabilities,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    Choice,
+    EmbeddingResult,
+    Image,
+    ImageResult,
+    ProviderConfig,
+    Usage,
+)
+
+_ERRORS = (openai.OpenAIError, httpx2.HTTPError)
+
+
+class OpenAIProvider:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        *,
+        secret: str,
+        name: str = "openai",
+        # OpenAI wants max_completion_tokens (o-series refuse max_tokens); Azure's GA API max_tokens.
+        max_tokens_param: str = "max_completion_tokens",
+    ) -> None:
+        self._client = client
+        self._secret = secret
+        self._name = name
+        self._max_tokens_param = max_tokens_param
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(name={self._name!r}, base_url={str(self._client.base_url)!r})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def _fail(self, exc: BaseException, model: str) -> NoReturn:
+        # `from None`: the SDK's own exception text may carry a masked key; keep it out of chains.
+        raise map_openai_error(exc, provider=self._name, model=model, secret=self._secret) from None
+
+    def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
+        messages: list[dict[str, str]] = []
+        for m in request.messages:
+            item = {"role": m.role, "content": m.content}
+            if m.name:
+                item["name"] = m.name
+            messages.append(item)
+        args: dict[str, Any] = {"model": request.model, "messages": messages}
+        if request.temperature is not None:
+            args["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            args[self._max_tokens_param] = request.max_tokens
+        if request.user:
+            args["user"] = request.user
+        if request.request_timeout is not None:
+            args["timeout"] = request.request_timeout
+        return args
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        try:
+            answer = await self._client.chat.completions.create(**self._chat_args(request))
+        except _ERRORS as exc:
+            self._fail(exc, request.model)
+        return ChatResult(
+            id=answer.id,
+            model=answer.model,
+            choices=[
+                Choice(
+                    index=c.index,
+                    content=c.message.content or "",
+                    finish_reason=c.finish_reason or "",
+                    role=c.message.role,
+                )
+                for c in answer.choices
+            ],
+            usage=Usage(answer.usage.prompt_tokens, answer.usage.completion_tokens) if answer.usage else None,
+            created=answer.created,
+        )
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
+        try:
+            stream = await self._client.chat.completions.create(
+                **self._chat_args(request), stream=True, stream_options={"include_usage": True}
+            )
+        except _ERRORS as exc:
+            self._fail(exc, request.model)
+        try:
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    text = (choice.delta.content or "") if choice.delta else ""
+                    if text or choice.finish_reason:
+                        yield ChatDelta(
+                            id=chunk.id,
+                            model=chunk.model,
+                            index=choice.index,
+                            text=text,
+                            finish_reason=choice.finish_reason or "",
+                        )
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    yield ChatDelta(id=chunk.id, model=chunk.model, usage=usage)
+        except _ERRORS as exc:
+            self._fail(exc, request.model)
+        finally:
+            # Also on cancellation or an early aclose(): stop reading and free the connection.
+            await stream.close()
+
+    async def embed(
+        self, model: str, inputs: Sequence[str], *, request_timeout: float | None = None
+    ) -> EmbeddingResult:
+        extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
+        try:
+            answer = await self._client.embeddings.create(model=model, input=list(inputs), **extra)
+        except _ERRORS as exc:
+            self._fail(exc, model)
+        ordered = sorted(answer.data, key=lambda d: d.index)
+        return EmbeddingResult(
+            model=answer.model,
+            vectors=[list(d.embedding) for d in ordered],
+            usage=Usage(answer.usage.prompt_tokens, 0) if answer.usage else None,
+        )
+
+    async def generate_image(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        size: str = "",
+        n: int = 1,
+        request_timeout: float | None = None,
+    ) -> ImageResult:
+        # response_format is left to the model: gpt-image models refuse it and always send b64_json.
+        args: dict[str, Any] = {"model": model, "prompt": prompt, "n": max(n, 1)}
+        if size:
+            args["size"] = size
+        if request_timeout is not None:
+            args["timeout"] = request_timeout
+        try:
+            answer = await self._client.images.generate(**args)
+        except _ERRORS as exc:
+            self._fail(exc, model)
+        usage = answer.usage
+        return ImageResult(
+            images=[
+                Image(b64_json=d.b64_json or "", url=d.url or "", revised_prompt=d.revised_prompt or "")
+                for d in answer.data or []
+            ],
+            usage=Usage(usage.input_tokens, usage.output_tokens) if usage else None,
+        )
+
+    async def list_models(self, *, request_timeout: float | None = None) -> list[str]:
+        extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
+        try:
+            return [m.id async for m in self._client.models.list(**extra)]
+        except _ERRORS as exc:
+            self._fail(exc, "")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def is_closed(self) -> bool:
+        return self._client.is_closed()
+
+
+def build_openai(config: ProviderConfig) -> OpenAIProvider:
+    client = openai.AsyncOpenAI(
+        base_url=config.endpoint,
+        api_key=config.api_key,
+        max_retries=config.max_retries,
+        timeout=config.timeout_seconds,
+    )
+    return OpenAIProvider(client, secret=config.api_key)

@@ -1,0 +1,95 @@
+"""LLMService wiring: settings -> registry (tenant directory, secrets, provider adapters) ->
+servicer -> ServerSpec. The one place that knows which adapter serves which provider kind."""
+
+from __future__ import annotations
+
+from makoto.llm.v1 import llm_pb2_grpc
+from makoto.tenant.v1 import tenant_pb2
+
+from services.common.config import MeshSettings
+from services.common.dev_issuer import ServiceTokenSource
+from services.common.directory_client import TenantDirectory
+from services.common.policy import MethodPolicy, tenant_rpc
+from services.common.secrets import SecretResolver
+from services.common.server import Registration, ServerSpec
+from services.common.usage import UsageRecorder
+from services.llm.adapters.anthropic_provider import build_anthropic
+from services.llm.adapters.azure_openai_provider import build_azure_openai
+from services.llm.adapters.openai_provider import build_openai
+from services.llm.config import LlmSettings
+from services.llm.metering import UsageMeter
+from services.llm.ports import TenantResolver
+from services.llm.registry import ProviderFactory, ProviderRegistry
+from services.llm.service import LlmServicer
+
+SERVICE = "makoto.llm.v1.LLMService"
+
+POLICIES: dict[str, MethodPolicy] = {
+    f"/{SERVICE}/{method}": tenant_rpc()
+    for method in (
+        "CreateChatCompletion",
+        "StreamChatCompletion",
+        "CreateEmbeddings",
+        "GenerateImage",
+        "ListModels",
+        "CountTokens",
+    )
+}
+
+# Provider kind -> adapter. A kind missing here answers FAILED_PRECONDITION "not available".
+FACTORIES: dict[int, ProviderFactory] = {
+    tenant_pb2.LLM_PROVIDER_OPENAI: build_openai,
+    tenant_pb2.LLM_PROVIDER_AZURE_OPENAI: build_azure_openai,
+    tenant_pb2.LLM_PROVIDER_ANTHROPIC: build_anthropic,
+}
+
+
+def default_endpoints(settings: MeshSettings) -> dict[int, str]:
+    """Endpoint "" in a binding means the mesh's own LLM simulator (dev default)."""
+    root = settings.simulator_url.removesuffix("/v1")
+    return {
+        tenant_pb2.LLM_PROVIDER_OPENAI: settings.simulator_url,
+        tenant_pb2.LLM_PROVIDER_AZURE_OPENAI: root,
+        tenant_pb2.LLM_PROVIDER_ANTHROPIC: root,
+    }
+
+
+async def build(
+    settings: MeshSettings,
+    *,
+    recorder: UsageRecorder | None = None,
+    tenants: TenantResolver | None = None,
+    secrets: SecretResolver | None = None,
+    options: LlmSettings | None = None,
+) -> ServerSpec:
+    options = options or LlmSettings()
+    if recorder is None:
+        # Imported here: tests inject their own recorder and need not load the spooling client.
+        from services.common.metering_client import SpoolingUsageRecorder
+
+        recorder = SpoolingUsageRecorder(settings, source="llm")
+    registry_stops = []
+    if tenants is None:
+        directory = TenantDirectory(
+            settings.address("tenant"),
+            ServiceTokenSource(settings, "llm"),
+            ttl_seconds=settings.directory_cache_ttl_seconds,
+        )
+        tenants = directory
+        registry_stops.append(directory.close)
+    registry = ProviderRegistry(
+        tenants,
+        secrets or SecretResolver.for_settings(settings),
+        FACTORIES,
+        default_endpoints=default_endpoints(settings),
+        options=options,
+    )
+    servicer = LlmServicer(registry, UsageMeter(recorder), options)
+    return ServerSpec(
+        name="llm",
+        port=settings.llm_port,
+        registrations=[Registration(llm_pb2_grpc.add_LLMServiceServicer_to_server, servicer, SERVICE)],
+        policies=POLICIES,
+        recorder=recorder,
+        on_stop=[registry.close, *registry_stops],
+    )

@@ -1,0 +1,254 @@
+"""LLMService servicer: protobuf <-> domain, aliases, rate limits, usage. Provider specifics
+live in the adapters; per-tenant clients come from the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from google.protobuf import timestamp_pb2
+from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
+
+from services.common.errors import FailedPrecondition
+from services.llm.adapters.http_errors import CREDENTIALS_REJECTED
+from services.llm.aliases import ALIASES, resolve_model
+from services.llm.config import LlmSettings
+from services.llm.metering import UsageMeter
+from services.llm.ports import ChatRequest, Message, Usage
+from services.llm.registry import ProviderRegistry, TenantLlm
+from services.llm.tokens import count_chat_tokens, count_tokens
+
+
+def _usage_pb(usage: Usage) -> llm_pb2.TokenUsage:
+    return llm_pb2.TokenUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def _messages(messages: Sequence[llm_pb2.ChatMessage]) -> list[Message]:
+    return [Message(role=m.role, content=m.content, name=m.name) for m in messages]
+
+
+class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(self, registry: ProviderRegistry, meter: UsageMeter, options: LlmSettings) -> None:
+        self._registry = registry
+        self._meter = meter
+        self._options = options
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _request_timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """The configured ceiling, or the caller's remaining deadline if that is shorter."""
+        cap = self._options.timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is None or remaining > cap:
+            return cap
+        return max(float(remaining), 0.001)
+
+    @contextlib.asynccontextmanager
+    async def _provider_call(self, tenant: TenantLlm) -> AsyncIterator[None]:
+        try:
+            yield
+        except FailedPrecondition as err:
+            if err.reason == CREDENTIALS_REJECTED:
+                # The key may have been rotated in the secret store: rebuild on the next call.
+                self._registry.invalidate(tenant.tenant_id, tenant.provider)
+            raise
+
+    async def _record(self, tenant: TenantLlm, model: str, usage: Usage, *, estimated: bool = False) -> None:
+        # A task, shielded: a caller that cancels mid-stream must not cancel the billing of it.
+        task = asyncio.get_running_loop().create_task(
+            self._meter.record(
+                tenant.tenant_id, model=model, provider=tenant.provider.name, usage=usage, estimated=estimated
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
+
+    def _chat_request(
+        self,
+        request: llm_pb2.CreateChatCompletionRequest,
+        tenant: TenantLlm,
+        context: grpc.aio.ServicerContext,
+    ) -> ChatRequest:
+        return ChatRequest(
+            model=resolve_model(tenant.binding, request.model, "chat"),
+            messages=_messages(request.messages),
+            temperature=request.temperature if request.HasField("temperature") else None,
+            max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+            user=request.user,
+            request_timeout=self._request_timeout(context),
+        )
+
+    # -- RPCs ------------------------------------------------------------------------------------
+
+    async def CreateChatCompletion(
+        self, request: llm_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ChatCompletion:
+        tenant = await self._registry.get(request.tenant_id)
+        chat = self._chat_request(request, tenant, context)
+        estimate = count_chat_tokens(chat.messages)
+        tenant.limiter.acquire(estimate)
+        try:
+            async with self._provider_call(tenant):
+                result = await tenant.provider.chat(chat)
+        except BaseException:
+            tenant.limiter.settle(estimate, 0)
+            raise
+        usage = result.usage or Usage(estimate, sum(count_tokens(c.content) for c in result.choices))
+        tenant.limiter.settle(estimate, usage.total_tokens)
+        await self._record(tenant, chat.model, usage, estimated=result.usage is None)
+        answer = llm_pb2.ChatCompletion(
+            id=result.id,
+            model=result.model,
+            provider=tenant.provider.name,
+            choices=[
+                llm_pb2.ChatChoice(
+                    index=c.index,
+                    message=llm_pb2.ChatMessage(role=c.role, content=c.content),
+                    finish_reason=c.finish_reason,
+                )
+                for c in result.choices
+            ],
+            usage=_usage_pb(usage),
+            create_time=timestamp_pb2.Timestamp(seconds=result.created),
+        )
+        return answer
+
+    async def StreamChatCompletion(
+        self, request: llm_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.ChatCompletionChunk]:
+        tenant = await self._registry.get(request.tenant_id)
+        chat = self._chat_request(request, tenant, context)
+        estimate = count_chat_tokens(chat.messages)
+        tenant.limiter.acquire(estimate)
+        streamed: list[str] = []
+        reported: Usage | None = None
+        chunk_id, model = "", chat.model
+        try:
+            async with (
+                self._provider_call(tenant),
+                contextlib.aclosing(tenant.provider.stream_chat(chat)) as deltas,
+            ):
+                async for delta in deltas:
+                    chunk_id, model = delta.id or chunk_id, delta.model or model
+                    if delta.usage is not None:
+                        reported = delta.usage  # sent last, below
+                        continue
+                    streamed.append(delta.text)
+                    yield llm_pb2.ChatCompletionChunk(
+                        id=delta.id,
+                        model=delta.model,
+                        index=delta.index,
+                        delta=delta.text,
+                        finish_reason=delta.finish_reason,
+                    )
+            final = reported or Usage(estimate, count_tokens("".join(streamed)))
+            yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, usage=_usage_pb(final))
+        finally:
+            # Bill what the provider reported; a stream cut short (client gone, provider broke
+            # mid-way) is billed by the estimate of what was sent. Nothing sent: nothing billed.
+            if reported is not None or streamed:
+                usage = reported or Usage(estimate, count_tokens("".join(streamed)))
+                tenant.limiter.settle(estimate, usage.total_tokens)
+                await self._record(tenant, chat.model, usage, estimated=reported is None)
+            else:
+                tenant.limiter.settle(estimate, 0)
+
+    async def CreateEmbeddings(
+        self, request: llm_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CreateEmbeddingsResponse:
+        tenant = await self._registry.get(request.tenant_id)
+        model = resolve_model(tenant.binding, request.model, "embedding")
+        if not tenant.provider.capabilities.embeddings:
+            raise FailedPrecondition(
+                f"LLM provider {tenant.provider.name} does not offer embeddings",
+                reason="CAPABILITY_UNSUPPORTED",
+            )
+        estimate = sum(count_tokens(text) for text in request.input)
+        tenant.limiter.acquire(estimate)
+        try:
+            async with self._provider_call(tenant):
+                result = await tenant.provider.embed(
+                    model, list(request.input), request_timeout=self._request_timeout(context)
+                )
+        except BaseException:
+            tenant.limiter.settle(estimate, 0)
+            raise
+        usage = result.usage or Usage(estimate, 0)
+        tenant.limiter.settle(estimate, usage.total_tokens)
+        await self._record(tenant, model, usage, estimated=result.usage is None)
+        return llm_pb2.CreateEmbeddingsResponse(
+            model=result.model,
+            data=[llm_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)],
+            usage=_usage_pb(usage),
+        )
+
+    async def GenerateImage(
+        self, request: llm_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GenerateImageResponse:
+        tenant = await self._registry.get(request.tenant_id)
+        model = resolve_model(tenant.binding, request.model, "image")
+        if not tenant.provider.capabilities.images:
+            raise FailedPrecondition(
+                f"LLM provider {tenant.provider.name} does not generate images",
+                reason="CAPABILITY_UNSUPPORTED",
+            )
+        estimate = count_tokens(request.prompt)
+        tenant.limiter.acquire(estimate)
+        try:
+            async with self._provider_call(tenant):
+                result = await tenant.provider.generate_image(
+                    model,
+                    request.prompt,
+                    size=request.size,
+                    n=request.n or 1,
+                    request_timeout=self._request_timeout(context),
+                )
+        except BaseException:
+            tenant.limiter.settle(estimate, 0)
+            raise
+        # Image models priced per image report no tokens; then there is nothing to meter here.
+        tenant.limiter.settle(estimate, result.usage.total_tokens if result.usage else estimate)
+        if result.usage is not None:
+            await self._record(tenant, model, result.usage)
+        return llm_pb2.GenerateImageResponse(
+            images=[
+                llm_pb2.GeneratedImage(b64_json=i.b64_json, url=i.url, revised_prompt=i.revised_prompt)
+                for i in result.images
+            ]
+        )
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ListModelsResponse:
+        tenant = await self._registry.get(request.tenant_id)
+        name = tenant.provider.name
+        models: list[llm_pb2.Model] = []
+        for alias, field in ALIASES.items():
+            target = str(getattr(tenant.binding, field))
+            if target:
+                models.append(llm_pb2.Model(id=target, alias=alias, provider=name))
+        if tenant.provider.capabilities.list_models:
+            aliased = {m.id for m in models}
+            async with self._provider_call(tenant):
+                listed = await tenant.provider.list_models(request_timeout=self._request_timeout(context))
+            models.extend(
+                llm_pb2.Model(id=model_id, provider=name) for model_id in sorted(set(listed) - aliased)
+            )
+        return llm_pb2.ListModelsResponse(models=models)
+
+    async def CountTokens(
+        self, request: llm_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.CountTokensResponse:
+        # Offline: no provider call, no rate limit; the tenant must still be active.
+        await self._registry.require_active(request.tenant_id)
+        return llm_pb2.CountTokensResponse(
+            prompt_tokens=count_chat_tokens(_messages(request.messages)), method="estimate"
+        )
