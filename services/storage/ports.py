@@ -70,7 +70,9 @@ class ObjectStore(Protocol):
     ) -> ObjectInfo:
         """Stream chunks into the object with bounded memory. Atomic: on any error or
         cancellation nothing (no partial object, no orphan parts) remains and a previous
-        version stays intact. if_none_match: AlreadyExists if the key exists."""
+        version stays intact. if_none_match: AlreadyExists if the key exists.
+        An exception raised by the chunks iterator itself propagates unchanged (the service
+        uses this to abort an upload, e.g. on a checksum mismatch or a framing error)."""
         ...
 
     async def get(
@@ -111,7 +113,7 @@ class ObjectStore(Protocol):
 # JSON-like values, exact: int is an exact int64, Decimal an exact decimal (kept as written,
 # e.g. Decimal("1.50") stays "1.50"), float a finite double. bool is not an int here.
 AttrValue: TypeAlias = (
-    None | bool | int | float | Decimal | str | list["AttrValue"] | dict[str, "AttrValue"]
+    bool | int | float | Decimal | str | list["AttrValue"] | dict[str, "AttrValue"] | None
 )
 Attributes: TypeAlias = dict[str, AttrValue]
 
@@ -199,7 +201,8 @@ class ItemStore(Protocol):
       match, or names a missing item -> Aborted. A new etag on every write.
     - delete: missing item -> NotFound; expected_etag mismatch -> Aborted.
     - transact_write: all or nothing; a failed condition -> Aborted with
-      metadata {"operation_index": "<i>"}; two ops on one key -> InvalidArgument.
+      metadata {"operation_index": "<i>"}; two ops on one key -> InvalidArgument. A delete
+      without expected_etag of a missing item is a no-op (as in DynamoDB), not a failure.
     - attribute values come back identical (types and values) to what was written.
     """
 

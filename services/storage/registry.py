@@ -1,0 +1,180 @@
+"""Which adapter serves which backend: ObjectBackend / ItemBackend enum value -> factory.
+
+Adding a backend is one line in `default_registry()` below, naming the factory as
+"module:function". Modules are imported only when a tenant bound to that backend is first
+served, so a missing cloud SDK never breaks the local path (it answers FAILED_PRECONDITION for
+that tenant instead).
+
+A factory is `async def build(ctx: AdapterContext, binding) -> <adapter>`, where binding is the
+tenant's makoto.tenant.v1.ObjectStoreBinding (for object stores) or ItemStoreBinding (for item
+stores). It returns a ready adapter (connected, and resources checked or created as the backend
+needs); credentials come from `await ctx.secrets.get(binding.credentials_secret_ref)`. Raise
+FailedPrecondition naming the binding (metadata {"binding": "object_store"}) for a binding that
+cannot work, never quoting a secret.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from makoto.tenant.v1 import tenant_pb2
+from pydantic import SecretStr
+
+from services.common.config import MeshSettings
+from services.common.errors import FailedPrecondition
+from services.storage.ports import ItemStore, ObjectStore
+
+log = structlog.get_logger("makoto.storage.registry")
+
+_TENANT_ID = re.compile(r"^[a-z][a-z0-9-]{2,62}$")
+
+
+class SecretSource(Protocol):
+    """Resolves a secret reference (services.common.secrets.SecretResolver fits)."""
+
+    async def get(self, ref: str) -> SecretStr: ...
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What a factory may use besides the binding."""
+
+    tenant_id: str
+    settings: MeshSettings
+    secrets: SecretSource | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _TENANT_ID.fullmatch(self.tenant_id):
+            raise ValueError("invalid tenant id")
+
+    @property
+    def tenant_root(self) -> Path:
+        """Embedded defaults keep a tenant's data here (<data_dir>/tenants/<tenant_id>)."""
+        return self.settings.data_dir / "tenants" / self.tenant_id
+
+    async def secret(self, ref: str, binding: str) -> SecretStr:
+        if self.secrets is None:
+            raise FailedPrecondition(
+                f"{binding} binding: no secret store configured on this server",
+                reason="BINDING_SECRET_UNAVAILABLE",
+                metadata={"binding": binding},
+            )
+        return await self.secrets.get(ref)
+
+
+ObjectFactory = Callable[[AdapterContext, tenant_pb2.ObjectStoreBinding], Awaitable[ObjectStore]]
+ItemFactory = Callable[[AdapterContext, tenant_pb2.ItemStoreBinding], Awaitable[ItemStore]]
+
+
+def object_backend_name(backend: int) -> str:
+    """OBJECT_BACKEND_AZURE_BLOB -> "azure_blob" (the metering dimension and log name)."""
+    try:
+        return tenant_pb2.ObjectBackend.Name(backend).removeprefix("OBJECT_BACKEND_").lower()
+    except ValueError:
+        return f"unknown({backend})"
+
+
+def item_backend_name(backend: int) -> str:
+    try:
+        return tenant_pb2.ItemBackend.Name(backend).removeprefix("ITEM_BACKEND_").lower()
+    except ValueError:
+        return f"unknown({backend})"
+
+
+class _Target:
+    """A factory given directly, or as "module:function" imported on first use."""
+
+    def __init__(self, target: str | Callable[..., Awaitable[Any]]) -> None:
+        self._target = target
+        self._loaded: Callable[..., Awaitable[Any]] | None = None if isinstance(target, str) else target
+
+    def load(self, binding: str, backend: str) -> Callable[..., Awaitable[Any]]:
+        if self._loaded is not None:
+            return self._loaded
+        assert isinstance(self._target, str)
+        module_name, _, attr = self._target.partition(":")
+        try:
+            factory: Callable[..., Awaitable[Any]] = getattr(
+                importlib.import_module(module_name), attr or "build"
+            )
+        except (ImportError, AttributeError) as exc:
+            log.error("backend adapter unavailable", backend=backend, target=self._target, error=str(exc))
+            raise FailedPrecondition(
+                f"{binding} binding: backend {backend} is not available on this server",
+                reason="BACKEND_NOT_AVAILABLE",
+                metadata={"binding": binding, "backend": backend},
+            ) from exc
+        self._loaded = factory
+        return factory
+
+
+class BackendRegistry:
+    def __init__(self) -> None:
+        self._objects: dict[int, _Target] = {}
+        self._items: dict[int, _Target] = {}
+
+    def register_objects(self, backend: int, factory: str | ObjectFactory) -> None:
+        self._objects[backend] = _Target(factory)
+
+    def register_items(self, backend: int, factory: str | ItemFactory) -> None:
+        self._items[backend] = _Target(factory)
+
+    @property
+    def object_backends(self) -> frozenset[int]:
+        return frozenset(self._objects)
+
+    @property
+    def item_backends(self) -> frozenset[int]:
+        return frozenset(self._items)
+
+    async def build_objects(
+        self, ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding
+    ) -> ObjectStore:
+        name = object_backend_name(binding.backend)
+        target = self._lookup(self._objects, binding.backend, "object_store", name)
+        factory = target.load("object_store", name)
+        store: ObjectStore = await factory(ctx, binding)
+        return store
+
+    async def build_items(self, ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> ItemStore:
+        name = item_backend_name(binding.backend)
+        target = self._lookup(self._items, binding.backend, "item_store", name)
+        factory = target.load("item_store", name)
+        store: ItemStore = await factory(ctx, binding)
+        return store
+
+    @staticmethod
+    def _lookup(table: dict[int, _Target], backend: int, binding: str, name: str) -> _Target:
+        if backend == 0:
+            raise FailedPrecondition(
+                f"{binding} binding names no backend",
+                reason="BINDING_INVALID",
+                metadata={"binding": binding},
+            )
+        target = table.get(backend)
+        if target is None:
+            raise FailedPrecondition(
+                f"{binding} binding: backend {name} is not supported by this server",
+                reason="BACKEND_UNSUPPORTED",
+                metadata={"binding": binding, "backend": name},
+            )
+        return target
+
+
+def default_registry() -> BackendRegistry:
+    """Every backend this server can serve: one line each."""
+    reg = BackendRegistry()
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_LOCAL, "services.storage.adapters.local_fs_objects:build")
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_S3, "services.storage.adapters.s3:build")
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_AZURE_BLOB, "services.storage.adapters.azure_blob:build")
+    reg.register_items(tenant_pb2.ITEM_BACKEND_SQLITE, "services.storage.adapters.sqlite_items:build")
+    reg.register_items(tenant_pb2.ITEM_BACKEND_DYNAMODB, "services.storage.adapters.dynamodb_items:build")
+    reg.register_items(tenant_pb2.ITEM_BACKEND_COSMOS, "services.storage.adapters.cosmos_items:build")
+    reg.register_items(tenant_pb2.ITEM_BACKEND_POSTGRES, "services.storage.adapters.postgres_items:build")
+    return reg
