@@ -1,0 +1,583 @@
+"""Render Envoy's configuration from MeshSettings.
+
+One listener carries REST (HTTP/1.1) and gRPC (h2c). Filter order, each step explained in
+envoy/README.md:
+
+  header_mutation (drop client-sent identity headers) -> jwt_authn -> health_check (/healthz)
+  -> grpc_json_transcoder -> grpc_field_extraction (tenant id of the final gRPC message)
+  -> rbac (CEL: message tenant == token tenant; platform-admin only where allowed) -> router
+
+`python -m services.mesh.envoy_config --reference` rewrites the committed envoy/envoy.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from services.common.config import JwtProvider, MeshSettings
+from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
+from services.mesh.cel import Cel, CelBuilder
+from services.mesh.methods import PUBLIC_SERVICES, Access, Method, public_methods
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DESCRIPTOR_PATH = REPO_ROOT / "gen" / "makoto.binpb"
+REFERENCE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
+
+MiB = 1024 * 1024
+# Room left in a gRPC message for the fields around a REST body (tenant id, key, content type).
+_BODY_HEADROOM = 64 * 1024
+# HTTP/2 flow-control windows towards the services: a slow REST client back-pressures the
+# service instead of filling Envoy's memory.
+_UPSTREAM_WINDOW = MiB
+# Request buffer of client-streaming routes: one maximal chunk message (1 MiB) plus framing.
+_STREAM_BUFFER = 2 * MiB
+# Unary route timeouts per cluster; streaming routes have none (clients' grpc-timeout still applies).
+_UNARY_TIMEOUT_S = {"tenant": 60, "storage": 30, "llm": 300, "metering": 30}
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+FIELD_FILTER = "envoy.filters.http.grpc_field_extraction"
+RBAC_FILTER = "envoy.filters.http.rbac"
+JWT_PAYLOAD_KEY = "jwt_payload"
+
+# Identity-looking headers a client might send hoping a service trusts them. None of our services
+# reads them (they verify the JWT themselves), and none may ever reach a service.
+IDENTITY_HEADERS = (
+    "x-jwt-payload",
+    "x-tenant-id",
+    "x-tenant",
+    "x-user-id",
+    "x-user",
+    "x-role",
+    "x-roles",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-remote-user",
+    "x-authenticated-user",
+    "x-auth-user",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-ms-client-principal",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
+    "x-envoy-original-path",
+)
+IDENTITY_HEADER_PREFIXES = ("x-makoto-", "x-jwt-", "x-auth-request-")
+
+
+def _upstream_host(host: str) -> str:
+    # A wildcard listen address is not something to connect to.
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _typed(type_name: str, **body: Any) -> dict[str, Any]:
+    return {"@type": f"type.googleapis.com/{type_name}", **body}
+
+
+def rest_body_limit(settings: MeshSettings) -> int:
+    """Largest REST request body Envoy accepts: the transcoded gRPC message must still fit the
+    services' max_message_bytes."""
+    return max(MiB, settings.max_message_bytes - _BODY_HEADROOM)
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+
+def _header_mutation() -> dict[str, Any]:
+    mutations: list[dict[str, Any]] = [{"remove": h} for h in IDENTITY_HEADERS]
+    mutations += [{"remove_on_match": {"key_matcher": {"prefix": p}}} for p in IDENTITY_HEADER_PREFIXES]
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            mutations={"request_mutations": mutations},
+        ),
+    }
+
+
+def _jwt_provider(provider: JwtProvider) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "issuer": provider.issuer,
+        # Only `Authorization: Bearer`: never ?access_token= (it would land in logs and caches).
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        # Keep the header: every service verifies the token again (zero trust).
+        "forward": True,
+        "payload_in_metadata": JWT_PAYLOAD_KEY,
+        "jwt_cache_config": {"jwt_cache_size": 1000},
+        "clock_skew_seconds": 30,
+    }
+    if provider.audiences:
+        out["audiences"] = list(provider.audiences)
+    if provider.jwks_path is not None:
+        out["local_jwks"] = {"filename": str(provider.jwks_path)}
+    elif provider.jwks_url:
+        out["remote_jwks"] = {
+            "http_uri": {"uri": provider.jwks_url, "cluster": _jwks_cluster_name(provider), "timeout": "5s"},
+            "cache_duration": "600s",
+            "async_fetch": {},
+            "retry_policy": {"num_retries": 3},
+        }
+    else:
+        raise ValueError(f"JWT provider {provider.name} has neither jwks_path nor jwks_url")
+    return out
+
+
+def _jwt_authn(settings: MeshSettings) -> dict[str, Any]:
+    providers = settings.jwt_providers()
+    names = [p.name for p in providers]
+    requires: dict[str, Any] = (
+        {"provider_name": names[0]}
+        if len(names) == 1
+        else {"requires_any": {"requirements": [{"provider_name": n} for n in names]}}
+    )
+    return {
+        "name": JWT_FILTER,
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            providers={p.name: _jwt_provider(p) for p in providers},
+            rules=[
+                # Only the health probe is public.
+                {
+                    "match": {
+                        "path": "/healthz",
+                        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                    }
+                },
+                {"match": {"prefix": "/"}, "requires": requires},
+            ],
+        ),
+    }
+
+
+def _health_check() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.health_check",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.health_check.v3.HealthCheck",
+            pass_through_mode=False,
+            headers=[
+                {"name": ":path", "string_match": {"exact": "/healthz"}},
+                {"name": ":method", "string_match": {"exact": "GET"}},
+            ],
+            cluster_min_healthy_percentages={c: {"value": 100.0} for c in PUBLIC_SERVICES},
+        ),
+    }
+
+
+def _transcoder(settings: MeshSettings, descriptor: Path) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.grpc_json_transcoder",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            proto_descriptor=str(descriptor),
+            services=list(PUBLIC_SERVICES.values()),
+            auto_mapping=False,
+            convert_grpc_status=True,
+            # Keeps %23 and %2523 distinct in object keys; %2F stays encoded (not a separator).
+            url_unescape_spec="ALL_CHARACTERS_EXCEPT_SLASH",
+            print_options={
+                "add_whitespace": False,
+                "always_print_primitive_fields": True,
+                "always_print_enums_as_ints": False,
+                "preserve_proto_field_names": False,
+                # Server-streamed messages as SSE (`data: {...}`); HttpBody streams stay raw bytes.
+                "stream_sse_style_delimited": True,
+            },
+            max_request_body_size=rest_body_limit(settings),
+            max_response_body_size=settings.max_message_bytes,
+            request_validation_options={
+                "reject_unknown_method": True,
+                "reject_unknown_query_parameters": True,
+            },
+            case_insensitive_enum_parsing=True,
+        ),
+    }
+
+
+def _field_extraction(methods: list[Method], descriptor: Path) -> dict[str, Any]:
+    extractions: dict[str, Any] = {
+        m.full_name: {"request_field_extractions": {m.tenant_field: {}}}
+        for m in methods
+        if m.tenant_field is not None
+    }
+    return {
+        "name": FIELD_FILTER,
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
+            descriptor_set={"filename": str(descriptor)},
+            extractions_by_method=extractions,
+        ),
+    }
+
+
+def _deny_all() -> dict[str, Any]:
+    # Default for anything without a route-level policy (internal RPCs, unknown paths): refuse.
+    return {"rules": {"action": "DENY", "policies": {"deny-all": _policy(None)}}}
+
+
+def _policy(condition: Cel | None) -> dict[str, Any]:
+    policy: dict[str, Any] = {"permissions": [{"any": True}], "principals": [{"any": True}]}
+    if condition is not None:
+        policy["condition"] = _Flow(condition.ast)
+    return policy
+
+
+def tenant_condition(method: Method) -> Cel:
+    """The CEL condition a call to `method` must satisfy, over the verified JWT payload and the
+    tenant id extracted from the final gRPC request message."""
+    cel = CelBuilder()
+
+    def claim(name: str) -> Cel:
+        return cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, name)
+
+    def is_platform_admin() -> Cel:
+        return cel.eq(claim(ROLE_CLAIM), cel.const(str(Role.PLATFORM_ADMIN)))
+
+    if method.access is Access.ADMIN:
+        return is_platform_admin()
+    assert method.tenant_field is not None
+    # grpc_field_extraction stores each field as a list of strings.
+    requested = cel.path("metadata", "filter_metadata", FIELD_FILTER, method.tenant_field, 0)
+    same_tenant = cel.eq(requested, claim(TENANT_CLAIM))
+    if method.access is Access.TENANT_OR_ADMIN:
+        return cel.or_(is_platform_admin(), same_tenant)
+    return same_tenant
+
+
+def _rbac() -> dict[str, Any]:
+    return {
+        "name": RBAC_FILTER,
+        "typed_config": _typed("envoy.extensions.filters.http.rbac.v3.RBAC", **_deny_all()),
+    }
+
+
+def _router() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+    }
+
+
+# -- routes and clusters ---------------------------------------------------------------------
+
+
+def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
+    timeout = "0s" if method.streaming else f"{_UNARY_TIMEOUT_S[method.cluster]}s"
+    action: dict[str, Any] = {
+        "cluster": method.cluster,
+        "timeout": timeout,
+        # Honour the gRPC client's deadline (grpc-timeout), capped by the route timeout.
+        "max_stream_duration": {"grpc_timeout_header_max": timeout},
+    }
+    if method.idempotent:
+        action["retry_policy"] = {
+            "retry_on": "unavailable,reset,connect-failure,refused-stream",
+            "num_retries": 2,
+            "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+        }
+    condition = tenant_condition(method)
+    route: dict[str, Any] = {
+        "name": method.full_name,
+        "match": {"path": method.grpc_path, "grpc": {}},
+        "route": action,
+        # For people reading the config (and the admin config_dump): the CEL below, as source.
+        "metadata": {"filter_metadata": {"makoto": {"access": method.access.value, "cel": condition.src}}},
+        "typed_per_filter_config": {
+            RBAC_FILTER: _typed(
+                "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+                rbac={"rules": {"action": "ALLOW", "policies": {method.access.value: _policy(condition)}}},
+            )
+        },
+    }
+    if method.tenant_field is not None:
+        # grpc_field_extraction holds the whole first message to read the tenant id (default
+        # limit 1 MiB): allow any message a service would accept (a PutObjectContent is as big as
+        # its object). A client-streaming upload's messages are at most one 1 MiB chunk; its
+        # limit stays small so a slow service back-pressures the client early.
+        route["request_body_buffer_limit"] = (
+            _STREAM_BUFFER if method.client_streaming else settings.max_message_bytes + _BODY_HEADROOM
+        )
+    return route
+
+
+def _cluster(settings: MeshSettings, name: str, port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket(_upstream_host(settings.host), port)}}]}
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={
+                    "http2_protocol_options": {
+                        "initial_stream_window_size": _UPSTREAM_WINDOW,
+                        "initial_connection_window_size": _UPSTREAM_WINDOW,
+                    }
+                },
+            )
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                # Idle clusters are checked just as often, so /healthz stays truthful.
+                "no_traffic_interval": "1s",
+                "no_traffic_healthy_interval": "1s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": PUBLIC_SERVICES[name]},
+            }
+        ],
+    }
+
+
+def _jwks_cluster_name(provider: JwtProvider) -> str:
+    return f"jwks_{provider.name}"
+
+
+def _jwks_cluster(provider: JwtProvider) -> dict[str, Any]:
+    assert provider.jwks_url
+    url = urlsplit(provider.jwks_url)
+    tls = url.scheme == "https"
+    host = url.hostname or ""
+    port = url.port or (443 if tls else 80)
+    cluster: dict[str, Any] = {
+        "name": _jwks_cluster_name(provider),
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": _jwks_cluster_name(provider),
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": _typed(
+                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                sni=host,
+                common_tls_context={
+                    "validation_context": {"trusted_ca": {"filename": _system_ca_bundle()}},
+                },
+            ),
+        }
+    return cluster
+
+
+def _system_ca_bundle() -> str:
+    for candidate in (
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ):
+        if Path(candidate).exists():
+            return candidate
+    return "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _access_log(log_dir: Path) -> list[dict[str, Any]]:
+    # No tokens: the path is logged without its query string, headers are not logged at all.
+    fmt = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "protocol": "%PROTOCOL%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "route": "%ROUTE_NAME%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "duration_ms": "%DURATION%",
+        "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        "cluster": "%UPSTREAM_CLUSTER%",
+        "subject": f"%DYNAMIC_METADATA({JWT_FILTER}:{JWT_PAYLOAD_KEY}:sub)%",
+        "tenant_id": f"%DYNAMIC_METADATA({FIELD_FILTER})%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": _typed(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                path=str(log_dir / "envoy-access.log"),
+                log_format={
+                    "json_format": fmt,
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": _typed(
+                                "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                            ),
+                        }
+                    ],
+                },
+            ),
+        }
+    ]
+
+
+def render(
+    settings: MeshSettings,
+    *,
+    descriptor: Path = DESCRIPTOR_PATH,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The whole Envoy bootstrap as a dict (YAML/JSON-ready)."""
+    log_dir = log_dir if log_dir is not None else settings.home / "logs"
+    methods = [m for m in public_methods(descriptor) if m.access is not Access.INTERNAL]
+    ports = {
+        "tenant": settings.tenant_port,
+        "storage": settings.storage_port,
+        "llm": settings.llm_port,
+        "metering": settings.metering_port,
+    }
+    hcm = _typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="ingress",
+        codec_type="AUTO",
+        use_remote_address=True,
+        normalize_path=True,
+        merge_slashes=True,
+        path_with_escaped_slashes_action="KEEP_UNCHANGED",
+        common_http_protocol_options={"headers_with_underscores_action": "DROP_HEADER"},
+        # HTTP/1.1 REST clients get a grpc-status trailer when a stream fails after the first byte.
+        http_protocol_options={"enable_trailers": True},
+        http2_protocol_options={
+            "initial_stream_window_size": MiB,
+            "initial_connection_window_size": 4 * MiB,
+        },
+        stream_idle_timeout="300s",
+        access_log=_access_log(log_dir),
+        route_config={
+            "name": "makoto",
+            "virtual_hosts": [
+                {"name": "makoto", "domains": ["*"], "routes": [_route(settings, m) for m in methods]}
+            ],
+        },
+        http_filters=[
+            _header_mutation(),
+            _jwt_authn(settings),
+            _health_check(),
+            _transcoder(settings, descriptor),
+            _field_extraction(methods, descriptor),
+            _rbac(),
+            _router(),
+        ],
+    )
+    clusters = [_cluster(settings, name, port) for name, port in ports.items()]
+    clusters += [_jwks_cluster(p) for p in settings.jwt_providers() if p.jwks_path is None and p.jwks_url]
+    return {
+        "node": {"id": "makoto-envoy", "cluster": "makoto"},
+        "admin": {"address": _socket("127.0.0.1", settings.envoy_admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "makoto",
+                    "address": _socket(settings.host, settings.envoy_port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": _typed(
+                        "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        max_active_downstream_connections=10000,
+                    ),
+                }
+            ]
+        },
+    }
+
+
+_HEADER = """\
+# Envoy configuration of the MAKOTO mesh. GENERATED by services/mesh/envoy_config.py from
+# MeshSettings; `makoto up` renders its own copy into <home>/envoy.yaml. Filters: envoy/README.md.
+"""
+
+
+class _Flow(dict[str, Any]):
+    """A mapping written in YAML flow style (the CEL ASTs: long, and not meant to be read)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Flow, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
+
+
+def dump(config: dict[str, Any]) -> str:
+    return _HEADER + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=100_000)
+
+
+def write_config(
+    settings: MeshSettings, path: Path | None = None, *, descriptor: Path = DESCRIPTOR_PATH
+) -> Path:
+    """Render into <home>/envoy.yaml (absolute paths) and return where it went."""
+    home = settings.home.resolve()
+    resolved = settings.model_copy(update={"home": home})
+    target = path or home / "envoy.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    target.write_text(dump(render(resolved, descriptor=descriptor.resolve(), log_dir=home / "logs")))
+    return target
+
+
+def reference_config() -> str:
+    """The committed envoy/envoy.yaml: default settings whatever the environment says, paths
+    relative to the repository root (run Envoy from there)."""
+    defaults = MeshSettings.model_construct(home=Path(".makoto"))
+    return dump(render(defaults, descriptor=Path("gen/makoto.binpb"), log_dir=Path(".makoto/logs")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reference", action="store_true", help="rewrite envoy/envoy.yaml")
+    parser.add_argument("--out", type=Path, help="write here instead of <home>/envoy.yaml")
+    args = parser.parse_args(argv)
+    if args.reference:
+        REFERENCE_PATH.write_text(reference_config())
+        print(REFERENCE_PATH)
+        return 0
+    print(write_config(MeshSettings(), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""GET /healthz: no token needed, 200 only while all four services pass Envoy's gRPC health
+checks, 503 within seconds after one stops; the admin interface is local only."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from tests.e2e.envoy_spy import SpyMesh
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_healthz_needs_no_token_and_ignores_a_bad_one(envoy_spy: SpyMesh) -> None:
+    async with httpx.AsyncClient(base_url=envoy_spy.base_url) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/healthz", headers={"authorization": "Bearer nonsense"})).status_code == 200
+        # Only GET /healthz is the health endpoint; anything else still needs a token.
+        assert (await c.post("/healthz")).status_code == 401
+        assert (await c.get("/healthzz")).status_code == 401
+
+
+@pytest.mark.parametrize("service", ["metering", "storage"])
+async def test_healthz_turns_503_when_a_service_stops_and_200_when_it_is_back(
+    envoy_spy: SpyMesh, service: str
+) -> None:
+    assert await envoy_spy.healthz() == 200
+    await envoy_spy.stop_service(service)
+    try:
+        took = await envoy_spy.wait_healthz(503, timeout=10)
+        assert took < 5.0, f"/healthz took {took:.1f}s to notice"
+    finally:
+        await envoy_spy.start_service(service)
+    await envoy_spy.wait_healthz(200, timeout=10)
+
+
+def _non_loopback_address() -> str | None:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
+            addr = str(s.getsockname()[0])
+    except OSError:
+        return None
+    return None if addr.startswith("127.") else addr
+
+
+async def test_admin_listens_on_loopback_only(envoy_spy: SpyMesh) -> None:
+    port = envoy_spy.settings.envoy_admin_port
+    async with httpx.AsyncClient() as c:
+        r = await c.get(f"http://127.0.0.1:{port}/ready")
+    assert r.status_code == 200
+    other = _non_loopback_address()
+    if other is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((other, port), timeout=1).close()

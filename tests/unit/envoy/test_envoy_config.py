@@ -1,0 +1,267 @@
+"""Envoy configuration: every config in the repo passes `envoy --mode validate`, the committed
+reference is what the renderer produces, and the rendered routes say what envoy/README.md says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.common.config import JwtProvider, MeshSettings
+from services.common.dev_issuer import ensure_signing_key
+from services.mesh.envoy_config import (
+    DESCRIPTOR_PATH,
+    REFERENCE_PATH,
+    REPO_ROOT,
+    reference_config,
+    render,
+    write_config,
+)
+from services.mesh.methods import PUBLIC_SERVICES, Access, public_methods, unclassified
+from services.mesh.processes import envoy_binary
+from tests.support import make_settings
+
+COGNITO = JwtProvider(
+    name="cognito",
+    issuer="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example",
+    jwks_url="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example/.well-known/jwks.json",
+    client_ids=["example-client"],
+)
+
+
+def validate(config: Path, cwd: Path) -> None:
+    run = subprocess.run(
+        [
+            str(envoy_binary()),
+            "--mode",
+            "validate",
+            "-c",
+            str(config),
+            "--disable-hot-restart",
+            "-l",
+            "error",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def every_envoy_config_in_repo() -> list[Path]:
+    skip = {".venv", "node_modules", ".git", ".makoto"}
+    found = []
+    for path in REPO_ROOT.rglob("*.yaml"):
+        if skip & set(path.relative_to(REPO_ROOT).parts):
+            continue
+        text = path.read_text(errors="replace")
+        if "static_resources:" in text:
+            found.append(path)
+    return sorted(found)
+
+
+def test_the_reference_config_is_in_the_repo_scan() -> None:
+    assert REFERENCE_PATH in every_envoy_config_in_repo()
+
+
+@pytest.mark.parametrize("config", every_envoy_config_in_repo(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_envoy_config_in_the_repo_validates(config: Path, tmp_path: Path) -> None:
+    # Repo configs use paths relative to the repository root (gen/, .makoto/): give them a root
+    # with the real descriptor set and a fresh dev JWKS.
+    (tmp_path / "gen").symlink_to(REPO_ROOT / "gen", target_is_directory=True)
+    ensure_signing_key(MeshSettings.model_construct(home=tmp_path / ".makoto"))
+    (tmp_path / ".makoto" / "logs").mkdir()
+    validate(config, cwd=tmp_path)
+
+
+def test_a_freshly_rendered_config_validates(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    validate(write_config(settings), cwd=tmp_path)
+
+
+def test_a_config_with_a_cognito_provider_validates(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", extra_jwt_providers=[COGNITO])
+    path = write_config(settings)
+    validate(path, cwd=tmp_path)
+    config = yaml.safe_load(path.read_text())
+    jwt = _filter(config, "envoy.filters.http.jwt_authn")
+    assert set(jwt["providers"]) == {"makoto", "cognito"}
+    cognito = jwt["providers"]["cognito"]
+    assert cognito["remote_jwks"]["http_uri"]["uri"] == COGNITO.jwks_url
+    # Cognito access tokens carry client_id, not aud: the services check client_id.
+    assert "audiences" not in cognito
+    assert jwt["rules"][1]["requires"] == {
+        "requires_any": {"requirements": [{"provider_name": "makoto"}, {"provider_name": "cognito"}]}
+    }
+    cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == "jwks_cognito")
+    assert cluster["transport_socket"]["typed_config"]["sni"] == "cognito-idp.eu-west-1.amazonaws.com"
+
+
+def test_the_committed_reference_is_current() -> None:
+    assert REFERENCE_PATH.read_text() == reference_config(), (
+        "envoy/envoy.yaml is stale: run `python -m services.mesh.envoy_config --reference`"
+    )
+
+
+def test_reference_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAKOTO_ENVOY_PORT", "1234")
+    monkeypatch.setenv("MAKOTO_STORAGE_PORT", "4321")
+    assert reference_config() == REFERENCE_PATH.read_text()
+
+
+def _hcm(config: dict[str, Any]) -> dict[str, Any]:
+    [listener] = config["static_resources"]["listeners"]
+    [chain] = listener["filter_chains"]
+    [hcm] = chain["filters"]
+    return dict(hcm["typed_config"])
+
+
+def _filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(next(f for f in _hcm(config)["http_filters"] if f["name"] == name)["typed_config"])
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> dict[str, Any]:
+    return render(make_settings(tmp_path / "home"))
+
+
+def test_filter_order(rendered: dict[str, Any]) -> None:
+    names = [f["name"] for f in _hcm(rendered)["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.health_check",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.grpc_field_extraction",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_listener_and_admin(rendered: dict[str, Any]) -> None:
+    hcm = _hcm(rendered)
+    assert hcm["codec_type"] == "AUTO"  # HTTP/1.1 and h2c on one port
+    assert hcm["http_protocol_options"] == {"enable_trailers": True}
+    assert rendered["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> None:
+    jwt = _filter(rendered, "envoy.filters.http.jwt_authn")
+    [provider] = jwt["providers"].values()
+    assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
+    assert "from_params" not in provider and "from_cookies" not in provider
+    assert provider["forward"] is True
+    assert provider["issuer"] == "makoto-dev" and provider["audiences"] == ["makoto"]
+    assert Path(provider["local_jwks"]["filename"]).is_absolute()
+
+
+def test_transcoder_settings(rendered: dict[str, Any]) -> None:
+    t = _filter(rendered, "envoy.filters.http.grpc_json_transcoder")
+    assert t["services"] == list(PUBLIC_SERVICES.values())
+    assert "makoto.tenant.v1.TenantDirectoryService" not in t["services"]
+    assert t["convert_grpc_status"] is True and t["auto_mapping"] is False
+    assert t["url_unescape_spec"] == "ALL_CHARACTERS_EXCEPT_SLASH"
+    assert t["print_options"]["stream_sse_style_delimited"] is True
+    assert t["max_request_body_size"] > 1024 * 1024
+    assert Path(t["proto_descriptor"]).is_absolute()
+
+
+def test_every_public_method_is_classified() -> None:
+    assert unclassified(DESCRIPTOR_PATH) == []
+
+
+def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
+    routes = {r["name"]: r for r in _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"]}
+    methods = public_methods(DESCRIPTOR_PATH)
+    routed = [m for m in methods if m.access is not Access.INTERNAL]
+    assert set(routes) == {m.full_name for m in routed}
+    assert "makoto.metering.v1.MeteringService.RecordUsage" not in routes
+    assert not [n for n in routes if "TenantDirectoryService" in n]
+    for m in routed:
+        route = routes[m.full_name]
+        action = route["route"]
+        assert route["match"] == {"path": m.grpc_path, "grpc": {}}
+        assert action["cluster"] == m.cluster
+        if m.streaming:
+            assert action["timeout"] == "0s", m.full_name
+        else:
+            assert action["timeout"] != "0s", m.full_name
+        assert ("retry_policy" in action) == m.idempotent, m.full_name
+        if m.idempotent:
+            assert "unavailable" in action["retry_policy"]["retry_on"]
+        rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
+        assert rbac["action"] == "ALLOW"
+    idempotent = {m.name for m in routed if m.idempotent}
+    assert {
+        "GetItem",
+        "ListObjects",
+        "QueryItems",
+        "GetObjectContent",
+        "DownloadObject",
+        "GetInvoice",
+    } <= idempotent
+    assert not idempotent & {
+        "PutItem",
+        "PutObjectContent",
+        "UploadObject",
+        "CreateTenant",
+        "CreateChatCompletion",
+    }
+
+
+def test_tenant_fields(rendered: dict[str, Any]) -> None:
+    extraction = _filter(rendered, "envoy.filters.http.grpc_field_extraction")["extractions_by_method"]
+    assert extraction["makoto.storage.v1.StorageService.UploadObject"] == {
+        "request_field_extractions": {"header.tenant_id": {}}
+    }
+    assert extraction["makoto.storage.v1.StorageService.GetItem"] == {
+        "request_field_extractions": {"tenant_id": {}}
+    }
+    # Admin-only methods need no tenant: the role decides.
+    assert "makoto.tenant.v1.TenantService.CreateTenant" not in extraction
+    for m in public_methods(DESCRIPTOR_PATH):
+        if m.access in (Access.TENANT, Access.TENANT_OR_ADMIN):
+            assert m.full_name in extraction
+
+
+def test_clusters_are_http2_with_grpc_health_checks(rendered: dict[str, Any]) -> None:
+    clusters = {c["name"]: c for c in rendered["static_resources"]["clusters"]}
+    assert set(clusters) == set(PUBLIC_SERVICES)
+    for name, cluster in clusters.items():
+        opts = cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        h2 = opts["explicit_http_config"]["http2_protocol_options"]
+        assert h2["initial_stream_window_size"] == 1024 * 1024
+        [hc] = cluster["health_checks"]
+        assert hc["interval"] == "1s" and hc["no_traffic_interval"] == "1s"
+        assert hc["grpc_health_check"]["service_name"] == PUBLIC_SERVICES[name]
+    health = _filter(rendered, "envoy.filters.http.health_check")
+    assert health["pass_through_mode"] is False
+    assert {k: v["value"] for k, v in health["cluster_min_healthy_percentages"].items()} == {
+        c: 100.0 for c in PUBLIC_SERVICES
+    }
+
+
+def test_access_log_has_no_query_string_or_headers(rendered: dict[str, Any]) -> None:
+    [log] = _hcm(rendered)["access_log"]
+    fmt = log["typed_config"]["log_format"]["json_format"]
+    text = " ".join(fmt.values()).upper()
+    assert "AUTHORIZATION" not in text
+    assert "%REQ(:PATH)%" not in text and "REQ_WITHOUT_QUERY" in text
+
+
+def test_wildcard_host_connects_to_loopback(tmp_path: Path) -> None:
+    config = render(make_settings(tmp_path / "home", host="0.0.0.0"))
+    for cluster in config["static_resources"]["clusters"]:
+        addr = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        assert addr["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_envoy_binary_is_the_real_one() -> None:
+    assert os.access(envoy_binary(), os.X_OK)
