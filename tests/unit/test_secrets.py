@@ -64,7 +64,7 @@ async def test_unknown_references_name_the_reference_never_a_value(
         "local://absent": "local://absent",
         "env://MAKOTO_TEST_NOT_SET_ANYWHERE": "env://MAKOTO_TEST_NOT_SET_ANYWHERE",
         "vault://team/key": "scheme 'vault'",
-        "azure-kv://vault/name": "scheme 'azure-kv'",  # not wired here: another issue adds it
+        "gcp-sm://project/name": "scheme 'gcp-sm'",
     }
     for ref, named in cases.items():
         with pytest.raises(FailedPrecondition) as caught:

@@ -12,10 +12,26 @@ from services.common.secrets.env_backend import EnvSecretBackend
 from services.common.secrets.local_backend import LocalSecretBackend, LocalSecretStore
 from services.common.secrets.ref import SecretBackend, parse_ref
 
+
+def _aws_sm(settings: MeshSettings) -> SecretBackend:
+    # Imported here and the SDK imported on first use: a local-only mesh never loads aioboto3.
+    from services.common.secrets.aws_sm_backend import AwsSecretsManagerBackend
+
+    return AwsSecretsManagerBackend()  # configured from MAKOTO_AWS_* / AWS_* variables
+
+
+def _azure_kv(settings: MeshSettings) -> SecretBackend:
+    from services.common.secrets.azure_kv_backend import AzureKeyVaultBackend
+
+    return AzureKeyVaultBackend()  # configured from MAKOTO_AZURE_KV_* variables
+
+
 # The extension point: scheme -> factory. Cloud backends (aws-sm, azure-kv) register here.
 BACKEND_FACTORIES: dict[str, Callable[[MeshSettings], SecretBackend]] = {
     "env": lambda settings: EnvSecretBackend(),
     "local": lambda settings: LocalSecretBackend(LocalSecretStore(settings)),
+    "aws-sm": _aws_sm,
+    "azure-kv": _azure_kv,
 }
 
 
