@@ -1,0 +1,174 @@
+"""AzureBlobObjectStore: the ObjectStore port on Azure Blob Storage (and Azurite).
+
+One async BlobServiceClient per tenant adapter, closed by close(). The SDK's retries are off;
+errors.call() applies the mesh's retry policy and error mapping to every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+from azure.storage.blob.aio import BlobServiceClient
+
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.storage.adapters.azure_blob import lister, reader, writer
+from services.storage.adapters.azure_blob.config import BlobConfig
+from services.storage.adapters.azure_blob.errors import ErrorContext, RetryPolicy, call, error_code
+from services.storage.adapters.azure_blob.names import to_blob_name
+from services.storage.ports import ObjectCapabilities, ObjectInfo, ObjectPage, SignedUrl, SignMethod
+
+MAX_SIGN_TTL = timedelta(days=7)  # the contract's limit for signed URLs
+CLOCK_SKEW = timedelta(minutes=5)  # SAS start time set back so a slightly late clock still accepts it
+_DELETE_ATTEMPTS = 3
+
+
+class AzureBlobObjectStore:
+    def __init__(self, cfg: BlobConfig, *, retry: RetryPolicy | None = None) -> None:
+        self.cfg = cfg
+        self._policy = retry or RetryPolicy(max_attempts=cfg.max_attempts)
+        credential: Any
+        if cfg.account_key is not None:
+            credential = AzureNamedKeyCredential(cfg.account_name, cfg.account_key)
+        else:
+            credential = AzureSasCredential(cfg.sas_token or "")
+        self.service = BlobServiceClient(
+            cfg.account_url,
+            credential=credential,
+            retry_total=0,  # errors.call() retries
+            max_single_put_size=cfg.part_size,
+            max_block_size=cfg.part_size,
+            max_single_get_size=cfg.download_chunk,
+            max_chunk_get_size=cfg.download_chunk,
+            connection_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+        )
+        self.container = self.service.get_container_client(cfg.container)
+
+    @property
+    def capabilities(self) -> ObjectCapabilities:
+        return ObjectCapabilities(sign_url=self.cfg.can_sign, if_none_match=True, ranged_read=True)
+
+    def _blob(self, key: str) -> Any:
+        return self.container.get_blob_client(to_blob_name(key))
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        user_metadata: Mapping[str, str],
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        blob = self._blob(key)
+        result = await writer.write_blob(
+            blob,
+            self.cfg,
+            self._policy,
+            key,
+            chunks,
+            content_type=content_type,
+            user_metadata=user_metadata,
+            if_none_match=if_none_match,
+        )
+        try:
+            return await reader.head_blob(blob, self.cfg, self._policy, key)
+        except Exception:
+            # Overwritten or deleted right after our write: describe what we wrote.
+            now = datetime.now(UTC)
+            return ObjectInfo(
+                key=key,
+                size=result.size,
+                content_type=content_type or "application/octet-stream",
+                sha256=result.sha256,
+                etag=result.etag,
+                created=now,
+                updated=now,
+                user_metadata=dict(user_metadata),
+            )
+
+    async def get(
+        self, key: str, *, start: int = 0, length: int | None = None
+    ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        return await reader.read_blob(self._blob(key), self.cfg, self._policy, key, start, length)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await reader.head_blob(self._blob(key), self.cfg, self._policy, key)
+
+    async def delete(self, key: str) -> ObjectInfo:
+        """Properties, then Delete Blob If-Match that version, so the size we report (for
+        metering) is the size of what was deleted even if the key is overwritten concurrently."""
+        blob = self._blob(key)
+        ctx = ErrorContext(self.cfg.label, key)
+        for _ in range(_DELETE_ATTEMPTS):
+            info = await self.head(key)
+            try:
+                await call(
+                    lambda etag=info.etag: blob.delete_blob(  # type: ignore[misc]
+                        etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified
+                    ),
+                    ctx,
+                    self._policy,
+                )
+                return info
+            except Aborted:
+                continue  # replaced between the two calls: describe the new version and retry
+        raise Aborted(f"object '{key}' keeps changing; retry the delete", metadata={"key": key})
+
+    async def list(self, prefix: str, page_size: int, page_token: str) -> ObjectPage:
+        return await lister.list_blobs(self.container, self.cfg, self._policy, prefix, page_size, page_token)
+
+    async def sign_url(self, key: str, method: SignMethod, ttl: timedelta) -> SignedUrl:
+        """A service SAS for this one blob. A PUT through it must send `x-ms-blob-type: BlockBlob`."""
+        if not self.cfg.can_sign:
+            raise FailedPrecondition(
+                f"{self.cfg.label}: capability sign_url needs the account key; "
+                "this binding has only a SAS token",
+                reason="CAPABILITY_MISSING",
+                metadata={"capability": "sign_url"},
+            )
+        if ttl <= timedelta(0) or ttl > MAX_SIGN_TTL:
+            raise InvalidArgument(
+                "ttl must be between 1 s and 7 days", field_violations=[("ttl", "out of range")]
+            )
+        now = datetime.now(UTC)
+        expires = now + ttl
+        permission = (
+            BlobSasPermissions(read=True) if method == "GET" else BlobSasPermissions(create=True, write=True)
+        )
+        sas = generate_blob_sas(
+            account_name=self.cfg.account_name,
+            container_name=self.cfg.container,
+            blob_name=to_blob_name(key),
+            account_key=self.cfg.account_key,
+            permission=permission,
+            start=now - CLOCK_SKEW,
+            expiry=expires,
+        )
+        return SignedUrl(url=f"{self._blob(key).url}?{sas}", expires=expires)
+
+    async def provision(self) -> None:
+        """Create the container; an existing one is fine (idempotent)."""
+        try:
+            await call(self.container.create_container, ErrorContext(self.cfg.label), self._policy)
+        except Exception as exc:
+            if error_code(exc.__cause__ or exc) != "ContainerAlreadyExists":
+                raise
+
+    async def deprovision(self) -> None:
+        """Delete the container with everything in it; a missing container is fine (idempotent).
+        Azure removes a deleted container in the background: provisioning the same name again
+        right away answers UNAVAILABLE (ContainerBeingDeleted) with a retry hint."""
+        try:
+            await call(self.container.delete_container, ErrorContext(self.cfg.label), self._policy)
+        except Exception as exc:
+            if error_code(exc.__cause__ or exc) != "ContainerNotFound":
+                raise
+
+    async def close(self) -> None:
+        await self.service.close()

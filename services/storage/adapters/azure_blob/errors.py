@@ -1,0 +1,231 @@
+"""Azure Blob error mapping and retries: azure-core failures -> the mesh's error language.
+
+The SDK's retry policy is off (retry_total=0): its storage policy neither retries 429 nor honours
+Retry-After, and its default backoff starts at 15 s. Here throttling (503 ServerBusy, 500
+OperationTimedOut, 429) and transient failures (other 5xx, connection errors) are retried with
+exponential backoff and full jitter, waiting at least what Retry-After / x-ms-retry-after-ms ask;
+then throttling becomes ResourceExhausted(retry_after_seconds=...) and the rest Unavailable.
+Messages name the binding and the Azure error code, never the key or SAS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import aiohttp
+from azure.core.exceptions import AzureError, HttpResponseError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    MakotoError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+T = TypeVar("T")
+
+THROTTLE_CODES = frozenset({"ServerBusy", "OperationTimedOut", "TooManyRequests"})
+CREDENTIAL_CODES = frozenset(
+    {
+        "AuthenticationFailed",
+        "AuthorizationFailure",
+        "AuthorizationPermissionMismatch",
+        "AuthorizationResourceTypeMismatch",
+        "AuthorizationProtocolMismatch",
+        "AuthorizationSourceIPMismatch",
+        "InsufficientAccountPermissions",
+        "AccountIsDisabled",
+        "InvalidAuthenticationInfo",
+        "NoAuthenticationInformation",
+    }
+)
+METADATA_CODES = frozenset({"InvalidMetadata", "MetadataTooLarge", "EmptyMetadataKey"})
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    label: str  # BlobConfig.label
+    key: str | None = None
+    create_only: bool = False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    # A Retry-After longer than this is handed to the caller (RetryInfo) rather than waited out.
+    max_hint: float = 10.0
+
+
+def _headers(exc: BaseException) -> Mapping[str, str]:
+    response = getattr(exc, "response", None) if isinstance(exc, HttpResponseError) else None
+    headers: Mapping[str, str] = getattr(response, "headers", None) or {}
+    return headers
+
+
+def error_code(exc: BaseException) -> str:
+    code = getattr(exc, "error_code", None) if isinstance(exc, HttpResponseError) else None
+    if code is None:
+        code = _headers(exc).get("x-ms-error-code")
+    return str(getattr(code, "value", code) or "")
+
+
+def http_status(exc: BaseException) -> int:
+    return int(exc.status_code or 0) if isinstance(exc, HttpResponseError) else 0
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds asked by Retry-After (delta-seconds or HTTP date) or retry-after-ms headers."""
+    headers = _headers(exc)
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        raw_ms = headers.get(name)
+        if raw_ms is not None:
+            try:
+                return max(0.0, float(raw_ms) / 1000)
+            except ValueError:
+                pass
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(raw) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def is_throttle(exc: BaseException) -> bool:
+    return http_status(exc) in (429, 503) or error_code(exc) in THROTTLE_CODES
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, HttpResponseError):
+        return False
+    return isinstance(exc, AzureError | aiohttp.ClientConnectionError | ConnectionError | TimeoutError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if is_throttle(exc) or is_connection_error(exc):
+        return True
+    status = http_status(exc)
+    return status >= 500 and status not in (501, 505)
+
+
+def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
+    """One Azure failure -> the error the port promises for it."""
+    if isinstance(exc, MakotoError):
+        return exc
+    code, status = error_code(exc), http_status(exc)
+    what = f"'{ctx.key}'" if ctx.key is not None else "the container"
+    meta = {"backend": "azure_blob", "binding": "object_store"}
+    key_meta = {"key": ctx.key or ""}
+    if is_throttle(exc):
+        hint = retry_after(exc)
+        return ResourceExhausted(
+            f"{ctx.label}: Azure Blob is throttling requests ({code or status}); retry later",
+            retry_after_seconds=hint if hint is not None else 1.0,
+            reason="BACKEND_THROTTLED",
+            metadata=meta,
+        )
+    if is_connection_error(exc):
+        return Unavailable(f"{ctx.label}: Azure Blob endpoint unreachable", metadata=meta)
+    if code == "ContainerNotFound":
+        return FailedPrecondition(
+            f"{ctx.label}: the container does not exist (not provisioned?)",
+            reason="CONTAINER_NOT_FOUND",
+            metadata=meta,
+        )
+    if code == "ContainerBeingDeleted":
+        return Unavailable(
+            f"{ctx.label}: the container is being deleted; retry later", retry_after_seconds=30.0
+        )
+    if status == 404:
+        return NotFound(f"object {what} not found", metadata=key_meta)
+    if status in (401, 403) or code in CREDENTIAL_CODES:
+        return FailedPrecondition(
+            f"{ctx.label}: Azure Blob rejected the binding's credentials ({code or status}); "
+            "check the secret its credentials_secret_ref names",
+            reason="BACKEND_CREDENTIALS_REJECTED",
+            metadata=meta,
+        )
+    if (
+        code == "BlobAlreadyExists"
+        or (status == 412 and ctx.create_only)
+        or (status == 409 and ctx.create_only)
+    ):
+        return AlreadyExists(f"object {what} already exists", metadata=key_meta)
+    if status in (409, 412) or code == "InvalidBlockList":
+        # InvalidBlockList: a concurrent commit to the same blob discarded our staged blocks.
+        return Aborted(f"a concurrent write to {what} won; retry", metadata=key_meta)
+    if status == 416 or code == "InvalidRange":
+        return InvalidArgument(
+            "range start is past the end of the object", field_violations=[("range_start", "past the end")]
+        )
+    if code in METADATA_CODES:
+        return InvalidArgument(
+            f"Azure Blob refused the user metadata ({code})", field_violations=[("user_metadata", code)]
+        )
+    if 400 <= status < 500:
+        return InvalidArgument(f"Azure Blob refused the request ({code or status})")
+    if status >= 500:
+        return Unavailable(f"{ctx.label}: Azure Blob failed ({code or status})", metadata=meta)
+    return Internal(f"{ctx.label}: unexpected Azure Blob error ({code or type(exc).__name__})")
+
+
+class _HintTooLong(stop_base):
+    """Stop when the backend asks for a longer wait than we are willing to hold a call for."""
+
+    def __init__(self, max_hint: float) -> None:
+        self.max_hint = max_hint
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        hint = retry_after(exc) if exc is not None else None
+        return hint is not None and hint > self.max_hint
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        cap = min(policy.max_delay, policy.base_delay * 2 ** (state.attempt_number - 1))
+        backoff = random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
+        hint = retry_after(exc) if exc is not None else None
+        return max(backoff, hint or 0.0)
+
+    return wait
+
+
+async def call(op: Callable[[], Awaitable[T]], ctx: ErrorContext, policy: RetryPolicy) -> T:
+    """Run one Azure request with the retry policy; failures come out mapped."""
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts) | _HintTooLong(policy.max_hint),
+            wait=_wait(policy),
+            retry=retry_if_exception(is_retryable),
+            sleep=asyncio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                return await op()
+    except MakotoError:
+        raise
+    except Exception as exc:
+        raise map_error(exc, ctx) from exc
+    raise AssertionError("unreachable: tenacity either returns or raises")

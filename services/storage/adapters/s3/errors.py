@@ -1,0 +1,264 @@
+"""S3 error mapping and retries: botocore/aiohttp failures -> the mesh's error language.
+
+The SDK's own retries are off (max_attempts=1) so one policy decides: throttling (SlowDown,
+503, 429) and transient failures (5xx, connection errors) are retried with exponential backoff
+and full jitter, waiting at least what a Retry-After header asks; then throttling becomes
+ResourceExhausted(retry_after_seconds=...) and the rest Unavailable. Messages name the binding
+and the S3 error code, never the credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import aiohttp
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    MakotoError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+T = TypeVar("T")
+
+THROTTLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "RequestThrottled",
+        "ServiceUnavailable",
+        "503",
+        "429",
+    }
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "AuthorizationHeaderMalformed",
+        "InvalidSecurity",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "403",
+    }
+)
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+INVALID_CODES = frozenset(
+    {
+        "EntityTooLarge",
+        "EntityTooSmall",
+        "MetadataTooLarge",
+        "KeyTooLongError",
+        "InvalidArgument",
+        "InvalidRange",
+        "416",
+        "InvalidDigest",
+        "BadDigest",
+        "InvalidRequest",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    label: str  # S3Config.label
+    key: str | None = None
+    create_only: bool = False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    # A Retry-After longer than this is handed to the caller (RetryInfo) rather than waited out.
+    max_hint: float = 10.0
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(exc: BaseException) -> int:
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 0
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds asked by a Retry-After header (delta-seconds or an HTTP date), if any."""
+    if not isinstance(exc, ClientError):
+        return None
+    headers: dict[str, Any] = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    raw = next((str(v) for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def is_throttle(exc: BaseException) -> bool:
+    return error_code(exc) in THROTTLE_CODES or http_status(exc) in (429, 503)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        BotoConnectionError
+        | HTTPClientError
+        | IncompleteReadError
+        | aiohttp.ClientConnectionError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if is_throttle(exc) or is_connection_error(exc):
+        return True
+    status = http_status(exc)
+    return status >= 500 and status not in (501, 505)
+
+
+def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
+    """One S3 failure -> the error the port promises for it."""
+    if isinstance(exc, MakotoError):
+        return exc
+    code, status = error_code(exc), http_status(exc)
+    what = f"'{ctx.key}'" if ctx.key is not None else "the bucket"
+    meta = {"backend": "s3", "binding": "object_store"}
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return FailedPrecondition(
+            f"{ctx.label} has no usable credentials", reason="BACKEND_CREDENTIALS_MISSING", metadata=meta
+        )
+    if is_throttle(exc):
+        hint = retry_after(exc)
+        return ResourceExhausted(
+            f"{ctx.label}: S3 is throttling requests ({code or status}); retry later",
+            retry_after_seconds=hint if hint is not None else 1.0,
+            reason="BACKEND_THROTTLED",
+            metadata=meta,
+        )
+    if is_connection_error(exc):
+        return Unavailable(f"{ctx.label}: S3 endpoint unreachable", metadata=meta)
+    if code in ("PreconditionFailed", "412") or status == 412:
+        if ctx.create_only:
+            return AlreadyExists(f"object {what} already exists", metadata={"key": ctx.key or ""})
+        return Aborted(f"object {what} changed concurrently; retry", metadata={"key": ctx.key or ""})
+    if code == "ConditionalRequestConflict" or code == "NoSuchUpload":
+        return Aborted(f"a concurrent write to {what} won; retry", metadata={"key": ctx.key or ""})
+    if code == "NoSuchBucket":
+        return FailedPrecondition(
+            f"{ctx.label}: the bucket does not exist (not provisioned?)",
+            reason="BUCKET_NOT_FOUND",
+            metadata=meta,
+        )
+    if code in NOT_FOUND_CODES or status == 404:
+        return NotFound(f"object {what} not found", metadata={"key": ctx.key or ""})
+    if code in CREDENTIAL_CODES or status in (401, 403):
+        return FailedPrecondition(
+            f"{ctx.label}: S3 rejected the binding's credentials ({code or status}); "
+            "check the secret its credentials_secret_ref names",
+            reason="BACKEND_CREDENTIALS_REJECTED",
+            metadata=meta,
+        )
+    if code in ("InvalidRange", "416") or status == 416:
+        return InvalidArgument(
+            "range start is past the end of the object", field_violations=[("range_start", "past the end")]
+        )
+    if code == "MetadataTooLarge":
+        return InvalidArgument(
+            "user metadata too large for S3 (2 KB)", field_violations=[("user_metadata", "too large for S3")]
+        )
+    if code in INVALID_CODES:
+        return InvalidArgument(f"S3 refused the request ({code})")
+    if code == "BucketAlreadyExists":
+        return FailedPrecondition(
+            f"{ctx.label}: the bucket name is taken by another account",
+            reason="BUCKET_NAME_TAKEN",
+            metadata=meta,
+        )
+    if status >= 500 or isinstance(exc, BotoCoreError):
+        return Unavailable(f"{ctx.label}: S3 failed ({code or status or type(exc).__name__})", metadata=meta)
+    return Internal(f"{ctx.label}: unexpected S3 error ({code or status or type(exc).__name__})")
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        cap = min(policy.max_delay, policy.base_delay * 2 ** (state.attempt_number - 1))
+        backoff = random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
+        hint = retry_after(exc) if exc is not None else None
+        return max(backoff, hint or 0.0)
+
+    return wait
+
+
+class _HintTooLong(stop_base):
+    """Stop when the backend asks for a longer wait than we are willing to hold a call for."""
+
+    def __init__(self, max_hint: float) -> None:
+        self.max_hint = max_hint
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        hint = retry_after(exc) if exc is not None else None
+        return hint is not None and hint > self.max_hint
+
+
+async def call(op: Callable[[], Awaitable[T]], ctx: ErrorContext, policy: RetryPolicy) -> T:
+    """Run one S3 request with the retry policy; failures come out mapped."""
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts) | _HintTooLong(policy.max_hint),
+            wait=_wait(policy),
+            retry=retry_if_exception(is_retryable),
+            sleep=asyncio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                return await op()
+    except MakotoError:
+        raise
+    except Exception as exc:
+        raise map_error(exc, ctx) from exc
+    raise AssertionError("unreachable: tenacity either returns or raises")

@@ -1,0 +1,64 @@
+"""Registry factory (services/storage/registry.py): a tenant's ObjectStoreBinding -> S3ObjectStore.
+
+The secret named by credentials_secret_ref holds JSON {"access_key_id", "secret_access_key",
+"session_token"?} or ACCESS_KEY_ID:SECRET_ACCESS_KEY (the DynamoDB adapter reads the same
+shapes); no ref means the SDK's default credential chain (environment, instance role). The
+adapter connects lazily and does not create the bucket (provision() is the control plane's
+job) unless the binding's option auto_provision is "true" (dev setups).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from services.common.errors import FailedPrecondition
+from services.storage.adapters.s3.backend import S3ObjectStore
+from services.storage.adapters.s3.config import config_from_binding
+
+if TYPE_CHECKING:
+    from makoto.tenant.v1 import tenant_pb2
+
+    from services.storage.registry import AdapterContext
+
+
+def parse_secret(secret: str) -> dict[str, str]:
+    """The credential fields of a secret; FailedPrecondition describes a bad shape, never the value."""
+    text = secret.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+            out = {
+                "access_key_id": str(data["access_key_id"]),
+                "secret_access_key": str(data["secret_access_key"]),
+            }
+            if data.get("session_token"):
+                out["session_token"] = str(data["session_token"])
+            return out
+        except (ValueError, KeyError, TypeError):
+            pass
+    elif ":" in text:
+        key_id, _, secret_key = text.partition(":")
+        if key_id and secret_key:
+            return {"access_key_id": key_id, "secret_access_key": secret_key}
+    raise FailedPrecondition(
+        "object_store binding (s3): the credentials secret is not JSON "
+        '{"access_key_id", "secret_access_key"} nor ACCESS_KEY_ID:SECRET_ACCESS_KEY',
+        reason="BINDING_CREDENTIALS_INVALID",
+        metadata={"binding": "object_store", "backend": "s3"},
+    )
+
+
+async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> S3ObjectStore:
+    credentials = None
+    if binding.credentials_secret_ref:
+        secret = await ctx.secret(binding.credentials_secret_ref, "object_store")
+        credentials = parse_secret(secret.get_secret_value())
+    store = S3ObjectStore(config_from_binding(ctx.tenant_id, binding, credentials))
+    if binding.options.get("auto_provision", "").lower() == "true":
+        try:
+            await store.provision()
+        except BaseException:
+            await store.close()
+            raise
+    return store

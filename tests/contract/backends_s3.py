@@ -1,0 +1,61 @@
+"""Contract-suite factory for the S3 object store, on moto server (tests/contract/emulators.py).
+
+Stores are built the way StorageService builds them: the registry factory
+(services.storage.adapters.s3:build) with a binding and a credentials secret resolved through
+an AdapterContext; each store is a fresh tenant with its own bucket, deprovisioned afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from makoto.tenant.v1 import tenant_pb2
+
+from services.common.config import MeshSettings
+from services.storage.adapters.s3 import S3ObjectStore, build
+from services.storage.ports import ObjectStore
+from services.storage.registry import AdapterContext
+from tests.contract.backends import ObjectStoreFactory
+from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, StaticSecrets, moto_server
+
+__all__ = ["moto_server", "s3_object_store_factory"]
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+async def s3_object_store_factory(
+    moto_server: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ObjectStoreFactory]:
+    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("contract-s3")))
+    secrets = StaticSecrets({"local://s3-contract": json.dumps(MOTO_CREDENTIALS)})
+    made: list[tuple[AdapterContext, tenant_pb2.ObjectStoreBinding]] = []
+
+    async def make() -> ObjectStore:
+        ctx = AdapterContext(tenant_id=f"ct{next(_ids):05d}-s3", settings=settings, secrets=secrets)
+        binding = tenant_pb2.ObjectStoreBinding(
+            backend=tenant_pb2.OBJECT_BACKEND_S3,
+            endpoint=moto_server.endpoint,
+            region="us-east-1",
+            path_style=True,
+            credentials_secret_ref="local://s3-contract",
+            options={"auto_provision": "true", "max_attempts": "2"},
+        )
+        made.append((ctx, binding))
+        return await build(ctx, binding)
+
+    yield make
+
+    async def clean(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> None:
+        store: S3ObjectStore = await build(ctx, binding)  # the suite closed the original
+        try:
+            await store.deprovision()
+        finally:
+            await store.close()
+
+    await asyncio.gather(*(clean(ctx, binding) for ctx, binding in made))
