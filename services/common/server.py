@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -43,6 +44,24 @@ class ServerSpec:
     recorder: UsageRecorder | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class _ReflectionPool:
+    """The default descriptor pool, but FindFileContainingSymbol also resolves a method
+    ("pkg.Service.Method"): upb's pool does not, so `grpcurl describe pkg.Service.Method`
+    failed with "Symbol not found"."""
+
+    def __init__(self) -> None:
+        self._pool = descriptor_pool.Default()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
 
 
 def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
@@ -78,6 +97,7 @@ async def run_server(
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
+        pool=_ReflectionPool(),
     )
     bound = server.add_insecure_port(f"{settings.host}:{spec.port}")
     if bound == 0:

@@ -277,3 +277,28 @@ async def test_method_without_policy_is_refused(server: Any, settings: MeshSetti
             metadata=bearer(settings, Role.MEMBER, "acme"),
         )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_cached_token_still_expires(settings: MeshSettings) -> None:
+    """The verified-token cache never outlives the token (exp + the decode leeway)."""
+    from services.common import jwt_verify
+
+    verifier = jwt_verify.JwtVerifier(settings.jwt_providers())
+    token = mint_token(settings, role=Role.MEMBER, tenant_id="acme", ttl_seconds=-25)  # within leeway
+    assert verifier.verify(token).tenant_id == "acme"
+    assert verifier.verify(token).tenant_id == "acme"  # cache hit
+    expires, _ = verifier._verified[token]
+    verifier._verified[token] = (expires - 10, verifier._verified[token][1])  # clock moves past exp+leeway
+    import time
+
+    assert expires - 10 < time.time() + 10
+    verifier._verified[token] = (time.time() - 1, verifier._verified[token][1])
+    from services.common.errors import Unauthenticated
+
+    with pytest.raises(Unauthenticated):
+        # re-verified from scratch: now really expired once leeway is gone
+        jwt_verify._LEEWAY_SECONDS = 0
+        try:
+            verifier.verify(token)
+        finally:
+            jwt_verify._LEEWAY_SECONDS = 30
