@@ -7,6 +7,9 @@ import pytest
 from services.common.config import MeshSettings
 from tests.support import make_settings
 
+# One mesh per session for tests/e2e and tests/security (and the Envoy spy).
+pytest_plugins = ["tests.mesh_fixture"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> MeshSettings:

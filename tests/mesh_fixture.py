@@ -1,0 +1,198 @@
+"""End-to-end fixtures (registered for the whole run by tests/conftest.py).
+
+`mesh` (session): the whole mesh started exactly as `make up` does — `python -m services.cli up`
+as a subprocess on free ports with its own temporary MAKOTO_HOME — and stopped with SIGTERM at the
+end, checking that no child process survives.
+
+`envoy_spy` (session): a real Envoy in front of small recording servicers (tests/e2e/envoy_spy.py),
+for Envoy's own tests that must see exactly what reaches a service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import pytest_asyncio
+
+from services.common.config import MeshSettings
+from services.common.identity import Role
+from tests.e2e.envoy_spy import SpyMesh
+from tests.support import bearer, make_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 60.0
+SERVICES = ("tenant", "storage", "llm", "metering")
+
+
+@dataclass
+class RunningMesh:
+    settings: MeshSettings
+    home: Path
+    process: subprocess.Popen[bytes]
+    launcher_log: Path
+
+    @property
+    def base_url(self) -> str:
+        """Envoy, REST: e.g. base_url + "/api/v1/admin/tenants"."""
+        return f"http://{self.settings.host}:{self.settings.envoy_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """Envoy, gRPC (h2c)."""
+        return f"{self.settings.host}:{self.settings.envoy_port}"
+
+    def address(self, service: str) -> str:
+        """A service's own port (direct gRPC, bypassing Envoy)."""
+        return self.settings.address(service)
+
+    @property
+    def simulator_url(self) -> str:
+        return self.settings.simulator_url
+
+    def metadata(self, role: Role | str, tenant_id: str | None = None) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata with a fresh dev token."""
+        return bearer(self.settings, role, tenant_id)
+
+    def headers(self, role: Role | str, tenant_id: str | None = None) -> dict[str, str]:
+        """HTTP headers with a fresh dev token."""
+        return dict(self.metadata(role, tenant_id))
+
+    def logs(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for path in sorted((self.home / "logs").glob("*.log")):
+            out[path.name] = path.read_text(errors="replace")
+        out["launcher"] = self.launcher_log.read_text(errors="replace") if self.launcher_log.exists() else ""
+        return out
+
+
+def _log_tails(home: Path, launcher_log: Path, lines: int = 30) -> str:
+    parts = []
+    for path in [launcher_log, *sorted((home / "logs").glob("*.log"))]:
+        if path.exists():
+            tail = "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            parts.append(f"----- {path.name} -----\n{tail}")
+    return "\n".join(parts)
+
+
+def _mesh_env(settings: MeshSettings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKOTO_")}
+    env.update(
+        {
+            "MAKOTO_HOME": str(settings.home),
+            "MAKOTO_TENANT_PORT": str(settings.tenant_port),
+            "MAKOTO_STORAGE_PORT": str(settings.storage_port),
+            "MAKOTO_LLM_PORT": str(settings.llm_port),
+            "MAKOTO_METERING_PORT": str(settings.metering_port),
+            "MAKOTO_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
+            "MAKOTO_SIMULATOR_PORT": str(settings.simulator_port),
+            "MAKOTO_LOG_LEVEL": settings.log_level,
+            "MAKOTO_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _wait_healthy(mesh: RunningMesh) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    url = mesh.base_url + "/healthz"
+    while True:
+        if mesh.process.poll() is not None:
+            raise RuntimeError(f"`makoto up` exited with {mesh.process.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"GET /healthz not 200 after {READY_TIMEOUT_S:.0f}s")
+        time.sleep(0.2)
+
+
+def _stop(mesh: RunningMesh) -> None:
+    """SIGTERM the launcher; it must stop every child and exit 0, leaving no process behind."""
+    try:
+        children = psutil.Process(mesh.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    mesh.process.send_signal(signal.SIGTERM)
+    try:
+        code = mesh.process.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        for proc in [mesh.process, *children]:
+            try:
+                proc.kill()
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        raise AssertionError("`makoto up` did not stop within 45 s of SIGTERM") from None
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"children still running after `makoto up` stopped: {alive}"
+    assert code == 0, f"`makoto up` exited with {code} on SIGTERM\n{_log_tails(mesh.home, mesh.launcher_log)}"
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    """The whole mesh as `make up` runs it (four services, the LLM simulator, Envoy)."""
+    root = tmp_path_factory.mktemp("mesh")
+    settings = make_settings(root / "home", log_level="INFO", shutdown_grace_seconds=2.0)
+    launcher_log = root / "launcher.log"
+    with open(launcher_log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--home",
+                str(settings.home),
+                "--port",
+                str(settings.envoy_port),
+                "--host",
+                settings.host,
+                "--timeout",
+                str(READY_TIMEOUT_S),
+            ],
+            cwd=REPO_ROOT,
+            env=_mesh_env(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    running = RunningMesh(settings=settings, home=settings.home, process=process, launcher_log=launcher_log)
+    try:
+        _wait_healthy(running)
+    except (RuntimeError, TimeoutError) as exc:
+        tails = _log_tails(settings.home, launcher_log)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        pytest.fail(f"mesh did not start: {exc}\n{tails}", pytrace=False)
+    yield running
+    _stop(running)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def envoy_spy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SpyMesh]:
+    """Envoy (real subprocess, config as `makoto up` renders it) in front of recording servicers."""
+    settings = make_settings(tmp_path_factory.mktemp("envoy-spy") / "home")
+    spy = SpyMesh(settings)
+    try:
+        await spy.start()
+        yield spy
+    finally:
+        await spy.stop()
