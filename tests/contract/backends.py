@@ -85,7 +85,7 @@ EMULATOR_GAPS: dict[tuple[str, str], str] = {
     ("cosmos", "test_transaction_is_atomic"): _COSMOS_READ_MISSING,
     ("cosmos", "test_transaction_refuses_duplicate_keys"): _COSMOS_READ_MISSING,
     ("cosmos", "test_transaction_applies_all"): _COSMOS_BATCH_CREATE_ONLY,
-    ("cosmos", "test_transaction_delete_of_missing_item_is_a_no_op"): _COSMOS_BATCH_CREATE_ONLY,
+    ("cosmos", "test_transaction_delete_of_missing_item_is_a_no_op"): _COSMOS_READ_MISSING,
 }
 
 
