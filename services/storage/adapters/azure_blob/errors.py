@@ -157,7 +157,7 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
             f"{ctx.label}: the container is being deleted; retry later", retry_after_seconds=30.0
         )
     if status == 404:
-        return NotFound(f"object {what} not found", metadata=key_meta)
+        return NotFound(f"object {what} not found", reason="OBJECT_NOT_FOUND", metadata=key_meta)
     if status in (401, 403) or code in CREDENTIAL_CODES:
         return FailedPrecondition(
             f"{ctx.label}: Azure Blob rejected the binding's credentials ({code or status}); "
@@ -170,7 +170,7 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
         or (status == 412 and ctx.create_only)
         or (status == 409 and ctx.create_only)
     ):
-        return AlreadyExists(f"object {what} already exists", metadata=key_meta)
+        return AlreadyExists(f"object {what} already exists", reason="OBJECT_EXISTS", metadata=key_meta)
     if status in (409, 412) or code == "InvalidBlockList":
         # InvalidBlockList: a concurrent commit to the same blob discarded our staged blocks.
         return Aborted(f"a concurrent write to {what} won; retry", metadata=key_meta)

@@ -182,7 +182,9 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
         return Unavailable(f"{ctx.label}: S3 endpoint unreachable", metadata=meta)
     if code in ("PreconditionFailed", "412") or status == 412:
         if ctx.create_only:
-            return AlreadyExists(f"object {what} already exists", metadata={"key": ctx.key or ""})
+            return AlreadyExists(
+                f"object {what} already exists", reason="OBJECT_EXISTS", metadata={"key": ctx.key or ""}
+            )
         return Aborted(f"object {what} changed concurrently; retry", metadata={"key": ctx.key or ""})
     if code == "ConditionalRequestConflict" or code == "NoSuchUpload":
         return Aborted(f"a concurrent write to {what} won; retry", metadata={"key": ctx.key or ""})
@@ -193,7 +195,9 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
             metadata=meta,
         )
     if code in NOT_FOUND_CODES or status == 404:
-        return NotFound(f"object {what} not found", metadata={"key": ctx.key or ""})
+        return NotFound(
+            f"object {what} not found", reason="OBJECT_NOT_FOUND", metadata={"key": ctx.key or ""}
+        )
     if code in CREDENTIAL_CODES or status in (401, 403):
         return FailedPrecondition(
             f"{ctx.label}: S3 rejected the binding's credentials ({code or status}); "
