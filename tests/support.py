@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key, mint_token
@@ -95,3 +96,51 @@ def forge_token(claims: dict[str, object], *, alg: str, key: bytes = b"") -> str
     if alg == "HS256":
         return f"{header}.{body}.{_b64(hmac.new(key, signing_input, hashlib.sha256).digest())}"
     raise ValueError(alg)
+
+
+async def client_stream(call_factory: Any, parts: Iterable[Any] | AsyncIterable[Any], metadata: Any) -> Any:
+    """Run a client-streaming RPC by writing messages one by one and return its answer.
+
+    Passing an iterator to a grpc.aio stub races when the server refuses the call early: the
+    client's background writer then fails and surfaces INTERNAL "Internal error from Core"
+    instead of the server's status. Writing explicitly and stopping once the call is done
+    always reports the status the server sent.
+
+    ``parts`` may be a list or any iterable or async iterable: a generator is consumed lazily,
+    one message at a time, so a large upload is never held in memory.
+    """
+    import grpc
+
+    call = call_factory(metadata=metadata)
+
+    async def send(part: Any) -> bool:
+        """Write one message; False once the call is over (the server answered early)."""
+        if call.done():
+            return False
+        try:
+            await call.write(part)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return False
+        return True
+
+    try:
+        finished = True
+        if isinstance(parts, AsyncIterable):
+            async for part in parts:
+                if not await send(part):
+                    finished = False
+                    break
+        else:
+            for part in parts:
+                if not await send(part):
+                    finished = False
+                    break
+        if finished and not call.done():
+            try:
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass
+    except BaseException:
+        call.cancel()  # producing the messages failed (or we were cancelled): end the call too
+        raise
+    return await call

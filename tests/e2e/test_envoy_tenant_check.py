@@ -16,6 +16,7 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from services.common.dev_issuer import mint_token
 from services.common.identity import Role
 from tests.e2e.envoy_spy import SpyMesh
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +151,7 @@ async def test_client_streaming_upload_checks_the_header_message(envoy_spy: SpyM
         small = objects_pb2.UploadObjectRequest(chunk=b"z" * 1024)
         for parts in ([header("globex"), small], [small, header("globex")], [small]):
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.UploadObject(_upload(parts), metadata=md)
+                await client_stream(stub.UploadObject, parts, md)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert envoy_spy.rec.methods() == ["UploadObject"]
     assert tenants_seen(envoy_spy) == {"acme"}

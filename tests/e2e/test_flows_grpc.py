@@ -28,6 +28,7 @@ from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.identity import Role
 from tests.e2e.conftest import RunningMesh
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -169,7 +170,7 @@ async def test_newcomer_journey_over_grpc(mesh: RunningMesh) -> None:
         )
         c.calls["UploadObject"] += 1
         await expect_error(
-            c.storage.UploadObject(chunks_of(bad, os.urandom(2 * MiB)), metadata=c.md),
+            client_stream(c.storage.UploadObject, chunks_of(bad, os.urandom(2 * MiB)), c.md),
             grpc.StatusCode.FAILED_PRECONDITION,
             "CHECKSUM_MISMATCH",
         )

@@ -40,6 +40,7 @@ from tests.contract import emulators, item_emulators
 from tests.e2e import multi_cloud_support as clouds_
 from tests.e2e.conftest import RunningMesh
 from tests.e2e.multi_cloud_support import Clouds, ItemKey, TenantSpec
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -185,6 +186,17 @@ async def upload_requests(
     yield objects_pb2.UploadObjectRequest(header=header)
     for i in range(0, len(data), MiB):
         yield objects_pb2.UploadObjectRequest(chunk=data[i : i + MiB])
+
+
+def upload_parts(
+    header: objects_pb2.UploadObjectHeader, data: bytes
+) -> list[objects_pb2.UploadObjectRequest]:
+    """For uploads the server refuses: written one by one via tests.support.client_stream, which
+    reports the server's status (an iterator passed to the stub can surface INTERNAL instead)."""
+    return [
+        objects_pb2.UploadObjectRequest(header=header),
+        *(objects_pb2.UploadObjectRequest(chunk=data[i : i + MiB]) for i in range(0, len(data), MiB)),
+    ]
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -404,7 +416,7 @@ class Flow:
         assert stable(as_json(got)) == uploaded
 
         again = objects_pb2.UploadObjectHeader(tenant_id=self.tenant, key="media/big.bin", if_none_match=True)
-        err = await grpc_fails(self.s.UploadObject(upload_requests(again, b"other"), metadata=self.md))
+        err = await grpc_fails(client_stream(self.s.UploadObject, upload_parts(again, b"other"), self.md))
         assert err["code"] == "ALREADY_EXISTS", err
         self.note("grpc create-only on existing", err)
 
@@ -748,11 +760,10 @@ async def test_no_tenant_reaches_another_tenants_data(multi: MultiCloud) -> None
                     ),
                     metadata=md,
                 ),
-                s.UploadObject(
-                    upload_requests(
-                        objects_pb2.UploadObjectHeader(tenant_id=theirs, key="intruder.bin"), b"x"
-                    ),
-                    metadata=md,
+                client_stream(
+                    s.UploadObject,
+                    upload_parts(objects_pb2.UploadObjectHeader(tenant_id=theirs, key="intruder.bin"), b"x"),
+                    md,
                 ),
             ]
             for call in calls:

@@ -11,7 +11,7 @@ Afterwards B's data, tenant record, users, price plans and usage are exactly as 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -36,6 +36,7 @@ from tests.security.attacks import (
     usage_by_method,
     wait_for_method,
 )
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -83,11 +84,6 @@ def snapshot(mesh: RunningMesh, tenant: str) -> dict[str, Any]:
             "disk-items": items_on_disk(mesh, tenant),
             "disk-objects": object_keys_on_disk(mesh, tenant),
         }
-
-
-async def _frames(*parts: objects_pb2.UploadObjectRequest) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    for part in parts:
-        yield part
 
 
 def _header(tenant: str, key: str) -> objects_pb2.UploadObjectRequest:
@@ -140,12 +136,14 @@ def attempts(md: tuple[tuple[str, str], ...], a: str, b: str) -> dict[str, Calla
             items_pb2.BatchWriteItemsRequest(tenant_id=b, writes=[items_pb2.BatchWrite(delete=b_key)]),
             metadata=md,
         ),
-        "storage-upload": lambda s: s.storage.UploadObject(
-            _frames(_header(b, "private.txt"), objects_pb2.UploadObjectRequest(chunk=b"x")), metadata=md
+        "storage-upload": lambda s: client_stream(
+            s.storage.UploadObject,
+            [_header(b, "private.txt"), objects_pb2.UploadObjectRequest(chunk=b"x")],
+            md,
         ),
         # A stream that starts with A's own header and slips in B's: every message is checked.
-        "storage-upload-second-header": lambda s: s.storage.UploadObject(
-            _frames(_header(a, "mine.txt"), _header(b, "private.txt")), metadata=md
+        "storage-upload-second-header": lambda s: client_stream(
+            s.storage.UploadObject, [_header(a, "mine.txt"), _header(b, "private.txt")], md
         ),
         "storage-download": lambda s: _drain(
             s.storage.DownloadObject(

@@ -20,6 +20,7 @@ from makoto.storage.v1 import objects_pb2
 from services.common.identity import Role
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import API, create_tenant, object_keys_on_disk, refused, stubs, tenant_root
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -81,9 +82,11 @@ def markers_found(root: Path, markers: dict[str, bytes]) -> dict[str, list[Path]
     return found
 
 
-async def _upload(tenant: str, key: str, data: bytes) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    yield objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key))
-    yield objects_pb2.UploadObjectRequest(chunk=data)
+def _upload(tenant: str, key: str, data: bytes) -> list[objects_pb2.UploadObjectRequest]:
+    return [
+        objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key)),
+        objects_pb2.UploadObjectRequest(chunk=data),
+    ]
 
 
 async def _drain(stream: AsyncIterator[object]) -> None:
@@ -142,7 +145,7 @@ async def test_escaping_keys_stay_in_the_tenant_root(mesh: RunningMesh) -> None:
                     INVALID,
                 )
                 assert "key" in (err.details() or ""), key
-                await refused(storage.UploadObject(_upload(tenant, key, marker), metadata=md), INVALID)
+                await refused(client_stream(storage.UploadObject, _upload(tenant, key, marker), md), INVALID)
                 await refused(
                     storage.GetObjectMetadata(
                         objects_pb2.GetObjectMetadataRequest(tenant_id=tenant, key=key), metadata=md
@@ -176,7 +179,7 @@ async def test_escaping_keys_stay_in_the_tenant_root(mesh: RunningMesh) -> None:
                 key = f"{literal}-{via}"  # one version per route (an overwrite unlinks the old one)
                 marker = f"literal-{uuid.uuid4().hex}".encode()
                 markers[f"literal {key!r} via {target}"] = marker
-                meta = await storage.UploadObject(_upload(tenant, key, marker), metadata=md)
+                meta = await client_stream(storage.UploadObject, _upload(tenant, key, marker), md)
                 assert meta.key == key
                 expected_keys.add(key)
 

@@ -6,7 +6,6 @@ and serves normally."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -32,6 +31,7 @@ from tests.security.attacks import (
     refused,
     stubs,
 )
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -44,10 +44,9 @@ SERVICE_NAMES = {
 }
 
 
-async def _upload(tenant: str, key: str, *chunks: bytes) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    yield objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key))
-    for chunk in chunks:
-        yield objects_pb2.UploadObjectRequest(chunk=chunk)
+def _upload(tenant: str, key: str, *chunks: bytes) -> list[objects_pb2.UploadObjectRequest]:
+    header = objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key))
+    return [header, *(objects_pb2.UploadObjectRequest(chunk=chunk) for chunk in chunks)]
 
 
 async def assert_all_healthy(mesh: RunningMesh) -> None:
@@ -121,8 +120,10 @@ async def test_oversized_grpc_messages_are_refused(mesh: RunningMesh) -> None:
         for target in (mesh.grpc_target, mesh.address("storage")):
             async with grpc.aio.insecure_channel(target, options=BIG_CLIENT) as direct:
                 err = await refused(
-                    stubs(direct).storage.UploadObject(
-                        _upload(tenant, "chunky.bin", b"a" * 1024, b"b" * (1024 * 1024 + 1)), metadata=user
+                    client_stream(
+                        stubs(direct).storage.UploadObject,
+                        _upload(tenant, "chunky.bin", b"a" * 1024, b"b" * (1024 * 1024 + 1)),
+                        user,
                     ),
                     grpc.StatusCode.INVALID_ARGUMENT,
                 )

@@ -6,7 +6,6 @@ service — and the call they carried left nothing behind."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
@@ -33,6 +32,7 @@ from tests.security.attacks import (
     usage_by_method,
     wait_for_method,
 )
+from tests.support import client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +44,11 @@ def victim(mesh: RunningMesh) -> str:
     return create_tenant(mesh, "sec-tok")
 
 
-async def _upload(tenant: str, key: str, data: bytes) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    yield objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key))
-    yield objects_pb2.UploadObjectRequest(chunk=data)
+def _upload(tenant: str, key: str, data: bytes) -> list[objects_pb2.UploadObjectRequest]:
+    return [
+        objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key)),
+        objects_pb2.UploadObjectRequest(chunk=data),
+    ]
 
 
 async def _is_unauthenticated(call: object) -> None:
@@ -107,7 +109,7 @@ async def test_storage_port(mesh: RunningMesh, victim: str) -> None:
                 )
             )
             await _is_unauthenticated(
-                s.storage.UploadObject(_upload(victim, f"forged/{kind}.bin", marker), metadata=md)
+                client_stream(s.storage.UploadObject, _upload(victim, f"forged/{kind}.bin", marker), md)
             )
 
             async def download(md: tuple[tuple[str, str], ...] = md) -> None:

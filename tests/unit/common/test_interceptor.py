@@ -19,7 +19,7 @@ from services.common.errors import Aborted, ResourceExhausted
 from services.common.identity import Role, current_principal
 from services.common.policy import stream_tenant_rpc, tenant_rpc
 from services.common.server import Registration, ServerSpec
-from tests.support import bearer, forge_token, running_server
+from tests.support import bearer, client_stream, forge_token, running_server
 
 SVC = "/makoto.storage.v1.StorageService/"
 
@@ -255,16 +255,16 @@ async def test_client_stream_checks_tenant_in_header(server: Any, settings: Mesh
             objects_pb2.UploadObjectRequest(chunk=b"de"),
         ]
 
-    meta = await stub.UploadObject(iter(parts("acme")), metadata=md)
+    meta = await client_stream(stub.UploadObject, parts("acme"), md)
     assert (meta.key, meta.size_bytes) == ("k/v.txt", 5)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.UploadObject(iter(parts("globex")), metadata=md)
+        await client_stream(stub.UploadObject, parts("globex"), md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     bad_key = [
         objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id="acme", key="a/../b"))
     ]
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.UploadObject(iter(bad_key), metadata=md)
+        await client_stream(stub.UploadObject, bad_key, md)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [e["status"] for e in recorder.events] == ["OK", "INVALID_ARGUMENT"]
 

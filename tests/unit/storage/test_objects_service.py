@@ -6,7 +6,7 @@ import hashlib
 import os
 import random
 import tracemalloc
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 
 import grpc
 import psutil
@@ -15,6 +15,7 @@ from google.api import httpbody_pb2
 from google.protobuf import duration_pb2
 from makoto.storage.v1 import objects_pb2
 
+from tests.support import client_stream
 from tests.unit.storage.conftest import Storage, bad_request, error_info
 
 MiB = 1024 * 1024
@@ -30,18 +31,11 @@ def chunk(data: bytes) -> objects_pb2.UploadObjectRequest:
     return objects_pb2.UploadObjectRequest(chunk=data)
 
 
-async def stream(
-    messages: Iterable[objects_pb2.UploadObjectRequest],
-) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    for m in messages:
-        yield m
-
-
 async def upload(
     s: Storage, key: str, data: bytes, tenant: str = "acme", **kw: object
 ) -> objects_pb2.ObjectMetadata:
     parts = [chunk(data[i : i + MiB]) for i in range(0, len(data), MiB)]
-    return await s.stub.UploadObject(stream([header(key, tenant, **kw), *parts]), metadata=s.md(tenant))
+    return await client_stream(s.stub.UploadObject, [header(key, tenant, **kw), *parts], s.md(tenant))
 
 
 async def download(
@@ -167,7 +161,7 @@ async def test_64_mib_object_streams_with_bounded_server_memory(storage: Storage
 async def test_upload_framing_errors(storage: Storage) -> None:
     async def expect_invalid(messages: list[objects_pb2.UploadObjectRequest]) -> grpc.aio.AioRpcError:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await storage.stub.UploadObject(stream(messages), metadata=storage.md())
+            await client_stream(storage.stub.UploadObject, messages, storage.md())
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
         return err.value
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2
 from makoto.storage.v1 import items_pb2, objects_pb2
 from makoto.tenant.v1 import tenant_pb2
 
+from tests.support import client_stream
 from tests.unit.storage.conftest import Storage
 
 BAD_KEYS = [
@@ -43,13 +44,11 @@ def _tree(path: Path) -> set[str]:
 
 
 async def _upload(s: Storage, key: str) -> Any:
-    async def messages() -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-        yield objects_pb2.UploadObjectRequest(
-            header=objects_pb2.UploadObjectHeader(tenant_id="acme", key=key)
-        )
-        yield objects_pb2.UploadObjectRequest(chunk=b"payload")
-
-    return await s.stub.UploadObject(messages(), metadata=s.md())
+    messages = [
+        objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id="acme", key=key)),
+        objects_pb2.UploadObjectRequest(chunk=b"payload"),
+    ]
+    return await client_stream(s.stub.UploadObject, messages, s.md())
 
 
 async def _drain(call: Any) -> None:
@@ -236,8 +235,8 @@ async def test_other_tenants_data_is_out_of_reach(storage: Storage) -> None:
                 objects_pb2.DownloadObjectRequest(tenant_id="globex", key="private/plan.txt"), metadata=acme
             )
         ),
-        "Upload": lambda: storage.stub.UploadObject(
-            _single_upload("globex", "private/plan.txt"), metadata=acme
+        "Upload": lambda: client_stream(
+            storage.stub.UploadObject, _single_upload("globex", "private/plan.txt"), acme
         ),
         "Put": lambda: storage.stub.PutObjectContent(
             objects_pb2.PutObjectContentRequest(
@@ -330,9 +329,11 @@ async def test_other_tenants_data_is_out_of_reach(storage: Storage) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def _single_upload(tenant: str, key: str) -> AsyncIterator[objects_pb2.UploadObjectRequest]:
-    yield objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key))
-    yield objects_pb2.UploadObjectRequest(chunk=b"owned")
+def _single_upload(tenant: str, key: str) -> list[objects_pb2.UploadObjectRequest]:
+    return [
+        objects_pb2.UploadObjectRequest(header=objects_pb2.UploadObjectHeader(tenant_id=tenant, key=key)),
+        objects_pb2.UploadObjectRequest(chunk=b"owned"),
+    ]
 
 
 async def test_tenant_state_is_enforced(storage: Storage) -> None:

@@ -1,0 +1,120 @@
+"""`make bench`: the MAKOTO benchmarks, in one run, against baselines measured in the same run.
+
+    .venv/bin/python -m tests.bench.run [--quick] [--out docs/benchmarks.md]
+
+Starts everything it needs on free ports under a temporary directory — the mesh exactly as
+`makoto up` starts it, moto_server (S3 + DynamoDB), Azurite (Blob), cosmosdb-server, and a
+fresh database on the local PostgreSQL — and stops it all at the end, on error and on Ctrl-C /
+SIGTERM too. Prints the tables and writes them, with the machine facts, to docs/benchmarks.md.
+
+These are measurements, not tests: nothing here passes or fails on a time. What is checked is
+behaviour (every answer is the right item, every object comes back byte-for-byte), so a fast
+wrong answer cannot make a number. A backend that cannot be measured gets a row that says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from tests.bench.harness import Config, Environment, postgres_database, say, start_everything
+from tests.bench.report import MachineFacts, Table
+from tests.bench.section_getitem import bench_getitem
+from tests.bench.section_items import bench_items
+from tests.bench.section_objects import bench_objects
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def run_all(cfg: Config, env: Environment) -> list[Table]:
+    tables: list[Table] = []
+    async with postgres_database(env):
+        say("1/4 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
+        tables.append(await bench_getitem(cfg, env))
+        say("2-3/4 objects ...")
+        t2, t3 = await bench_objects(cfg, env)
+        tables += [t2, t3]
+        say("4/4 items ...")
+        tables.append(await bench_items(cfg, env))
+    return tables
+
+
+def render(tables: list[Table], facts: MachineFacts, quick: bool) -> str:
+    head = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (tests/bench/run.py); rerun it to refresh this file. Every ratio compares "
+        "against a baseline measured in the same run on the same machine (direct gRPC, the direct SDK call, "
+        "raw disk); the absolute numbers depend on the box and on whatever else ran on it (see the load "
+        "average). Nothing here is a pass/fail test: the run only checks that every answer is correct.",
+        "",
+    ]
+    if quick:
+        head += ["**--quick run: toy sizes, the numbers mean little.**", ""]
+    head += ["## Machine and run", "", facts.markdown(), "## Results", ""]
+    return "\n".join(head) + "\n".join(t.markdown() for t in tables)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, not the numbers")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown report (default docs/benchmarks.md)"
+    )
+    args = parser.parse_args(argv)
+    cfg = Config.quick() if args.quick else Config()
+    command = " ".join(
+        [
+            os.path.relpath(sys.executable, REPO_ROOT),
+            "-m",
+            "tests.bench.run",
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
+    )
+    facts = MachineFacts(
+        command=command,
+        command_note="(what `make bench` runs)" if command.endswith("tests.bench.run") else "",
+        started=dt.datetime.now(dt.UTC),
+        load_before=os.getloadavg(),
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    root = Path(tempfile.mkdtemp(prefix="makoto-bench-"))
+    env = Environment(root)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(shutil.rmtree, root, True)
+            start_everything(env, stack)
+            tables = asyncio.run(run_all(cfg, env))
+            say("stopping everything ...")
+    except KeyboardInterrupt:
+        say("interrupted: everything started has been stopped")
+        return 130
+    facts.duration_s = time.monotonic() - started
+    facts.load_after = os.getloadavg()
+    facts.postgres_version = env.pg_version
+    text = render(tables, facts, args.quick)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    say(f"wrote {args.out} (total {facts.duration_s:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
