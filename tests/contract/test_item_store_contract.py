@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.storage.ports import (
     AttrValue,
     ConditionCheckOp,
@@ -376,7 +376,14 @@ async def test_transaction_refuses_duplicate_keys(item_store: ItemStore) -> None
 async def test_transaction_across_partitions_follows_capability(item_store: ItemStore) -> None:
     ops = [PutOp(k("x", partition="pa"), {"v": 1}), PutOp(k("x", partition="pb"), {"v": 2})]
     if not item_store.capabilities.cross_partition_transactions:
-        pytest.skip("backend declares no cross-partition transactions; the service refuses them")
+        # A backend that cannot (Cosmos DB) refuses with FAILED_PRECONDITION and writes nothing.
+        with pytest.raises(FailedPrecondition):
+            await item_store.transact_write(ops)
+        page = await item_store.query(
+            ItemQuery(collection=k("x", partition="pa").collection, partition_key="pa")
+        )
+        assert list(page.items) == []
+        return
     stored = await item_store.transact_write(ops)
     assert [i.key for i in stored] == [k("x", partition="pa"), k("x", partition="pb")]
 
