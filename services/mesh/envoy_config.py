@@ -174,6 +174,58 @@ def _health_check() -> dict[str, Any]:
     }
 
 
+def _json_body_limit(settings: MeshSettings) -> dict[str, Any]:
+    """JSON REST bodies over the limit get 413. The transcoder streams JSON into the gRPC message,
+    so its max_request_body_size only bounds raw (HttpBody) bodies; without this a huge JSON body
+    overflowed the field-extraction buffer and answered 400 text/plain. Applied only to
+    `application/json` requests, so gRPC client streaming and raw uploads are never buffered here
+    (and JSON bodies are buffered whole by the transcoder anyway)."""
+    content_type = {
+        "name": "content-type",
+        "typed_config": _typed(
+            "envoy.type.matcher.v3.HttpRequestHeaderMatchInput", header_name="content-type"
+        ),
+    }
+    not_json = {
+        "not_matcher": {
+            "single_predicate": {
+                "input": content_type,
+                "value_match": {"prefix": "application/json"},
+            }
+        }
+    }
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": _typed(
+            "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            extension_config={
+                "name": "envoy.filters.http.buffer",
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.buffer.v3.Buffer",
+                    max_request_bytes=rest_body_limit(settings),
+                ),
+            },
+            xds_matcher={
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": not_json,
+                            "on_match": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": _typed(
+                                        "envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+                                    ),
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
+        ),
+    }
+
+
 def _transcoder(settings: MeshSettings, descriptor: Path) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.grpc_json_transcoder",
@@ -480,6 +532,7 @@ def render(
             _header_mutation(),
             _jwt_authn(settings),
             _health_check(),
+            _json_body_limit(settings),
             _transcoder(settings, descriptor),
             _field_extraction(methods, descriptor),
             _rbac(),

@@ -136,11 +136,28 @@ def test_filter_order(rendered: dict[str, Any]) -> None:
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.health_check",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.grpc_field_extraction",
         "envoy.filters.http.rbac",
         "envoy.filters.http.router",
     ]
+
+
+def test_json_body_limit_applies_to_json_only(rendered: dict[str, Any]) -> None:
+    """The buffer filter (413 for oversized JSON) is skipped unless Content-Type is JSON, so gRPC
+    client streaming and raw uploads are never buffered by it."""
+    from services.common.config import MeshSettings
+    from services.mesh.envoy_config import rest_body_limit
+
+    wrapped = _filter(rendered, "envoy.filters.http.buffer")
+    inner = wrapped["extension_config"]["typed_config"]
+    assert inner["max_request_bytes"] == rest_body_limit(MeshSettings())
+    [rule] = wrapped["xds_matcher"]["matcher_list"]["matchers"]
+    predicate = rule["predicate"]["not_matcher"]["single_predicate"]
+    assert predicate["input"]["typed_config"]["header_name"] == "content-type"
+    assert predicate["value_match"] == {"prefix": "application/json"}
+    assert rule["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
 
 
 def test_listener_and_admin(rendered: dict[str, Any]) -> None:
