@@ -8,6 +8,7 @@ answers the same situation with the same code. Anything else becomes INTERNAL wi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import Enum
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -113,50 +114,50 @@ class Unimplemented(MakotoError):
     reason = "UNIMPLEMENTED"
 
 
-class ResourceExhausted(MakotoError):
+class _Unset(Enum):
+    TOKEN = 0
+
+
+_UNSET = _Unset.TOKEN
+
+
+class _WithRetryInfo(MakotoError):
+    """An error that tells the caller when retrying may help (google.rpc.RetryInfo)."""
+
+    default_retry_after: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float | _Unset | None = _UNSET,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        # Not given: the class default (None = no RetryInfo).
+        self.retry_after_seconds: float | None = (
+            self.default_retry_after if isinstance(retry_after_seconds, _Unset) else retry_after_seconds
+        )
+
+    def details(self) -> list[any_pb2.Any]:
+        out = super().details()
+        if self.retry_after_seconds is not None:
+            out.append(_retry_info(self.retry_after_seconds))
+        return out
+
+
+class ResourceExhausted(_WithRetryInfo):
     """Rate limit, quota, budget, or backend throttling after retries."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after_seconds: float | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after_seconds = retry_after_seconds
 
-    def details(self) -> list[any_pb2.Any]:
-        out = super().details()
-        if self.retry_after_seconds is not None:
-            out.append(_retry_info(self.retry_after_seconds))
-        return out
-
-
-class Unavailable(MakotoError):
+class Unavailable(_WithRetryInfo):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "BACKEND_UNAVAILABLE"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after_seconds: float | None = 1.0,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after_seconds = retry_after_seconds
-
-    def details(self) -> list[any_pb2.Any]:
-        out = super().details()
-        if self.retry_after_seconds is not None:
-            out.append(_retry_info(self.retry_after_seconds))
-        return out
+    default_retry_after = 1.0
 
 
 class DeadlineExceeded(MakotoError):

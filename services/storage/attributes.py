@@ -76,9 +76,7 @@ def _parse_decimal(text: str, path: str) -> Decimal:
     try:
         number = Decimal(text)
     except InvalidOperation as exc:
-        raise InvalidArgument(
-            "invalid decimal", field_violations=[(path, "not a decimal string")]
-        ) from exc
+        raise InvalidArgument("invalid decimal", field_violations=[(path, "not a decimal string")]) from exc
     if not number.is_finite():
         raise InvalidArgument("invalid decimal", field_violations=[(path, "not finite")])
     return number
@@ -169,7 +167,7 @@ def from_tagged(data: Any) -> AttrValue:
     if isinstance(data, list):
         return [from_tagged(v) for v in data]
     if isinstance(data, dict) and len(data) == 1:
-        (tag, payload), = data.items()
+        ((tag, payload),) = data.items()
         if tag == "i":
             return int(payload)
         if tag == "f":

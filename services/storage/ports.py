@@ -112,9 +112,7 @@ class ObjectStore(Protocol):
 
 # JSON-like values, exact: int is an exact int64, Decimal an exact decimal (kept as written,
 # e.g. Decimal("1.50") stays "1.50"), float a finite double. bool is not an int here.
-AttrValue: TypeAlias = (
-    bool | int | float | Decimal | str | list["AttrValue"] | dict[str, "AttrValue"] | None
-)
+AttrValue: TypeAlias = bool | int | float | Decimal | str | list["AttrValue"] | dict[str, "AttrValue"] | None
 Attributes: TypeAlias = dict[str, AttrValue]
 
 

@@ -133,9 +133,7 @@ class BackendRegistry:
     def item_backends(self) -> frozenset[int]:
         return frozenset(self._items)
 
-    async def build_objects(
-        self, ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding
-    ) -> ObjectStore:
+    async def build_objects(self, ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> ObjectStore:
         name = object_backend_name(binding.backend)
         target = self._lookup(self._objects, binding.backend, "object_store", name)
         factory = target.load("object_store", name)

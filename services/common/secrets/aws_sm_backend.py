@@ -36,13 +36,11 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.backoff import RetryPolicy, Transient, call_with_retries
 from services.common.errors import FailedPrecondition, InvalidArgument, MakotoError
 from services.common.secrets.ref import SecretRef, not_found, parse_ref
 from services.common.secrets.remote import (
-    RetryPolicy,
-    Transient,
     TtlCache,
-    call_with_retries,
     exhausted,
     invalid_ref,
     rejected,

@@ -3,9 +3,8 @@
 - `TtlCache`: a value is kept for a short TTL so a hot path does not call the store on every
   request, and a rotated value is seen once the TTL has passed. Concurrent misses for one secret
   share one fetch; failures are never cached.
-- `call_with_retries`: one retry policy for throttling and transient failures, exponential
-  backoff with full jitter and never shorter than the store's Retry-After. The SDKs' own retries
-  are switched off so this is the only place that decides.
+- retries: services/common/backoff.py (exponential backoff with full jitter, never shorter than
+  the store's Retry-After; the SDKs' own retries are off so it is the only place that decides).
 - `select_json_key`: `ref#key` picks one field of a secret holding a JSON object.
 - error helpers that name the reference and the store's error code, never a value.
 """
@@ -14,18 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
 
+from services.common.backoff import RetryPolicy, Transient
 from services.common.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from services.common.secrets.ref import SecretRef
 
@@ -35,61 +31,8 @@ T = TypeVar("T")
 # -- retries ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Transient:
-    """A failure worth retrying: throttling (with the store's hint, if any) or a transient one."""
-
-    throttled: bool
-    retry_after: float | None = None
-
-
-Classifier = Callable[[BaseException], Transient | None]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 4
-    base_delay: float = 0.1
-    max_delay: float = 2.0
-    # A Retry-After longer than this is handed to the caller (RetryInfo) instead of waited out.
-    max_hint: float = 10.0
-
-    def delay(self, attempt: int, hint: float | None) -> float:
-        cap = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return max(random.uniform(0, cap), hint or 0.0)  # noqa: S311 - jitter, not cryptography
-
-
-class _HintTooLong(stop_base):
-    def __init__(self, classify: Classifier, max_hint: float) -> None:
-        self.classify = classify
-        self.max_hint = max_hint
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        verdict = self.classify(exc) if exc is not None else None
-        return verdict is not None and (verdict.retry_after or 0.0) > self.max_hint
-
-
-async def call_with_retries(op: Callable[[], Awaitable[T]], classify: Classifier, policy: RetryPolicy) -> T:
-    """Run `op`, retrying what `classify` calls transient; the last failure is re-raised as is."""
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        verdict = classify(exc) if exc is not None else None
-        return policy.delay(state.attempt_number, verdict.retry_after if verdict else None)
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | _HintTooLong(classify, policy.max_hint),
-        wait=wait,
-        retry=retry_if_exception(lambda exc: classify(exc) is not None),
-        sleep=asyncio.sleep,
-        reraise=True,
-    )
-
-    async def attempt() -> T:  # tenacity awaits only coroutine functions, not lambdas returning awaitables
-        return await op()
-
-    return await retrying(attempt)
+# The retry policy itself (call_with_retries, RetryPolicy) is services/common/backoff.py,
+# shared with the object-store adapters.
 
 
 def exhausted(

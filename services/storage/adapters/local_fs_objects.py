@@ -379,8 +379,14 @@ class LocalFsObjectStore:
                             os.fsync(shard)
                             created = current[6] if current is not None else now
                             row: _Row = (
-                                key.encode("utf-8"), version, size, content_type,
-                                digest.hexdigest(), meta, created, now,
+                                key.encode("utf-8"),
+                                version,
+                                size,
+                                content_type,
+                                digest.hexdigest(),
+                                meta,
+                                created,
+                                now,
                             )
                             conn.execute(
                                 f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",  # noqa: S608

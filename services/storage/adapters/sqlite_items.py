@@ -339,7 +339,8 @@ async def build(ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> Sq
         from services.common.errors import FailedPrecondition
 
         raise FailedPrecondition(
-            "item_store binding: database must be a plain file name", reason="BINDING_INVALID",
+            "item_store binding: database must be a plain file name",
+            reason="BINDING_INVALID",
             metadata={"binding": "item_store"},
         )
     store = SqliteItemStore(ctx.tenant_root / name)

@@ -9,13 +9,11 @@ import sys
 import pytest
 from pydantic import SecretStr
 
+from services.common.backoff import RetryPolicy, Transient, call_with_retries
 from services.common.errors import FailedPrecondition
 from services.common.secrets import BACKEND_FACTORIES, SecretRef
 from services.common.secrets.remote import (
-    RetryPolicy,
-    Transient,
     TtlCache,
-    call_with_retries,
     select_json_key,
     split_json_key,
 )

@@ -10,8 +10,6 @@ Messages name the binding and the Azure error code, never the key or SAS.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +18,9 @@ from typing import TypeVar
 
 import aiohttp
 from azure.core.exceptions import AzureError, HttpResponseError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
 
+from services.common.backoff import RetryPolicy as RetryPolicy  # re-exported: adapters take one
+from services.common.backoff import Transient, call_with_retries
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -60,15 +58,6 @@ class ErrorContext:
     label: str  # BlobConfig.label
     key: str | None = None
     create_only: bool = False
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 4
-    base_delay: float = 0.1
-    max_delay: float = 5.0
-    # A Retry-After longer than this is handed to the caller (RetryInfo) rather than waited out.
-    max_hint: float = 10.0
 
 
 def _headers(exc: BaseException) -> Mapping[str, str]:
@@ -189,43 +178,18 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
     return Internal(f"{ctx.label}: unexpected Azure Blob error ({code or type(exc).__name__})")
 
 
-class _HintTooLong(stop_base):
-    """Stop when the backend asks for a longer wait than we are willing to hold a call for."""
-
-    def __init__(self, max_hint: float) -> None:
-        self.max_hint = max_hint
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        hint = retry_after(exc) if exc is not None else None
-        return hint is not None and hint > self.max_hint
-
-
-def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        cap = min(policy.max_delay, policy.base_delay * 2 ** (state.attempt_number - 1))
-        backoff = random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
-        hint = retry_after(exc) if exc is not None else None
-        return max(backoff, hint or 0.0)
-
-    return wait
+def _classify(exc: BaseException) -> Transient | None:
+    if not is_retryable(exc):
+        return None
+    hint = retry_after(exc)
+    return Transient(throttled=hint is not None, retry_after=hint)
 
 
 async def call(op: Callable[[], Awaitable[T]], ctx: ErrorContext, policy: RetryPolicy) -> T:
-    """Run one Azure request with the retry policy; failures come out mapped."""
+    """Run one Azure request with the shared retry policy; failures come out mapped."""
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts) | _HintTooLong(policy.max_hint),
-            wait=_wait(policy),
-            retry=retry_if_exception(is_retryable),
-            sleep=asyncio.sleep,
-            reraise=True,
-        ):
-            with attempt:
-                return await op()
+        return await call_with_retries(op, _classify, policy)
     except MakotoError:
         raise
     except Exception as exc:
         raise map_error(exc, ctx) from exc
-    raise AssertionError("unreachable: tenacity either returns or raises")

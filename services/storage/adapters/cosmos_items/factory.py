@@ -1,8 +1,5 @@
-"""Registry factory (services/storage/registry.py): a tenant's ItemStoreBinding -> adapter.
-
-The adapter connects lazily; it does not create the tenant's resources (provision() is the
-control plane's job) unless the binding's option auto_provision is "true" (dev setups).
-"""
+"""Registry factory (services/storage/registry.py): a tenant's ItemStoreBinding -> adapter
+(secret resolution and optional auto_provision: services/storage/adapters/item_factory.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from services.storage.adapters.cosmos_items.config import CosmosItemConfig
 from services.storage.adapters.cosmos_items.store import CosmosItemStore
+from services.storage.adapters.item_factory import build_item_store
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -18,14 +16,8 @@ if TYPE_CHECKING:
 
 
 async def build(ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> CosmosItemStore:
-    secret = None
-    if binding.credentials_secret_ref:
-        secret = (await ctx.secret(binding.credentials_secret_ref, "item_store")).get_secret_value()
-    store = CosmosItemStore(CosmosItemConfig.from_binding(ctx.tenant_id, binding, secret))
-    if binding.options.get("auto_provision", "").lower() == "true":
-        try:
-            await store.provision()
-        except BaseException:
-            await store.close()
-            raise
-    return store
+    return await build_item_store(
+        ctx,
+        binding,
+        lambda secret: CosmosItemStore(CosmosItemConfig.from_binding(ctx.tenant_id, binding, secret)),
+    )
