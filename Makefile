@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed-stamp
 
 .PHONY: setup up test gen lint fmt bench clean check-gen
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+setup: $(PY_STAMP) $(NODE_STAMP) .protodeps/.stamp
 
 $(PY_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(PY_STAMP): pyproject.toml
 
 $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Third-party protos for buf (googleapis, buf/validate) from the installed wheels; git-ignored.
+.protodeps/.stamp: scripts/protodeps.py $(PY_STAMP)
+	$(PY) scripts/protodeps.py
 	touch $@
 
 ## Regenerate gen/ (Python messages, .pyi, gRPC stubs, Envoy descriptor set) from proto/.
@@ -35,10 +40,8 @@ test: setup
 
 ## Proto lint/format (buf, offline), ruff and mypy --strict.
 lint: setup
-	$(PY) scripts/gen.py --out $$(mktemp -d) --image .buf-image.binpb
-	$(BUF) lint .buf-image.binpb --path makoto
+	$(BUF) lint
 	$(BUF) format --diff --exit-code proto
-	rm -f .buf-image.binpb
 	$(VENV)/bin/ruff check services tests scripts
 	$(VENV)/bin/mypy
 
@@ -52,4 +55,4 @@ bench: setup
 	$(PY) -m tests.bench.run
 
 clean:
-	rm -rf .makoto .pytest_cache .buf-image.binpb
+	rm -rf .makoto .pytest_cache .protodeps

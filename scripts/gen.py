@@ -4,7 +4,9 @@ Third-party protos come from installed wheels at build time (never copied into t
 googleapis from `googleapis-common-protos`, well-known types from `grpc_tools`, and
 buf/validate/validate.proto from the descriptor shipped inside `protovalidate`.
 
-Usage: python scripts/gen.py [--out DIR] [--image FILE]
+Usage: python scripts/gen.py [--out DIR]
+
+(buf lint/format read the sources; scripts/protodeps.py gives buf the third-party imports.)
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def include_dirs() -> list[str]:
     return [str(PROTO), str(googleapis_root), str(wkt)]
 
 
-def generate(out: Path, image: Path | None = None) -> None:
+def generate(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vset = Path(tmp) / "validate.binpb"
         vset.write_bytes(_validate_descriptor_set())
@@ -107,18 +109,6 @@ def generate(out: Path, image: Path | None = None) -> None:
                 "google/rpc/status.proto",
             ]
         )
-        if image is not None:
-            # Image with source info for `buf lint` (buf cannot resolve deps offline).
-            run_protoc(
-                [
-                    f"--descriptor_set_in={vset}",
-                    *incs,
-                    "--include_imports",
-                    "--include_source_info",
-                    f"--descriptor_set_out={image}",
-                    *files,
-                ]
-            )
     # buf/validate's grpc file is empty noise.
     for junk in out.rglob("validate_pb2_grpc.py"):
         junk.unlink()
@@ -127,7 +117,6 @@ def generate(out: Path, image: Path | None = None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "gen"))
-    parser.add_argument("--image", default=None)
     ns = parser.parse_args()
     out = Path(ns.out)
     if out.exists() and out.resolve() == (ROOT / "gen").resolve():
@@ -138,7 +127,7 @@ def main() -> None:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-    generate(out, Path(ns.image) if ns.image else None)
+    generate(out)
     print(f"generated {len(proto_files())} protos into {os.path.relpath(out)}", file=sys.stderr)
 
 
