@@ -103,6 +103,35 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
     return env
 
 
+def spawn_launcher(
+    settings: MeshSettings, log: Path, ready_timeout: float = READY_TIMEOUT_S
+) -> subprocess.Popen[bytes]:
+    """`python -m services.cli up` for these settings, as `make up` runs it (output to log).
+    Shared by the test fixture and the benchmarks (tests/bench/mesh.py)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "--home",
+                str(settings.home),
+                "--port",
+                str(settings.envoy_port),
+                "--host",
+                settings.host,
+                "--timeout",
+                str(ready_timeout),
+            ],
+            cwd=REPO_ROOT,
+            env=_mesh_env(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _wait_healthy(mesh: RunningMesh) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     url = mesh.base_url + "/healthz"
@@ -148,28 +177,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     root = tmp_path_factory.mktemp("mesh")
     settings = make_settings(root / "home", log_level="INFO", shutdown_grace_seconds=2.0)
     launcher_log = root / "launcher.log"
-    with open(launcher_log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "up",
-                "--home",
-                str(settings.home),
-                "--port",
-                str(settings.envoy_port),
-                "--host",
-                settings.host,
-                "--timeout",
-                str(READY_TIMEOUT_S),
-            ],
-            cwd=REPO_ROOT,
-            env=_mesh_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_launcher(settings, launcher_log)
     running = RunningMesh(settings=settings, home=settings.home, process=process, launcher_log=launcher_log)
     try:
         _wait_healthy(running)

@@ -4,10 +4,8 @@ left behind killed) at the end."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +15,9 @@ import psutil
 
 from services.common.config import MeshSettings
 from services.common.identity import Role
+from tests.mesh_fixture import spawn_launcher
 from tests.support import bearer, make_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90.0
 
 
@@ -73,51 +71,13 @@ class BenchMesh:
         return "\n".join(parts)
 
 
-def _env(settings: MeshSettings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKOTO_")}
-    env.update(
-        {
-            "MAKOTO_HOME": str(settings.home),
-            "MAKOTO_TENANT_PORT": str(settings.tenant_port),
-            "MAKOTO_STORAGE_PORT": str(settings.storage_port),
-            "MAKOTO_LLM_PORT": str(settings.llm_port),
-            "MAKOTO_METERING_PORT": str(settings.metering_port),
-            "MAKOTO_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
-            "MAKOTO_SIMULATOR_PORT": str(settings.simulator_port),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
 def start_mesh(root: Path) -> BenchMesh:
     """`makoto up` on free ports under root/home; returns once GET /healthz is 200.
 
     The log level stays the launcher's default (INFO), as `make up` runs it."""
     settings = make_settings(root / "home", log_level="INFO", shutdown_grace_seconds=2.0)
     log = root / "launcher.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "up",
-                "--home",
-                str(settings.home),
-                "--port",
-                str(settings.envoy_port),
-                "--host",
-                settings.host,
-                "--timeout",
-                str(READY_TIMEOUT_S),
-            ],
-            cwd=REPO_ROOT,
-            env=_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_launcher(settings, log, READY_TIMEOUT_S)
     mesh = BenchMesh(settings, process, log)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
