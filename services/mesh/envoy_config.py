@@ -146,32 +146,52 @@ def _jwt_authn(settings: MeshSettings) -> dict[str, Any]:
             "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             providers={p.name: _jwt_provider(p) for p in providers},
             rules=[
-                # Only the health probe is public.
-                {
-                    "match": {
-                        "path": "/healthz",
-                        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                # Only the health probes are public.
+                *(
+                    {
+                        "match": {
+                            "path": path,
+                            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                        }
                     }
-                },
+                    for path in health_paths()
+                ),
                 {"match": {"prefix": "/"}, "requires": requires},
             ],
         ),
     }
 
 
-def _health_check() -> dict[str, Any]:
+def _health_check(settings: MeshSettings, path: str, clusters: list[str]) -> dict[str, Any]:
+    """GET `path` answers 200 while each of `clusters` has at least one replica passing Envoy's
+    gRPC health check (per service name), else 503. Envoy answers it itself."""
     return {
         "name": "envoy.filters.http.health_check",
         "typed_config": _typed(
             "envoy.extensions.filters.http.health_check.v3.HealthCheck",
             pass_through_mode=False,
             headers=[
-                {"name": ":path", "string_match": {"exact": "/healthz"}},
+                {"name": ":path", "string_match": {"exact": path}},
                 {"name": ":method", "string_match": {"exact": "GET"}},
             ],
-            cluster_min_healthy_percentages={c: {"value": 100.0} for c in PUBLIC_SERVICES},
+            cluster_min_healthy_percentages={
+                c: {"value": _one_replica_percent(settings.replicas(c))} for c in clusters
+            },
         ),
     }
+
+
+def _one_replica_percent(replicas: int) -> float:
+    # "At least one replica healthy" as the percentage Envoy wants (a hair under 1/N).
+    return 100.0 if replicas == 1 else round(100.0 / replicas, 2) - 0.01
+
+
+def health_paths() -> dict[str, list[str]]:
+    """/healthz: every public service is ready; /healthz/<service>: that one is (readiness per
+    service, e.g. for a load balancer in front of a single service)."""
+    paths = {"/healthz": list(PUBLIC_SERVICES)}
+    paths.update({f"/healthz/{c}": [c] for c in PUBLIC_SERVICES})
+    return paths
 
 
 def _json_body_limit(settings: MeshSettings) -> dict[str, Any]:
@@ -362,7 +382,8 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
     return route
 
 
-def _cluster(settings: MeshSettings, name: str, port: int) -> dict[str, Any]:
+def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, Any]:
+    host = _upstream_host(settings.host)
     return {
         "name": name,
         "type": "STATIC",
@@ -370,9 +391,22 @@ def _cluster(settings: MeshSettings, name: str, port: int) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket(_upstream_host(settings.host), port)}}]}
-            ],
+            # One endpoint per replica (MAKOTO_<SERVICE>_REPLICAS).
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, p)}} for p in ports]}],
+        },
+        # A replica that fails calls at the connection level (refused, reset: it died) is ejected
+        # before the next health check notices; at most half a cluster, so one replica always stays.
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 2,
+            "consecutive_local_origin_failure": 2,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_consecutive_gateway_failure": 100,
+            "enforcing_consecutive_local_origin_failure": 100,
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -499,12 +533,7 @@ def render(
     """The whole Envoy bootstrap as a dict (YAML/JSON-ready)."""
     log_dir = log_dir if log_dir is not None else settings.home / "logs"
     methods = [m for m in public_methods(descriptor) if m.access is not Access.INTERNAL]
-    ports = {
-        "tenant": settings.tenant_port,
-        "storage": settings.storage_port,
-        "llm": settings.llm_port,
-        "metering": settings.metering_port,
-    }
+    ports = {name: settings.replica_ports(name) for name in ("tenant", "storage", "llm", "metering")}
     hcm = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="ingress",
@@ -531,7 +560,7 @@ def render(
         http_filters=[
             _header_mutation(),
             _jwt_authn(settings),
-            _health_check(),
+            *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
             _transcoder(settings, descriptor),
             _field_extraction(methods, descriptor),
