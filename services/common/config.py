@@ -63,6 +63,24 @@ class MeshSettings(BaseSettings):
     # stops taking calls, so Envoy's health check (1 s interval) moves traffic away first.
     drain_delay_seconds: float = Field(default=2.5, ge=0)
 
+    # -- Envoy timeouts and limits (edge) -------------------------------------------------------
+    # Unary route timeouts by cluster (defaults in services/mesh/envoy_config.py), e.g.
+    # {"storage": 10}: every unary REST and gRPC call ends within it (504 / DEADLINE_EXCEEDED).
+    envoy_route_timeouts: dict[str, float] = Field(default_factory=dict)
+    # A client must send all request headers within this.
+    envoy_request_headers_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A client must send the whole request (headers and body) within this; streaming uploads
+    # included. Unary calls are bounded sooner by their route timeout.
+    envoy_request_timeout_seconds: float = Field(default=300.0, gt=0)
+    # A stream with no bytes either way for this long is reset.
+    envoy_stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A downstream connection with no stream open for this long is closed.
+    envoy_idle_connection_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Connections the listener holds at once (more are closed at accept), and concurrent
+    # HTTP/2 streams per downstream connection.
+    envoy_max_connections: int = Field(default=10_000, ge=1)
+    envoy_max_streams_per_connection: int = Field(default=100, ge=1)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"

@@ -343,14 +343,30 @@ def _router() -> dict[str, Any]:
 # -- routes and clusters ---------------------------------------------------------------------
 
 
+def unary_timeout(settings: MeshSettings, cluster: str) -> float:
+    return float(settings.envoy_route_timeouts.get(cluster, _UNARY_TIMEOUT_S[cluster]))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
-    timeout = "0s" if method.streaming else f"{_UNARY_TIMEOUT_S[method.cluster]}s"
-    action: dict[str, Any] = {
-        "cluster": method.cluster,
-        "timeout": timeout,
-        # Honour the gRPC client's deadline (grpc-timeout), capped by the route timeout.
-        "max_stream_duration": {"grpc_timeout_header_max": timeout},
-    }
+    action: dict[str, Any] = {"cluster": method.cluster}
+    if method.streaming:
+        # No overall limit (a chat stream or an upload may take long); the client's grpc-timeout
+        # still ends it, and the stream idle timeout ends a silent one.
+        action["timeout"] = "0s"
+        action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
+    else:
+        timeout = _seconds(unary_timeout(settings, method.cluster))
+        # Why not `timeout`: with max_stream_duration on a route, the router ignores the route
+        # timeout, and grpc_timeout_header_max alone limits only requests that carry grpc-timeout:
+        # a REST call (never has one) to a hung backend ran unbounded (100 s seen). So: the
+        # stream's whole life (body upload included) is bounded by max_stream_duration, a
+        # client's grpc-timeout may shorten but not lengthen it.
+        action["timeout"] = timeout
+        action["max_stream_duration"] = {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout}
     if method.idempotent:
         action["retry_policy"] = {
             "retry_on": "unavailable,reset,connect-failure,refused-stream",
@@ -542,14 +558,20 @@ def render(
         normalize_path=True,
         merge_slashes=True,
         path_with_escaped_slashes_action="KEEP_UNCHANGED",
-        common_http_protocol_options={"headers_with_underscores_action": "DROP_HEADER"},
+        common_http_protocol_options={
+            "headers_with_underscores_action": "DROP_HEADER",
+            "idle_timeout": _seconds(settings.envoy_idle_connection_timeout_seconds),
+        },
         # HTTP/1.1 REST clients get a grpc-status trailer when a stream fails after the first byte.
         http_protocol_options={"enable_trailers": True},
         http2_protocol_options={
             "initial_stream_window_size": MiB,
             "initial_connection_window_size": 4 * MiB,
+            "max_concurrent_streams": settings.envoy_max_streams_per_connection,
         },
-        stream_idle_timeout="300s",
+        stream_idle_timeout=_seconds(settings.envoy_stream_idle_timeout_seconds),
+        request_headers_timeout=_seconds(settings.envoy_request_headers_timeout_seconds),
+        request_timeout=_seconds(settings.envoy_request_timeout_seconds),
         access_log=_access_log(log_dir),
         route_config={
             "name": "makoto",
@@ -581,7 +603,20 @@ def render(
                     "filter_chains": [
                         {
                             "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                                # Connections past the limit are closed at accept (the overload
+                                # manager below is the process-wide backstop).
+                                {
+                                    "name": "envoy.filters.network.connection_limit",
+                                    "typed_config": _typed(
+                                        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                                        stat_prefix="ingress",
+                                        max_connections=settings.envoy_max_connections,
+                                    ),
+                                },
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                },
                             ]
                         }
                     ],
@@ -595,7 +630,7 @@ def render(
                     "name": "envoy.resource_monitors.global_downstream_max_connections",
                     "typed_config": _typed(
                         "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                        max_active_downstream_connections=10000,
+                        max_active_downstream_connections=max(10_000, settings.envoy_max_connections),
                     ),
                 }
             ]

@@ -117,7 +117,7 @@ def test_reference_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 def _hcm(config: dict[str, Any]) -> dict[str, Any]:
     [listener] = config["static_resources"]["listeners"]
     [chain] = listener["filter_chains"]
-    [hcm] = chain["filters"]
+    hcm = next(f for f in chain["filters"] if f["name"] == "envoy.filters.network.http_connection_manager")
     return dict(hcm["typed_config"])
 
 
