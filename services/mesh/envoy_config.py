@@ -23,11 +23,13 @@ import yaml
 from services.common.config import JwtProvider, MeshSettings
 from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
 from services.mesh.cel import Cel, CelBuilder
+from services.mesh.local_replies import client_content_type_filter, local_reply_config
 from services.mesh.methods import PUBLIC_SERVICES, Access, Method, public_methods
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "makoto.binpb"
 REFERENCE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
+BAD_REQUEST_LUA = Path(__file__).with_name("bad_request_field.lua")
 
 MiB = 1024 * 1024
 # Room left in a gRPC message for the fields around a REST body (tenant id, key, content type).
@@ -101,6 +103,19 @@ def _header_mutation() -> dict[str, Any]:
         "typed_config": _typed(
             "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             mutations={"request_mutations": mutations},
+        ),
+    }
+
+
+def _bad_request_field() -> dict[str, Any]:
+    """Lua: copies the field path of Envoy's own 400 text into BadRequest's `field`
+    (services/mesh/bad_request_field.lua explains why). Early in the chain, so it sees the
+    transcoder's replies on their way out."""
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": BAD_REQUEST_LUA.read_text()},
         ),
     }
 
@@ -573,6 +588,8 @@ def render(
         request_headers_timeout=_seconds(settings.envoy_request_headers_timeout_seconds),
         request_timeout=_seconds(settings.envoy_request_timeout_seconds),
         access_log=_access_log(log_dir),
+        # Envoy's own answers as google.rpc.Status JSON (services/mesh/local_replies.py).
+        local_reply_config=local_reply_config(),
         route_config={
             "name": "makoto",
             "virtual_hosts": [
@@ -581,6 +598,8 @@ def render(
         },
         http_filters=[
             _header_mutation(),
+            client_content_type_filter(),
+            _bad_request_field(),
             _jwt_authn(settings),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
