@@ -366,6 +366,32 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
+def _retry_policy(method: Method) -> dict[str, Any]:
+    """Reads are retried on anything a healthy replica may answer differently (UNAVAILABLE, a
+    reset). Any call, writes included, is retried when it provably never reached a service:
+    the connection was refused (a replica just died) or the stream refused (it is draining).
+    A retry goes to another replica when there is one."""
+    retry_on = (
+        "unavailable,reset,connect-failure,refused-stream"
+        if method.idempotent
+        else "connect-failure,refused-stream"
+    )
+    return {
+        "retry_on": retry_on,
+        "num_retries": 2,
+        "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": _typed(
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                ),
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
 def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
     action: dict[str, Any] = {"cluster": method.cluster}
     if method.streaming:
@@ -382,12 +408,7 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
         # client's grpc-timeout may shorten but not lengthen it.
         action["timeout"] = timeout
         action["max_stream_duration"] = {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout}
-    if method.idempotent:
-        action["retry_policy"] = {
-            "retry_on": "unavailable,reset,connect-failure,refused-stream",
-            "num_retries": 2,
-            "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
-        }
+    action["retry_policy"] = _retry_policy(method)
     condition = tenant_condition(method)
     route: dict[str, Any] = {
         "name": method.full_name,
@@ -427,6 +448,16 @@ def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, A
         },
         # A replica that fails calls at the connection level (refused, reset: it died) is ejected
         # before the next health check notices; at most half a cluster, so one replica always stays.
+        # Retries may use a fifth of the active requests (at least 16 at once): Envoy's default of
+        # 3 concurrent retries left reads failing when a replica died under load.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 16},
+                }
+            ]
+        },
         "outlier_detection": {
             "consecutive_5xx": 5,
             "consecutive_gateway_failure": 2,

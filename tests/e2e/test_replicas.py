@@ -179,7 +179,12 @@ async def test_kill_9_of_one_storage_replica_fails_only_in_flight_calls(
     await load.run_while(asyncio.create_task(kill()), settle=3.0)
     # At most the calls that were on the killed replica at that moment: one per worker.
     print(f"kill -9 drill: {load.calls} calls, {len(load.failures)} failed, {len(load.acked)} writes acked")
+    for failure in load.failures:
+        print("  failed:", failure)
     assert len(load.failures) <= WORKERS, load.failures
+    # Reads are retried on another replica; a write is retried only when it never reached the
+    # dead one, so the failures are writes that were in flight on it.
+    assert all(f.startswith("PUT ") and "connection_termination" in f for f in load.failures), load.failures
     assert len(load.acked) > 50
     assert await load.missing_acked() == []
     # The launcher restarts the replica; Envoy sends it traffic again once healthy.

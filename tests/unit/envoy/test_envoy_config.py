@@ -213,9 +213,12 @@ def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
             assert action["timeout"] == "0s", m.full_name
         else:
             assert action["timeout"] != "0s", m.full_name
-        assert ("retry_policy" in action) == m.idempotent, m.full_name
-        if m.idempotent:
-            assert "unavailable" in action["retry_policy"]["retry_on"]
+        retry_on = set(action["retry_policy"]["retry_on"].split(","))
+        # Only reads are retried after they may have reached a service; every call is retried
+        # when it provably did not (connection or stream refused).
+        assert {"connect-failure", "refused-stream"} <= retry_on, m.full_name
+        assert ("unavailable" in retry_on) == m.idempotent, m.full_name
+        assert ("reset" in retry_on) == m.idempotent, m.full_name
         rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
         assert rbac["action"] == "ALLOW"
     idempotent = {m.name for m in routed if m.idempotent}
