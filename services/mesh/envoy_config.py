@@ -393,7 +393,15 @@ def _retry_policy(method: Method) -> dict[str, Any]:
 
 
 def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": method.cluster}
+    action: dict[str, Any] = {
+        "cluster": method.cluster,
+        # The listener's stream idle timeout (60 s) would cut a unary call that legitimately
+        # waits longer for its answer (an LLM generation may take minutes): a route of a slow
+        # service may stay silent as long as its deadline.
+        "idle_timeout": _seconds(
+            max(settings.envoy_stream_idle_timeout_seconds, unary_timeout(settings, method.cluster))
+        ),
+    }
     if method.streaming:
         # No overall limit (a chat stream or an upload may take long); the client's grpc-timeout
         # still ends it, and the stream idle timeout ends a silent one.

@@ -213,6 +213,13 @@ def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
             assert action["timeout"] == "0s", m.full_name
         else:
             assert action["timeout"] != "0s", m.full_name
+            # The whole stream is bounded, with or without a client grpc-timeout.
+            duration = action["max_stream_duration"]
+            assert duration["max_stream_duration"] == duration["grpc_timeout_header_max"] == action["timeout"]
+        # A slow service's call is not cut by the listener's shorter idle timeout.
+        assert float(action["idle_timeout"].rstrip("s")) >= float(action["timeout"].rstrip("s") or 0)
+        if m.cluster == "llm":
+            assert action["idle_timeout"] == "300s", m.full_name
         retry_on = set(action["retry_policy"]["retry_on"].split(","))
         # Only reads are retried after they may have reached a service; every call is retried
         # when it provably did not (connection or stream refused).
