@@ -4,6 +4,10 @@
 as a subprocess on free ports with its own temporary MAKOTO_HOME — and stopped with SIGTERM at the
 end, checking that no child process survives.
 
+`start_mesh(root, storage_replicas=2, llm_replicas=2)` / `stop_mesh(mesh)`: a mesh of a test
+module's own, e.g. with replicas; `mesh.replicas("storage")` gives each replica's PID and direct
+address (from the launcher's <home>/run/children.json).
+
 `envoy_spy` (session): a real Envoy in front of small recording servicers (tests/e2e/envoy_spy.py),
 for Envoy's own tests that must see exactly what reaches a service.
 """

@@ -172,9 +172,15 @@ async def test_kill_9_of_one_storage_replica_fails_only_in_flight_calls(
     load = Load(replicated, tenant)
     victim = replicated.replicas("storage")[1]
 
+    ready_after_kill: list[int] = []
+
     async def kill() -> None:
         await asyncio.sleep(1.5)
         os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.sleep(1.2)  # the health check has seen it; the restart is not done yet
+        async with httpx.AsyncClient(base_url=replicated.base_url, timeout=5) as c:
+            for path in ("/healthz", "/healthz/storage"):
+                ready_after_kill.append((await c.get(path)).status_code)
 
     await load.run_while(asyncio.create_task(kill()), settle=3.0)
     # At most the calls that were on the killed replica at that moment: one per worker.
@@ -187,6 +193,8 @@ async def test_kill_9_of_one_storage_replica_fails_only_in_flight_calls(
     assert all(f.startswith("PUT ") and "connection_termination" in f for f in load.failures), load.failures
     assert len(load.acked) > 50
     assert await load.missing_acked() == []
+    # One healthy replica is enough to be ready.
+    assert ready_after_kill == [200, 200]
     # The launcher restarts the replica; Envoy sends it traffic again once healthy.
     fresh = await asyncio.to_thread(replicated.wait_replica_restarted, "storage", 1, victim.pid)
     assert await _health(fresh.address, "makoto.storage.v1.StorageService") == 1
