@@ -42,7 +42,9 @@ class FixedLimits:
         )
 
 
-def fixed_limits_parts(settings: MeshSettings, fixed: FixedLimits, *, ttl_seconds: float = 0.0) -> LimitsParts:
+def fixed_limits_parts(
+    settings: MeshSettings, fixed: FixedLimits, *, ttl_seconds: float = 0.0
+) -> LimitsParts:
     """Limits parts on the machine's Redis (settings' own key prefix) answering from `fixed`;
     ttl 0: every call sees the table as it is now."""
     settings = settings.model_copy(update={"limits_cache_ttl_seconds": ttl_seconds})

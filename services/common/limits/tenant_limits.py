@@ -1,8 +1,10 @@
 """A data-plane replica's view of each tenant's effective limits, from MeteringService.
 
-Answers are cached for a few seconds; when MeteringService cannot be asked, the last answer is
-served for up to `max_stale_seconds`, and a tenant never seen gets the safe DEFAULTS (logged).
-Concurrent first lookups of one tenant share one call.
+Answers are cached for a few seconds and then refreshed in the background while the cached
+answer keeps serving; when MeteringService cannot be asked, the last answer is served for up to
+`max_stale_seconds`, and a tenant never seen gets the safe DEFAULTS (logged, retried after a
+TTL). Only a tenant's first call waits for an answer (at most 0.5 s). Concurrent first lookups
+of one tenant share one call.
 """
 
 from __future__ import annotations
@@ -48,14 +50,19 @@ class TenantLimitsCache:
 
     async def get(self, tenant_id: str) -> EffectiveLimits:
         hit = self._entries.get(tenant_id)
-        if hit is not None and self._clock() < hit[1]:
+        if hit is not None and self._ttl > 0:  # ttl 0: no caching, every call asks
+            if self._clock() >= hit[1] and tenant_id not in self._inflight:
+                # Expired: answer from what we have and refresh in the background, so a slow or
+                # absent MeteringService never adds latency to a known tenant's calls.
+                self._start(tenant_id)
             return hit[2]
-        task = self._inflight.get(tenant_id)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(tenant_id))
-            self._inflight[tenant_id] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(tenant_id, None))
-        return await asyncio.shield(task)
+        return await asyncio.shield(self._inflight.get(tenant_id) or self._start(tenant_id))
+
+    def _start(self, tenant_id: str) -> asyncio.Task[EffectiveLimits]:
+        task = asyncio.get_running_loop().create_task(self._load(tenant_id))
+        self._inflight[tenant_id] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(tenant_id, None))
+        return task
 
     async def _load(self, tenant_id: str) -> EffectiveLimits:
         try:
@@ -90,7 +97,7 @@ class MeteringLimitsClient:
 
     async def __call__(self, tenant_id: str) -> metering_pb2.TenantLimits:
         answer: metering_pb2.TenantLimits = await self._stub.GetTenantLimits(
-            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant_id), metadata=self._metadata(), timeout=1.0
+            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant_id), metadata=self._metadata(), timeout=0.5
         )
         return answer
 

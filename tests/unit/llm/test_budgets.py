@@ -38,7 +38,9 @@ async def test_a_call_over_the_budget_is_refused_before_the_provider(harness: Ll
     harness.limits.tokens_used["budget-spent"] = 995  # MeteringService's durable view
     sent = harness.sim.requests["chat"]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.stub.CreateChatCompletion(chat("budget-spent", "hello"), metadata=harness.md("budget-spent"))
+        await harness.stub.CreateChatCompletion(
+            chat("budget-spent", "hello"), metadata=harness.md("budget-spent")
+        )
     err = caught.value
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     info, retry = error_info(err)

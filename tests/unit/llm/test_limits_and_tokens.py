@@ -20,5 +20,3 @@ def test_chat_framing() -> None:
     msgs = [Message("system", "Be brief."), Message("user", "Hi", name="kenji")]
     # 3 priming + (3 + 3) + (3 + 1 + 1 name)
     assert count_chat_tokens(msgs) == 14
-
-
