@@ -153,7 +153,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         state.authorized = True
         validate_message(message)
 
-    async def _limit(self, state: CallState, context: grpc.aio.ServicerContext) -> None:
+    async def _limit(self, state: CallState, context: grpc.aio.ServicerContext, headers: bool) -> None:
         """The tenant's API rate limit (tenant principals only; operators and services are not
         limited by a tenant's plan). A refused call is not billed."""
         principal = state.principal
@@ -163,11 +163,14 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             return
         assert state.policy is not None
         try:
-            headers = await self._rates.check(state.tenant_id, state.policy.rate_class)
+            rate_headers = await self._rates.check(state.tenant_id, state.policy.rate_class)
         except MakotoError:
             state.authorized = False
             raise
-        await context.send_initial_metadata(headers)
+        if headers:
+            # Unary answers only: on a server stream, early headers would commit a REST client's
+            # HTTP status to 200 before the handler could still fail.
+            await context.send_initial_metadata(rate_headers)
 
     async def _finish(self, state: CallState, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -232,7 +235,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         me = self
 
         async def checked_requests(
-            state: CallState, requests: AsyncIterator[Message], context: grpc.aio.ServicerContext
+            state: CallState,
+            requests: AsyncIterator[Message],
+            context: grpc.aio.ServicerContext,
+            headers: bool,
         ) -> AsyncIterator[Message]:
             first = True
             async for message in requests:
@@ -241,7 +247,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 if first:
                     first = False
-                    await me._limit(state, context)
+                    await me._limit(state, context, headers)
                 yield message
 
         async def run_unary(
@@ -256,10 +262,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
                 if streaming_in:
-                    request_or_iter = checked_requests(state, request_or_iter, context)
+                    request_or_iter = checked_requests(state, request_or_iter, context, True)
                 else:
                     me._check_message(state, request_or_iter)
-                    await me._limit(state, context)
+                    await me._limit(state, context, True)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 return await behavior(request_or_iter, context)
             except grpc.aio.AbortError:
@@ -284,10 +290,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
                 if streaming_in:
-                    request_or_iter = checked_requests(state, request_or_iter, context)
+                    request_or_iter = checked_requests(state, request_or_iter, context, False)
                 else:
                     me._check_message(state, request_or_iter)
-                    await me._limit(state, context)
+                    await me._limit(state, context, False)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 async for response in behavior(request_or_iter, context):
                     yield response
