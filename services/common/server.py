@@ -124,6 +124,10 @@ async def run_server(
     log.info("stopping", service=spec.name, grace_seconds=settings.shutdown_grace_seconds)
     # Tell health checkers first so Envoy stops routing here, then drain.
     await health_servicer.enter_graceful_shutdown()
+    if settings.replicas(spec.name) > 1:
+        # Other replicas can take the traffic: keep serving until Envoy's health check has seen
+        # NOT_SERVING and moved new calls away, so a rolling restart fails no call.
+        await asyncio.sleep(settings.drain_delay_seconds)
     await server.stop(settings.shutdown_grace_seconds)
     for hook in spec.on_stop:
         try:
