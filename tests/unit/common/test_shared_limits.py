@@ -111,3 +111,37 @@ async def test_redis_down_falls_back_to_per_replica_limits(
     finally:
         await store.close()
         redis.stop()
+
+
+async def test_a_tenant_over_its_limit_is_refused_without_asking_redis(tmp_path: Path) -> None:
+    from makoto.metering.v1 import metering_pb2
+
+    from services.common.limits.api_rates import ApiRateLimiter, RateLimited
+    from services.common.limits.model import DEFAULTS, Limits, Rate
+    from services.common.limits.tenant_limits import TenantLimitsCache
+
+    async def fetch(tenant_id: str) -> metering_pb2.TenantLimits:
+        return metering_pb2.TenantLimits(
+            tenant_id=tenant_id, effective=Limits(api=Rate(0.5, 2)).over(DEFAULTS).to_proto()
+        )
+
+    redis = PrivateRedis(tmp_path / "redis").start()
+    store = SharedCounters(redis.url, prefix="t:")
+    limiter = ApiRateLimiter(store, TenantLimitsCache(fetch, ttl_seconds=60))
+    try:
+        await limiter.check("noisy", "reads")
+        await limiter.check("noisy", "reads")
+        with pytest.raises(RateLimited) as first:
+            await limiter.check("noisy", "reads")
+        assert 0 < first.value.retry_after_seconds <= 2.0  # type: ignore[operator]
+        redis.stop()  # from now on any Redis call would fail over to the fallback (and count)
+        before = FALLBACKS.labels(op="acquire")._value.get()
+        for _ in range(50):
+            with pytest.raises(RateLimited) as again:
+                await limiter.check("noisy", "reads")
+            assert dict(again.value.headers)["retry-after"] in ("1", "2")
+        assert FALLBACKS.labels(op="acquire")._value.get() == before  # no store call at all
+        assert not store.degraded
+    finally:
+        await store.close()
+        redis.stop()
