@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, not the numbers")
     parser.add_argument(
-        "--out", type=Path, default=None, help="markdown report (default docs/benchmarks.md; none with --only)"
+        "--out", type=Path, default=None, help="report file (default docs/benchmarks.md; none with --only)"
     )
     parser.add_argument(
         "--only", choices=SECTIONS, action="append", help="run only this section (repeatable); printed only"

@@ -73,6 +73,16 @@ async def limiter_cost(n: int) -> list[tuple[str, float]]:
         ):
             limiter = ApiRateLimiter(counters, TenantLimitsCache(_fixed, ttl_seconds=3600))
             out.append((name, await _per_call_us(lambda lim=limiter: lim.check("bench", "reads"), n)))
+
+        blocked = ApiRateLimiter(shared, TenantLimitsCache(_tiny, ttl_seconds=3600))
+
+        async def refused() -> None:
+            with contextlib.suppress(RateLimited):
+                await blocked.check("over", "reads")
+
+        out.append(
+            ("refusal of a tenant already over its limit (no Redis call)", await _per_call_us(refused, n))
+        )
     finally:
         await shared.close()
     return out
