@@ -16,7 +16,7 @@ from collections.abc import Callable
 from services.common.errors import ResourceExhausted
 from services.common.limits.counters import SharedCounters
 from services.common.limits.gcra import MICROS, Bucket, Decision
-from services.common.limits.model import Rate
+from services.common.limits.model import Limits, Rate
 from services.common.limits.tenant_limits import TenantLimitsCache
 
 RATE_LIMITED = "TENANT_RATE_LIMITED"
@@ -53,14 +53,15 @@ class ApiRateLimiter:
         # (tenant, class) -> (refused until, the refusal): while a tenant is over its limit, its
         # further calls are refused here without asking Redis, so a flood costs the shared store
         # nothing. Safe: the shared bucket cannot admit a request before the retry time it gave.
-        self._blocked: dict[tuple[str, str | None], tuple[float, Decision, Rate]] = {}
+        # A block ends early when the tenant's limits change (e.g. an operator raised them).
+        self._blocked: dict[tuple[str, str | None], tuple[float, Decision, Rate, Limits]] = {}
 
-    def _still_blocked(self, tenant_id: str, rate_class: str | None) -> RateLimited | None:
+    def _still_blocked(self, tenant_id: str, rate_class: str | None, limits: Limits) -> RateLimited | None:
         hit = self._blocked.get((tenant_id, rate_class))
         if hit is None:
             return None
         left = hit[0] - self._clock()
-        if left <= 0:
+        if left <= 0 or hit[3] != limits:
             del self._blocked[(tenant_id, rate_class)]
             return None
         us = int(left * MICROS)
@@ -73,11 +74,11 @@ class ApiRateLimiter:
 
     async def check(self, tenant_id: str, rate_class: str | None) -> tuple[tuple[str, str], ...]:
         """Take one request for the tenant, or raise RateLimited; the headers to send back."""
-        blocked = self._still_blocked(tenant_id, rate_class)
-        if blocked is not None:
-            raise blocked
         limits = (await self._limits.get(tenant_id)).limits
         assert limits.api is not None
+        blocked = self._still_blocked(tenant_id, rate_class, limits)
+        if blocked is not None:
+            raise blocked
         buckets = [
             Bucket(self._counters.key("rl", tenant_id, "api"), limits.api.per_second, limits.api.burst)
         ]
@@ -94,6 +95,7 @@ class ApiRateLimiter:
                 self._clock() + decision.retry_after_us / MICROS,
                 decision,
                 limits.api,
+                limits,
             )
             raise RateLimited(
                 f"tenant {tenant_id} is over its request rate; retry after "
