@@ -49,6 +49,20 @@ class MeshSettings(BaseSettings):
     # Seconds a resolved tenant (bindings) stays cached in data-plane services.
     directory_cache_ttl_seconds: float = 5.0
 
+    # -- call deadlines and circuit breaking (services/common/deadline.py, breaker.py) --
+    # Seconds a call may take when the client sent no grpc-timeout, per service.
+    deadline_default_seconds: dict[str, float] = Field(
+        default_factory=lambda: {"tenant": 10.0, "storage": 30.0, "llm": 120.0, "metering": 15.0}
+    )
+    # Cap on a client's grpc-timeout, per service (long object streams and LLM answers need more).
+    deadline_max_seconds: dict[str, float] = Field(
+        default_factory=lambda: {"tenant": 60.0, "storage": 900.0, "llm": 600.0, "metering": 120.0}
+    )
+    # Consecutive failures/timeouts against one backend endpoint that open its breaker.
+    breaker_failure_threshold: int = 5
+    # Seconds an open breaker fails calls fast before letting one probe through (half-open).
+    breaker_cooldown_seconds: float = 10.0
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"
