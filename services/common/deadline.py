@@ -26,6 +26,13 @@ from services.common.errors import DeadlineExceeded
 
 T = TypeVar("T")
 
+# The server gives up this much before the client does, so the client reads the server's answer
+# (DEADLINE_EXCEEDED with ErrorInfo) instead of its own local timeout.
+CLIENT_MARGIN_SECONDS = 0.02
+# grpc.aio cancels a call whose client deadline passed a few ms before the contextvar's deadline
+# (clocks differ): a cancellation this close to the deadline is the deadline's doing.
+EXPIRY_TOLERANCE_SECONDS = 0.05
+
 # Absolute deadline of the current call on the running loop's clock (loop.time()); None outside a call.
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("makoto_call_deadline", default=None)
 
@@ -40,7 +47,7 @@ class DeadlinePolicy:
     def effective(self, client_remaining: float | None) -> float:
         if client_remaining is None:
             return self.default_seconds
-        return max(0.0, min(float(client_remaining), self.max_seconds))
+        return max(0.0, min(float(client_remaining) - CLIENT_MARGIN_SECONDS, self.max_seconds))
 
 
 def _now() -> float:
@@ -72,9 +79,10 @@ def remaining() -> float | None:
     return max(0.0, deadline - _now())
 
 
-def expired() -> bool:
+def expired(tolerance: float = EXPIRY_TOLERANCE_SECONDS) -> bool:
+    """Has the current call's deadline passed (or is it within `tolerance` of passing)?"""
     left = remaining()
-    return left is not None and left <= 0.0
+    return left is not None and left <= tolerance
 
 
 def timeout(cap: float, floor: float = 0.001) -> float:
