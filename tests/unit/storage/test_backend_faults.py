@@ -1,9 +1,11 @@
 """A fault stays where it happens: one tenant's backend breaks, that tenant fails fast, the
 others do not notice.
 
-StorageService runs for real (in-process grpc.aio server). Two tenants keep their items on the
-machine's PostgreSQL, each in its own schema; the "sick" tenant reaches it through a TCP fault
-proxy (tests/fault_proxy.py), the "well" tenant directly. The drill, per fault:
+StorageService runs for real (in-process grpc.aio server). Two tenants share one real backend,
+each with its own resources: items on the machine's PostgreSQL (own schema) or objects on a moto
+S3 server (own bucket; aiobotocore with its 60 s read timeout and the mesh's 4-attempt retries).
+The "sick" tenant reaches the backend through a TCP fault proxy (tests/fault_proxy.py), the
+"well" tenant directly. The drill, per backend and fault:
 
 - black-hole: the sick tenant's calls end with DEADLINE_EXCEEDED at their deadline (not the
   driver's 5 s connect timeout or 30 s command timeout), the well tenant's stay fast meanwhile;
@@ -25,15 +27,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
+from google.api import httpbody_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from makoto.storage.v1 import items_pb2, storage_service_pb2_grpc
+from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.breaker import breakers
 from services.common.identity import Role
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
+from tests.contract.emulators import Emulator, StaticSecrets, moto_server  # noqa: F401
 from tests.contract.item_emulators import item_postgres_dsn, unique_tenant  # noqa: F401
 from tests.fault_proxy import FaultProxy, Mode, fault_proxy
 from tests.support import bearer, make_settings, running_server
@@ -50,6 +54,23 @@ def _via(dsn: str, port: int) -> str:
     parts = urlsplit(dsn)
     netloc = f"{parts.username}@127.0.0.1:{port}" if parts.username else f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+S3_SECRET = "local://faults-s3"
+
+
+def _s3_binding(endpoint: str, tenant: str) -> tenant_pb2.TenantBindings:
+    return tenant_pb2.TenantBindings(
+        object_store=tenant_pb2.ObjectStoreBinding(
+            backend=tenant_pb2.OBJECT_BACKEND_S3,
+            endpoint=endpoint,
+            region="us-east-1",
+            bucket=f"{tenant}-faults",
+            path_style=True,
+            credentials_secret_ref=S3_SECRET,
+            options={"auto_provision": "true"},
+        )
+    )
 
 
 def _pg_binding(dsn: str) -> tenant_pb2.TenantBindings:
@@ -69,21 +90,42 @@ class Drill:
     sick: str
     well: str
     md: dict[str, tuple[tuple[str, str], ...]]
+    kind: str  # "items" (PostgreSQL) or "objects" (S3)
 
     async def get(self, tenant: str, timeout: float = DEADLINE) -> tuple[grpc.StatusCode, float, object]:
-        """One GetItem; (code, seconds taken, error or None)."""
+        """One read of the tenant's backend; (code, seconds taken, error or None)."""
         started = time.monotonic()
         try:
-            await self.stub.GetItem(
-                items_pb2.GetItemRequest(tenant_id=tenant, collection="c", partition_key="p", sort_key="s"),
-                metadata=self.md[tenant],
-                timeout=timeout,
-            )
+            if self.kind == "items":
+                await self.stub.GetItem(
+                    items_pb2.GetItemRequest(
+                        tenant_id=tenant, collection="c", partition_key="p", sort_key="s"
+                    ),
+                    metadata=self.md[tenant],
+                    timeout=timeout,
+                )
+            else:
+                await self.stub.GetObjectMetadata(
+                    objects_pb2.GetObjectMetadataRequest(tenant_id=tenant, key="a.txt"),
+                    metadata=self.md[tenant],
+                    timeout=timeout,
+                )
         except grpc.aio.AioRpcError as err:
             return err.code(), time.monotonic() - started, err
         return grpc.StatusCode.OK, time.monotonic() - started, None
 
     async def put(self, tenant: str) -> None:
+        if self.kind == "objects":
+            await self.stub.PutObjectContent(
+                objects_pb2.PutObjectContentRequest(
+                    tenant_id=tenant,
+                    key="a.txt",
+                    content=httpbody_pb2.HttpBody(content_type="text/plain", data=b"hello"),
+                ),
+                metadata=self.md[tenant],
+                timeout=10,
+            )
+            return
         await self.stub.PutItem(
             items_pb2.PutItemRequest(
                 tenant_id=tenant,
@@ -131,25 +173,38 @@ def _reason(err: object) -> str:
     return ""
 
 
-@pytest.fixture
-async def drill(item_postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:  # noqa: F811
-    target = urlsplit(item_postgres_dsn)
+@pytest.fixture(params=["items", "objects"], ids=["postgres-items", "s3-objects"])
+async def drill(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    item_postgres_dsn: str,  # noqa: F811
+    moto_server: Emulator,  # noqa: F811
+) -> AsyncIterator[Drill]:
+    kind: str = request.param
+    sick, well = unique_tenant("sick"), unique_tenant("well")
+    dsn = item_postgres_dsn
+    target = urlsplit(dsn if kind == "items" else moto_server.endpoint)
     async with fault_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
-        sick, well = unique_tenant("sick"), unique_tenant("well")
-        resolver = StaticTenantResolver(
-            {sick: _pg_binding(_via(item_postgres_dsn, proxy.port)), well: _pg_binding(item_postgres_dsn)}
-        )
+        if kind == "items":
+            bindings = {sick: _pg_binding(_via(dsn, proxy.port)), well: _pg_binding(dsn)}
+        else:
+            bindings = {
+                sick: _s3_binding(f"http://127.0.0.1:{proxy.port}", sick),
+                well: _s3_binding(moto_server.endpoint, well),
+            }
+        resolver = StaticTenantResolver(bindings)
         settings = make_settings(
             tmp_path_factory.mktemp("faults") / "home",
             breaker_failure_threshold=THRESHOLD,
             breaker_cooldown_seconds=COOLDOWN,
         )
-        server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver)
+        secrets = StaticSecrets({S3_SECRET: "makoto-test:makoto-test-secret"})
+        server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=secrets)
         async with running_server(server_build, settings):
             async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
                 stub = storage_service_pb2_grpc.StorageServiceStub(channel)
                 md = {t: bearer(settings, Role.MEMBER, t) for t in (sick, well)}
-                d = Drill(proxy, stub, sick, well, md)
+                d = Drill(proxy, stub, sick, well, md, kind)
                 await d.put(sick)
                 await d.put(well)
                 yield d
@@ -201,6 +256,12 @@ async def test_black_holed_backend_times_out_opens_the_breaker_and_recovers(dril
     assert delay is not None and 0 < delay <= COOLDOWN
     assert d.proxy.accepted == dialled
     assert time.monotonic() - started < DEADLINE
+    # Drill numbers for the report (shown with `pytest -s`).
+    print(
+        f"\ndrill {d.kind} black-hole: sick calls {[round(t, 3) for _, t in failures]} s,"
+        f" breaker-open answer {took * 1000:.1f} ms, well tenant max {max(well) * 1000:.1f} ms"
+        f" over {len(well)} calls"
+    )
 
     await _heals(d)
 
