@@ -143,10 +143,16 @@ async def stream(items: AsyncIterator[T]) -> AsyncIterator[T]:
             await closer()
 
 
+# Per-service defaults (MeshSettings.deadline_default_seconds / deadline_max_seconds override
+# them service by service): a call without grpc-timeout gets the first, none gets more than the
+# second (long object streams and LLM answers need more than a directory lookup).
+DEFAULT_SECONDS: dict[str, float] = {"tenant": 10.0, "storage": 30.0, "llm": 120.0, "metering": 15.0}
+MAX_SECONDS: dict[str, float] = {"tenant": 60.0, "storage": 900.0, "llm": 600.0, "metering": 120.0}
+
+
 def policy_for(service: str, defaults: dict[str, float], caps: dict[str, float]) -> DeadlinePolicy:
-    """The policy of one service from the mesh settings' per-service tables."""
+    """The policy of one service: the settings' entry for it, else the built-in one."""
     base = DeadlinePolicy()
-    return DeadlinePolicy(
-        default_seconds=defaults.get(service, base.default_seconds),
-        max_seconds=caps.get(service, base.max_seconds),
-    )
+    default = defaults.get(service, DEFAULT_SECONDS.get(service, base.default_seconds))
+    cap = caps.get(service, MAX_SECONDS.get(service, base.max_seconds))
+    return DeadlinePolicy(default_seconds=min(default, cap), max_seconds=cap)

@@ -161,3 +161,12 @@ async def test_retries_within_the_deadline_still_happen() -> None:
     finally:
         deadline.reset(token)
     assert attempts == 3
+
+
+def test_settings_override_one_service_and_keep_the_others() -> None:
+    policy = deadline.policy_for("storage", {"storage": 12.0}, {})
+    assert policy == DeadlinePolicy(default_seconds=12.0, max_seconds=deadline.MAX_SECONDS["storage"])
+    llm = deadline.policy_for("llm", {"storage": 12.0}, {})
+    assert llm.default_seconds == deadline.DEFAULT_SECONDS["llm"]
+    # A default above the cap is the cap.
+    assert deadline.policy_for("tenant", {"tenant": 100.0}, {"tenant": 5.0}).default_seconds == 5.0
