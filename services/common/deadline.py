@@ -126,6 +126,10 @@ async def stream(items: AsyncIterator[T]) -> AsyncIterator[T]:
     try:
         while True:
             deadline = _deadline.get()
+            if deadline is not None and _now() >= deadline:
+                # Spent while the consumer (a slow client) had the item: end here, without
+                # resuming the producer, so its backend call is not blamed for the timeout.
+                raise _exceeded()
             scope = asyncio.timeout_at(deadline)
             try:
                 async with scope:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import time
@@ -227,13 +228,19 @@ def _where(binding: Message) -> str:
     return endpoint[:200]
 
 
-def breaker_key(tenant_id: str, field: str, binding: Message) -> tuple[str, str]:
-    """(key, label) of a binding's breaker: the tenant, what it is, and where it points."""
+# Embedded backends: no network between us and them, nothing a breaker would save (a SQLite
+# lock timeout is contention, not a dead backend).
+_LOCAL_BACKENDS = frozenset({"local", "sqlite", "unspecified"})
+
+
+def breaker_key(tenant_id: str, field: str, binding: Message) -> tuple[str, str] | None:
+    """(key, label) of a binding's breaker: the tenant, what it is, and where it points;
+    None for the embedded backends."""
     kind = "objects" if field == "object_store" else "items"
     number: int = binding.backend  # type: ignore[attr-defined]
     backend = object_backend_name(number) if kind == "objects" else item_backend_name(number)
-    if backend in ("local", "sqlite"):
-        return f"{tenant_id}|{kind}|{backend}", f"{kind} backend {backend}"
+    if backend in _LOCAL_BACKENDS:
+        return None
     where = _where(binding)
     return f"{tenant_id}|{kind}|{backend}|{where}", f"{kind} backend {backend} ({where})"
 
@@ -296,8 +303,9 @@ class TenantConnections:
         resolved = await self._resolver.require_active(tenant_id)
         binding: Message = getattr(resolved.bindings, field)
         # One breaker per tenant binding and endpoint, around building the adapter and the call.
-        key, label = breaker_key(tenant_id, field, binding)
-        async with breakers.guard(key, label), cache.lease(tenant_id, binding, resolved.etag) as lease:
+        named = breaker_key(tenant_id, field, binding)
+        guard = breakers.guard(*named) if named is not None else contextlib.nullcontext()
+        async with guard, cache.lease(tenant_id, binding, resolved.etag) as lease:
             yield lease
 
     async def close(self) -> None:

@@ -170,3 +170,24 @@ def test_settings_override_one_service_and_keep_the_others() -> None:
     assert llm.default_seconds == deadline.DEFAULT_SECONDS["llm"]
     # A default above the cap is the cap.
     assert deadline.policy_for("tenant", {"tenant": 100.0}, {"tenant": 5.0}).default_seconds == 5.0
+
+
+async def test_a_slow_consumer_does_not_resume_the_producer_past_the_deadline() -> None:
+    resumed = False
+
+    async def produce() -> AsyncIterator[int]:
+        nonlocal resumed
+        yield 1
+        resumed = True  # would be blamed on the backend if the timeout fired in here
+        yield 2
+
+    token = deadline.start(0.1)
+    try:
+        got: list[int] = []
+        with pytest.raises(DeadlineExceeded):
+            async for item in deadline.stream(produce()):
+                got.append(item)
+                await asyncio.sleep(0.2)  # the client reads slowly
+    finally:
+        deadline.reset(token)
+    assert got == [1] and not resumed

@@ -35,6 +35,7 @@ from makoto.tenant.v1 import tenant_pb2
 
 from services.common.breaker import breakers
 from services.common.identity import Role
+from services.storage.connections import breaker_key
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
 from tests.contract.emulators import Emulator, StaticSecrets, moto_server  # noqa: F401
@@ -289,3 +290,16 @@ async def test_slow_backend_answers_deadline_exceeded_within_the_deadline(drill:
     code, took, _ = await d.get(d.well)
     assert code is grpc.StatusCode.OK and took < HEALTHY_BOUND
     await _heals(d)
+
+
+def test_breakers_are_per_tenant_and_endpoint_and_skip_embedded_backends() -> None:
+    pg = _pg_binding("postgresql://makoto@db.example:5432/items?sslmode=require").item_store
+    key, label = breaker_key("acme", "item_store", pg) or ("", "")
+    other, _ = breaker_key("globex", "item_store", pg) or ("", "")
+    assert key != other  # one tenant cannot trip another's breaker
+    assert "db.example:5432" in label and "makoto@" not in label and "sslmode" not in label
+    s3 = _s3_binding("https://s3.example:9000", "acme").object_store
+    assert breaker_key("acme", "object_store", s3) is not None
+    local = tenant_pb2.ItemStoreBinding(backend=tenant_pb2.ITEM_BACKEND_SQLITE)
+    assert breaker_key("acme", "item_store", local) is None
+    assert breaker_key("acme", "object_store", tenant_pb2.ObjectStoreBinding(backend=tenant_pb2.OBJECT_BACKEND_LOCAL)) is None
