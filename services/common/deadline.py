@@ -44,9 +44,11 @@ class DeadlinePolicy:
     default_seconds: float = 30.0  # when the client sent no grpc-timeout
     max_seconds: float = 300.0  # cap on what a client may ask for
 
-    def effective(self, client_remaining: float | None) -> float:
+    def effective(self, client_remaining: float | None, *, streaming: bool = False) -> float:
+        """Seconds the call may take. A stream (upload, download, SSE) without a client deadline
+        gets the cap: its length depends on the data, not on the backend's health."""
         if client_remaining is None:
-            return self.default_seconds
+            return self.max_seconds if streaming else self.default_seconds
         return max(0.0, min(float(client_remaining) - CLIENT_MARGIN_SECONDS, self.max_seconds))
 
 

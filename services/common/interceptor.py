@@ -226,7 +226,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
-            deadline_token = deadline.start(me._deadlines.effective(context.time_remaining()))
+            deadline_token = deadline.start(
+                me._deadlines.effective(context.time_remaining(), streaming=streaming_in)
+            )
             try:
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
@@ -255,7 +257,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
-            deadline_token = deadline.start(me._deadlines.effective(context.time_remaining()))
+            deadline_token = deadline.start(me._deadlines.effective(context.time_remaining(), streaming=True))
             try:
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)

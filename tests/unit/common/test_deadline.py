@@ -191,3 +191,9 @@ async def test_a_slow_consumer_does_not_resume_the_producer_past_the_deadline() 
     finally:
         deadline.reset(token)
     assert got == [1] and not resumed
+
+
+def test_a_stream_without_a_client_deadline_gets_the_cap() -> None:
+    policy = DeadlinePolicy(default_seconds=7.0, max_seconds=60.0)
+    assert policy.effective(None, streaming=True) == 60.0
+    assert 1.9 < policy.effective(2.0, streaming=True) < 2.0

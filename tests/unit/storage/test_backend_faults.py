@@ -302,4 +302,5 @@ def test_breakers_are_per_tenant_and_endpoint_and_skip_embedded_backends() -> No
     assert breaker_key("acme", "object_store", s3) is not None
     local = tenant_pb2.ItemStoreBinding(backend=tenant_pb2.ITEM_BACKEND_SQLITE)
     assert breaker_key("acme", "item_store", local) is None
-    assert breaker_key("acme", "object_store", tenant_pb2.ObjectStoreBinding(backend=tenant_pb2.OBJECT_BACKEND_LOCAL)) is None
+    disk = tenant_pb2.ObjectStoreBinding(backend=tenant_pb2.OBJECT_BACKEND_LOCAL)
+    assert breaker_key("acme", "object_store", disk) is None
