@@ -61,6 +61,15 @@ class MeshSettings(BaseSettings):
     breaker_failure_threshold: int = 5
     # Seconds an open breaker fails calls fast before letting one probe through (half-open).
     breaker_cooldown_seconds: float = 10.0
+    # Shared store of rate-limit buckets and budget counters (all replicas of all services).
+    # Empty: every replica enforces limits on its own (development without Redis).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Key prefix, so several deployments (or test runs) can share one Redis.
+    redis_prefix: str = "makoto:"
+    # Per-tenant API rate limits from the plan (off only for benchmarks comparing with/without).
+    api_rate_limits: bool = True
+    # Seconds a tenant's effective limits stay cached in a replica.
+    limits_cache_ttl_seconds: float = 5.0
 
     @cached_property
     def keys_dir(self) -> Path:

@@ -21,6 +21,7 @@ from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
+from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
 from services.common.usage import UsageRecorder
@@ -44,6 +45,8 @@ class ServerSpec:
     registrations: Sequence[Registration]
     policies: dict[str, MethodPolicy]
     recorder: UsageRecorder | None = None
+    # The tenant API rate-limit step (None: no API rate limits on this server).
+    rate_limiter: ApiRateLimiter | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -92,6 +95,7 @@ async def run_server(
             deadlines=deadline.policy_for(
                 spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
             ),
+            rate_limiter=spec.rate_limiter,
         ),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
