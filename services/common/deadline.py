@@ -99,6 +99,17 @@ def timeout(cap: float, floor: float = 0.001) -> float:
     return max(floor, min(cap, left))
 
 
+def room_for_retry(min_seconds: float = 2.0) -> bool:
+    """Is there time for an SDK's own back-off and another attempt? Outside a call: yes.
+
+    For SDKs whose retry loop does not know our deadline (openai, anthropic: first back-off
+    0.5-1 s): with less time left, one attempt and its real error (UNAVAILABLE) beat a retry
+    that the deadline cuts off as DEADLINE_EXCEEDED.
+    """
+    left = remaining()
+    return left is None or left >= min_seconds
+
+
 def _exceeded() -> DeadlineExceeded:
     return DeadlineExceeded("the call's deadline passed before the backend answered")
 

@@ -197,3 +197,17 @@ def test_a_stream_without_a_client_deadline_gets_the_cap() -> None:
     policy = DeadlinePolicy(default_seconds=7.0, max_seconds=60.0)
     assert policy.effective(None, streaming=True) == 60.0
     assert 1.9 < policy.effective(2.0, streaming=True) < 2.0
+
+
+async def test_room_for_an_sdk_retry() -> None:
+    assert deadline.room_for_retry()  # outside a call
+    token = deadline.start(5.0)
+    try:
+        assert deadline.room_for_retry()
+    finally:
+        deadline.reset(token)
+    token = deadline.start(1.0)
+    try:
+        assert not deadline.room_for_retry()
+    finally:
+        deadline.reset(token)

@@ -145,7 +145,8 @@ async def test_refused_provider_fails_within_the_deadline(drill: LlmDrill) -> No
     failures = await _until_open(d)
     assert len(failures) >= THRESHOLD
     for code, took in failures:
-        # The SDK's own connection retries may still be backing off when the deadline ends the call.
-        assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), failures
-        assert took < DEADLINE + SLACK, failures
+        # UNAVAILABLE, not DEADLINE_EXCEEDED: with 1 s left the SDK's own retries (first back-off
+        # 0.5-1 s, then cut by the deadline) are off, so the real error comes back at once.
+        assert code is grpc.StatusCode.UNAVAILABLE, failures
+        assert took < DEADLINE / 2, failures
     await _heals(d)
