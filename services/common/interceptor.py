@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry import trace
 
+from services.common import deadline
 from services.common.errors import (
     InvalidArgument,
     MakotoError,
@@ -104,9 +105,12 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         verifier: JwtVerifier,
         policies: dict[str, MethodPolicy],
         recorder: UsageRecorder | None,
+        deadlines: deadline.DeadlinePolicy | None = None,
         rate_limiter: ApiRateLimiter | None = None,
     ) -> None:
         self._service = service_name
+        # Every call runs under a deadline: the client's (capped) or the service default.
+        self._deadlines = deadlines or deadline.DeadlinePolicy()
         self._verifier = verifier
         self._policies = policies
         self._recorder = recorder
@@ -258,6 +262,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
+            deadline_token = deadline.start(
+                me._deadlines.effective(context.time_remaining(), streaming=streaming_in)
+            )
             try:
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
@@ -267,7 +274,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     me._check_message(state, request_or_iter)
                     await me._limit(state, context, True)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
-                return await behavior(request_or_iter, context)
+                return await deadline.run(behavior(request_or_iter, context))
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -276,6 +283,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             finally:
                 if token is not None:
                     reset_principal(token)
+                deadline.reset(deadline_token)
                 await me._finish(state, started)
 
         async def run_stream(
@@ -286,6 +294,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
+            deadline_token = deadline.start(me._deadlines.effective(context.time_remaining(), streaming=True))
             try:
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
@@ -295,7 +304,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     me._check_message(state, request_or_iter)
                     await me._limit(state, context, False)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
-                async for response in behavior(request_or_iter, context):
+                async for response in deadline.stream(behavior(request_or_iter, context)):
                     yield response
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
@@ -305,6 +314,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             finally:
                 if token is not None:
                     reset_principal(token)
+                deadline.reset(deadline_token)
                 await me._finish(state, started)
 
         if handler.unary_unary:

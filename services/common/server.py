@@ -16,6 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.common import deadline
+from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
@@ -82,6 +84,7 @@ async def run_server(
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name)
     verifier = JwtVerifier(settings.jwt_providers())
+    breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     interceptors: list[grpc.aio.ServerInterceptor] = [
         aio_server_interceptor(),
         MakotoInterceptor(
@@ -89,6 +92,9 @@ async def run_server(
             verifier=verifier,
             policies=spec.policies,
             recorder=spec.recorder,
+            deadlines=deadline.policy_for(
+                spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
+            ),
             rate_limiter=spec.rate_limiter,
         ),
     ]

@@ -11,6 +11,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 
+from services.common import deadline
+from services.common.breaker import breakers
 from services.common.errors import FailedPrecondition
 from services.llm.adapters.http_errors import CREDENTIALS_REJECTED
 from services.llm.aliases import ALIASES, resolve_model
@@ -47,17 +49,20 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _request_timeout(self, context: grpc.aio.ServicerContext) -> float:
-        """The configured ceiling, or the caller's remaining deadline if that is shorter."""
-        cap = self._options.timeout_seconds
-        remaining = context.time_remaining()
-        if remaining is None or remaining > cap:
-            return cap
-        return max(float(remaining), 0.001)
+        """The configured ceiling, or what the call's deadline leaves if that is shorter (the
+        interceptor set it: the client's grpc-timeout, capped, or the service default)."""
+        return deadline.timeout(self._options.timeout_seconds)
 
     @contextlib.asynccontextmanager
     async def _provider_call(self, tenant: TenantLlm) -> AsyncIterator[None]:
+        # One breaker per tenant and provider endpoint: a dead provider fails fast for its tenant.
+        endpoint = tenant.binding.endpoint or "default"
+        provider = tenant.provider.name
         try:
-            yield
+            async with breakers.guard(
+                f"{tenant.tenant_id}|llm|{provider}|{endpoint}", f"LLM provider {provider}"
+            ):
+                yield
         except FailedPrecondition as err:
             if err.reason == CREDENTIALS_REJECTED:
                 # The key may have been rotated in the secret store: rebuild on the next call.

@@ -18,6 +18,7 @@ import grpc
 import structlog
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
+from services.common import deadline
 from services.common.errors import MakotoError
 from services.common.limits.model import EffectiveLimits
 
@@ -97,7 +98,9 @@ class MeteringLimitsClient:
 
     async def __call__(self, tenant_id: str) -> metering_pb2.TenantLimits:
         answer: metering_pb2.TenantLimits = await self._stub.GetTenantLimits(
-            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant_id), metadata=self._metadata(), timeout=0.5
+            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant_id),
+            metadata=self._metadata(),
+            timeout=deadline.timeout(0.5),  # never longer than the call it serves
         )
         return answer
 
