@@ -38,9 +38,7 @@ READS = frozenset(
 def policies() -> dict[str, MethodPolicy]:
     """Every RPC is tenant-scoped; the upload stream carries its tenant in the header."""
     table = {
-        f"/{SERVICE_NAME}/{method.name}": tenant_rpc(
-            rate_class="reads" if method.name in READS else "writes"
-        )
+        f"/{SERVICE_NAME}/{method.name}": tenant_rpc(rate_class="reads" if method.name in READS else "writes")
         for method in storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
     }
     table[f"/{SERVICE_NAME}/UploadObject"] = stream_tenant_rpc("header.tenant_id", rate_class="writes")
