@@ -4,6 +4,10 @@ one policy for every adapter that talks to a remote backend (object stores, secr
 The SDKs' own retries are switched off where this is used, so a request is retried by exactly
 one layer. A hint longer than `max_hint` is not waited out: the failure goes back to the caller
 (which answers RESOURCE_EXHAUSTED with RetryInfo) instead of holding the call.
+
+Retries live inside the call's deadline (services/common/deadline.py): a back-off that would
+end past it is not slept; the last failure goes back at once (UNAVAILABLE / RESOURCE_EXHAUSTED
+say more than DEADLINE_EXCEEDED would). An attempt that hangs is cancelled by the deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
+
+from services.common import deadline
 
 T = TypeVar("T")
 
@@ -56,6 +62,15 @@ class _HintTooLong(stop_base):
         return verdict is not None and (verdict.retry_after or 0.0) > self.max_hint
 
 
+class _PastDeadline(stop_base):
+    """Stop when the back-off tenacity just drew (it runs `wait` before `stop`) would not end
+    before the call's deadline."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        left = deadline.remaining()
+        return left is not None and retry_state.upcoming_sleep >= left
+
+
 async def call_with_retries(op: Callable[[], Awaitable[T]], classify: Classifier, policy: RetryPolicy) -> T:
     """Run `op`, retrying what `classify` calls transient; the last failure is re-raised as is."""
 
@@ -65,7 +80,9 @@ async def call_with_retries(op: Callable[[], Awaitable[T]], classify: Classifier
         return policy.delay(state.attempt_number, verdict.retry_after if verdict else None)
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | _HintTooLong(classify, policy.max_hint),
+        stop=stop_after_attempt(policy.max_attempts)
+        | _HintTooLong(classify, policy.max_hint)
+        | _PastDeadline(),
         wait=wait,
         retry=retry_if_exception(lambda exc: classify(exc) is not None),
         sleep=asyncio.sleep,

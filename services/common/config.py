@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.deadline import DEFAULT_SECONDS, MAX_SECONDS
+
 
 class JwtProvider(BaseModel):
     """One trusted token issuer. The list is data: add Cognito or Entra ID without code changes."""
@@ -48,6 +50,26 @@ class MeshSettings(BaseSettings):
     log_level: str = "INFO"
     # Seconds a resolved tenant (bindings) stays cached in data-plane services.
     directory_cache_ttl_seconds: float = 5.0
+
+    # -- call deadlines and circuit breaking (services/common/deadline.py, breaker.py) --
+    # Seconds a call may take when the client sent no grpc-timeout, per service; JSON, e.g.
+    # {"storage": 20}: services not named keep the built-in value (services/common/deadline.py).
+    deadline_default_seconds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SECONDS))
+    # Cap on a client's grpc-timeout, per service (long object streams and LLM answers need more).
+    deadline_max_seconds: dict[str, float] = Field(default_factory=lambda: dict(MAX_SECONDS))
+    # Consecutive failures/timeouts against one backend endpoint that open its breaker.
+    breaker_failure_threshold: int = 5
+    # Seconds an open breaker fails calls fast before letting one probe through (half-open).
+    breaker_cooldown_seconds: float = 10.0
+    # Shared store of rate-limit buckets and budget counters (all replicas of all services).
+    # Empty: every replica enforces limits on its own (development without Redis).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Key prefix, so several deployments (or test runs) can share one Redis.
+    redis_prefix: str = "makoto:"
+    # Per-tenant API rate limits from the plan (off only for benchmarks comparing with/without).
+    api_rate_limits: bool = True
+    # Seconds a tenant's effective limits stay cached in a replica.
+    limits_cache_ttl_seconds: float = 5.0
 
     # -- replicas (edge) -----------------------------------------------------------------------
     # Data-plane services can run as N processes behind one Envoy cluster of N endpoints.

@@ -11,6 +11,7 @@ import time
 import grpc
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2
 
+from services.common import deadline
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 
@@ -52,7 +53,7 @@ class TenantDirectory:
             answer: directory_pb2.ResolveTenantResponse = await self._stub.ResolveTenant(
                 directory_pb2.ResolveTenantRequest(tenant_id=tenant_id),
                 metadata=self._tokens.metadata(),
-                timeout=5.0,
+                timeout=deadline.timeout(5.0),  # never longer than the call it serves
             )
             return answer
         except grpc.aio.AioRpcError as err:

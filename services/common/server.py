@@ -16,9 +16,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.common import deadline
+from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
+from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
 from services.common.usage import UsageRecorder
@@ -42,6 +45,8 @@ class ServerSpec:
     registrations: Sequence[Registration]
     policies: dict[str, MethodPolicy]
     recorder: UsageRecorder | None = None
+    # The tenant API rate-limit step (None: no API rate limits on this server).
+    rate_limiter: ApiRateLimiter | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -79,6 +84,7 @@ async def run_server(
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name)
     verifier = JwtVerifier(settings.jwt_providers())
+    breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     interceptors: list[grpc.aio.ServerInterceptor] = [
         aio_server_interceptor(),
         MakotoInterceptor(
@@ -86,6 +92,10 @@ async def run_server(
             verifier=verifier,
             policies=spec.policies,
             recorder=spec.recorder,
+            deadlines=deadline.policy_for(
+                spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
+            ),
+            rate_limiter=spec.rate_limiter,
         ),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))

@@ -3,14 +3,18 @@ authenticated, tenant-checked and validated against the proto's rules by the int
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import grpc
 from google.protobuf import timestamp_pb2
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common.errors import InvalidArgument
+from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
+from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
-from services.metering.model import Invoice, MeterPrice, PricePlan, Window
+from services.metering.model import Invoice, MeterPrice, PricePlan, TenantLimitsView, Window
 from services.metering.periods import MAX_US, MIN_US, from_us, month_start_us
 from services.metering.pricing import fmt, parse_price
 from services.metering.usage_query import UsageQuery
@@ -46,6 +50,31 @@ def plan_to_proto(plan: PricePlan) -> metering_pb2.PricePlan:
             metering_pb2.MeterPrice(meter=p.meter, unit_price=fmt(p.unit_price), unit=p.unit)
             for p in plan.prices
         ],
+        limits=plan.limits.to_proto() if plan.limits.to_json() else None,
+    )
+
+
+def limits_to_proto(view: TenantLimitsView) -> metering_pb2.TenantLimits:
+    e = view.effective
+    budget = metering_pb2.LlmBudgetStatus(
+        month=view.month, tokens_used=view.llm_tokens_used, spend_used=fmt(view.llm_spend_used)
+    )
+    if e.llm_monthly_tokens is not None:
+        budget.tokens_remaining = max(e.llm_monthly_tokens - view.llm_tokens_used, 0)
+    if e.llm_monthly_spend is not None:
+        budget.spend_remaining = fmt(max(e.llm_monthly_spend - view.llm_spend_used, Decimal(0)))
+    quota = e.storage_quota_bytes or 0
+    return metering_pb2.TenantLimits(
+        tenant_id=view.tenant_id,
+        price_plan_id=view.plan_id,
+        currency=view.currency,
+        effective=e.to_proto(),
+        overrides=view.overrides.to_proto(),
+        llm_budget=budget,
+        storage_bytes_used=view.storage_bytes_used,
+        storage_bytes_remaining=max(quota - view.storage_bytes_used, 0),
+        llm_prompt_token_price=fmt(view.prompt_price),
+        llm_completion_token_price=fmt(view.completion_price),
     )
 
 
@@ -71,8 +100,9 @@ def invoice_to_proto(invoice: Invoice) -> metering_pb2.Invoice:
 
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
-    def __init__(self, metering: Metering) -> None:
+    def __init__(self, metering: Metering, limits: TenantLimitsService) -> None:
         self._metering = metering
+        self._limits = limits
 
     async def RecordUsage(
         self, request: metering_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
@@ -137,6 +167,22 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             for i, p in enumerate(plan.prices)
         )
         stored = await self._metering.set_plan(
-            PricePlan(plan_id=plan.plan_id, currency=plan.currency, prices=prices)
+            PricePlan(
+                plan_id=plan.plan_id,
+                currency=plan.currency,
+                prices=prices,
+                limits=Limits.from_proto(plan.limits),
+            )
         )
         return plan_to_proto(stored)
+
+    async def GetTenantLimits(
+        self, request: metering_pb2.GetTenantLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.TenantLimits:
+        return limits_to_proto(await self._limits.view(request.tenant_id))
+
+    async def SetTenantLimits(
+        self, request: metering_pb2.SetTenantLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.TenantLimits:
+        overrides = Limits.from_proto(request.overrides)
+        return limits_to_proto(await self._limits.set_overrides(request.tenant_id, overrides))

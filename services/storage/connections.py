@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import time
@@ -21,10 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import structlog
 from google.protobuf.message import Message
 
+from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.errors import Unavailable
 from services.storage.ports import ItemStore, ObjectStore
@@ -210,6 +213,38 @@ class AdapterCache(Generic[A, B]):
             await asyncio.gather(*list(self._closing), return_exceptions=True)
 
 
+def _where(binding: Message) -> str:
+    """Where a binding points, for breaker keys and messages: scheme://host:port, no user or query."""
+    endpoint: str = binding.endpoint  # type: ignore[attr-defined]
+    if not endpoint:
+        return binding.region or "default"  # type: ignore[attr-defined]
+    try:
+        parts = urlsplit(endpoint)
+        if parts.hostname:
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{parts.hostname}{port}"
+    except ValueError:
+        pass
+    return endpoint[:200]
+
+
+# Embedded backends: no network between us and them, nothing a breaker would save (a SQLite
+# lock timeout is contention, not a dead backend).
+_LOCAL_BACKENDS = frozenset({"local", "sqlite", "unspecified"})
+
+
+def breaker_key(tenant_id: str, field: str, binding: Message) -> tuple[str, str] | None:
+    """(key, label) of a binding's breaker: the tenant, what it is, and where it points;
+    None for the embedded backends."""
+    kind = "objects" if field == "object_store" else "items"
+    number: int = binding.backend  # type: ignore[attr-defined]
+    backend = object_backend_name(number) if kind == "objects" else item_backend_name(number)
+    if backend in _LOCAL_BACKENDS:
+        return None
+    where = _where(binding)
+    return f"{tenant_id}|{kind}|{backend}|{where}", f"{kind} backend {backend} ({where})"
+
+
 class TenantConnections:
     """Hands out each tenant's object and item adapters for the duration of one call."""
 
@@ -267,7 +302,10 @@ class TenantConnections:
     ) -> AsyncIterator[Lease[A]]:
         resolved = await self._resolver.require_active(tenant_id)
         binding: Message = getattr(resolved.bindings, field)
-        async with cache.lease(tenant_id, binding, resolved.etag) as lease:
+        # One breaker per tenant binding and endpoint, around building the adapter and the call.
+        named = breaker_key(tenant_id, field, binding)
+        guard = breakers.guard(*named) if named is not None else contextlib.nullcontext()
+        async with guard, cache.lease(tenant_id, binding, resolved.etag) as lease:
             yield lease
 
     async def close(self) -> None:

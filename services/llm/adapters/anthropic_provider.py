@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import anthropic
 import httpx2
 
+from services.common import deadline
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.llm.adapters.anthropic_errors import map_anthropic_error
 from services.llm.ports import (
@@ -45,6 +46,10 @@ class AnthropicProvider:
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
+
+    def _sdk(self) -> anthropic.AsyncAnthropic:
+        """The client; without its own retries when the call's deadline leaves no room for one."""
+        return self._client if deadline.room_for_retry() else self._client.with_options(max_retries=0)
 
     @property
     def name(self) -> str:
@@ -91,7 +96,7 @@ class AnthropicProvider:
     async def chat(self, request: ChatRequest) -> ChatResult:
         args = self._args(request)
         try:
-            answer = await self._client.messages.create(**args)
+            answer = await self._sdk().messages.create(**args)
         except _ERRORS as exc:
             self._fail(exc, request.model)
         text = "".join(block.text for block in answer.content if block.type == "text")
@@ -106,7 +111,7 @@ class AnthropicProvider:
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
         args = self._args(request)
         try:
-            stream = await self._client.messages.create(**args, stream=True)
+            stream = await self._sdk().messages.create(**args, stream=True)
         except _ERRORS as exc:
             self._fail(exc, request.model)
         message_id, model = "", request.model
@@ -157,7 +162,7 @@ class AnthropicProvider:
     async def list_models(self, *, request_timeout: float | None = None) -> list[str]:
         extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
         try:
-            return [m.id async for m in self._client.models.list(**extra)]
+            return [m.id async for m in self._sdk().models.list(**extra)]
         except _ERRORS as exc:
             self._fail(exc, "")
 

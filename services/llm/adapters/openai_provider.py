@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import httpx2
 import openai
 
+from services.common import deadline
 from services.llm.adapters.openai_errors import map_openai_error
 from services.llm.ports import (
     Capabilities,
@@ -44,6 +45,10 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self._name!r}, base_url={str(self._client.base_url)!r})"
 
+    def _sdk(self) -> openai.AsyncOpenAI:
+        """The client; without its own retries when the call's deadline leaves no room for one."""
+        return self._client if deadline.room_for_retry() else self._client.with_options(max_retries=0)
+
     @property
     def name(self) -> str:
         return self._name
@@ -76,7 +81,7 @@ class OpenAIProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         try:
-            answer = await self._client.chat.completions.create(**self._chat_args(request))
+            answer = await self._sdk().chat.completions.create(**self._chat_args(request))
         except _ERRORS as exc:
             self._fail(exc, request.model)
         return ChatResult(
@@ -97,7 +102,7 @@ class OpenAIProvider:
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
         try:
-            stream = await self._client.chat.completions.create(
+            stream = await self._sdk().chat.completions.create(
                 **self._chat_args(request), stream=True, stream_options={"include_usage": True}
             )
         except _ERRORS as exc:
@@ -128,7 +133,7 @@ class OpenAIProvider:
     ) -> EmbeddingResult:
         extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
         try:
-            answer = await self._client.embeddings.create(model=model, input=list(inputs), **extra)
+            answer = await self._sdk().embeddings.create(model=model, input=list(inputs), **extra)
         except _ERRORS as exc:
             self._fail(exc, model)
         ordered = sorted(answer.data, key=lambda d: d.index)
@@ -154,7 +159,7 @@ class OpenAIProvider:
         if request_timeout is not None:
             args["timeout"] = request_timeout
         try:
-            answer = await self._client.images.generate(**args)
+            answer = await self._sdk().images.generate(**args)
         except _ERRORS as exc:
             self._fail(exc, model)
         usage = answer.usage
@@ -169,7 +174,7 @@ class OpenAIProvider:
     async def list_models(self, *, request_timeout: float | None = None) -> list[str]:
         extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
         try:
-            return [m.id async for m in self._client.models.list(**extra)]
+            return [m.id async for m in self._sdk().models.list(**extra)]
         except _ERRORS as exc:
             self._fail(exc, "")
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
 from aiohttp import web
+from grpc_status import rpc_status
 from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 from pydantic import SecretStr
@@ -22,6 +24,7 @@ from pydantic import SecretStr
 from services.common.identity import Role
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
+from tests.limits_support import FixedLimits, fixed_limits_parts
 from tests.support import bearer, free_port, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
@@ -91,7 +94,13 @@ async def hung_storage(
     )
     settings = make_settings(tmp_path_factory.mktemp("deadline") / "home")
     resolver = StaticTenantResolver({"slowpoke": bindings})
-    server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=Secrets())
+    server_build = functools.partial(
+        build,
+        recorder=MemoryRecorder(),
+        resolver=resolver,
+        secrets=Secrets(),
+        limits=fixed_limits_parts(settings, FixedLimits()),
+    )
     try:
         async with running_server(server_build, settings):
             async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
@@ -133,3 +142,61 @@ async def test_object_call_past_its_deadline_is_cancelled_at_the_backend(hung_st
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert await _wait_for(lambda: any(s.startswith("HEAD") for s in backend.started))
     assert await _wait_for(lambda: any(s.startswith("HEAD") for s in backend.abandoned)), backend.abandoned
+
+
+@pytest.fixture
+async def capped_storage(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[HungBackend, object, object]]:
+    """The hung backend again, on a server whose default deadline is 0.5 s and cap 1 s."""
+    backend = await HungBackend().start()
+    bindings = tenant_pb2.TenantBindings(
+        item_store=tenant_pb2.ItemStoreBinding(
+            backend=tenant_pb2.ITEM_BACKEND_DYNAMODB,
+            endpoint=f"http://127.0.0.1:{backend.port}",
+            region="us-east-1",
+            credentials_secret_ref="local://hung",
+            options={"read_timeout_seconds": "60"},
+        ),
+    )
+    settings = make_settings(
+        tmp_path_factory.mktemp("capped") / "home",
+        deadline_default_seconds={"storage": 0.5},
+        deadline_max_seconds={"storage": 1.0},
+    )
+    resolver = StaticTenantResolver({"slowpoke": bindings})
+    server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=Secrets())
+    try:
+        async with running_server(server_build, settings):
+            async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+                stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+                yield backend, stub, bearer(settings, Role.MEMBER, "slowpoke")
+    finally:
+        await backend.stop()
+
+
+GET = items_pb2.GetItemRequest(tenant_id="slowpoke", collection="c", partition_key="p", sort_key="s")
+
+
+async def test_a_call_without_a_deadline_gets_the_service_default(capped_storage: tuple) -> None:
+    """A REST call through Envoy without grpc-timeout, or a script that forgot one."""
+    backend, stub, md = capped_storage
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetItem(GET, metadata=md)  # no timeout
+    took = time.monotonic() - started
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.4 < took < 1.5, took
+    # The server's answer (with ErrorInfo), not a local client timeout.
+    status = rpc_status.from_call(err.value)
+    assert status is not None and "deadline" in status.message
+    assert await _wait_for(lambda: len(backend.abandoned) == len(backend.started) >= 1)
+
+
+async def test_a_client_deadline_longer_than_the_cap_is_capped(capped_storage: tuple) -> None:
+    _, stub, md = capped_storage
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetItem(GET, metadata=md, timeout=3600)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.9 < time.monotonic() - started < 2.0

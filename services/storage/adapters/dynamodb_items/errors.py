@@ -24,6 +24,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from services.common import deadline
 from services.common.errors import (
     FailedPrecondition,
     Internal,
@@ -145,7 +146,11 @@ async def call(
             if code not in THROTTLE_CODES:
                 raise translate(exc, binding, table) from None
             if attempt + 1 < policy.max_attempts:
-                await asyncio.sleep(backoff_seconds(attempt, policy))
+                pause = backoff_seconds(attempt, policy)
+                left = deadline.remaining()
+                if left is not None and pause >= left:
+                    break  # the back-off would outlast the call: answer throttled now
+                await asyncio.sleep(pause)
         except (BotoCoreError, OSError) as exc:  # TimeoutError is an OSError
             raise translate(exc, binding, table) from None
     raise exhausted(what, policy)
