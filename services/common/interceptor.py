@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 
 from services.common.errors import (
+    LIFECYCLE_REFUSALS,
     InvalidArgument,
     MakotoError,
     PermissionDenied,
@@ -186,6 +187,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:
         if isinstance(exc, MakotoError):
             state.code = exc.code
+            if exc.reason in LIFECYCLE_REFUSALS:
+                # A suspended or deleted tenant's refused call is not billed to it.
+                state.authorized = False
             await context.abort_with_status(rpc_status.to_status(exc.to_status()))
         log.exception("unhandled error", method=state.method, exc_info=exc)
         state.code = grpc.StatusCode.INTERNAL

@@ -26,7 +26,13 @@ from services.common.errors import (
 from services.tenant import bindings as binding_rules
 from services.tenant import paging
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
-from services.tenant.ports import IdentityProvider, Provisioner, ProvisioningError, TenantStore
+from services.tenant.ports import (
+    ChangeNotifier,
+    IdentityProvider,
+    Provisioner,
+    ProvisioningError,
+    TenantStore,
+)
 
 log = structlog.get_logger("makoto.tenant")
 
@@ -42,10 +48,17 @@ def not_found(tenant_id: str) -> NotFound:
 
 
 class TenantManager:
-    def __init__(self, store: TenantStore, provisioner: Provisioner, identity: IdentityProvider) -> None:
+    def __init__(
+        self,
+        store: TenantStore,
+        provisioner: Provisioner,
+        identity: IdentityProvider,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
+        self._notifier = notifier
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -172,6 +185,12 @@ class TenantManager:
     async def _write(self, tenant: TenantRecord, changes: Mapping[str, Any]) -> TenantRecord:
         updated = dataclasses.replace(tenant, **changes, etag=new_etag(), update_time=datetime.now(UTC))
         await self._store.replace(updated, expected_etag=tenant.etag)
+        # Every state, binding or plan change goes through here: push it to the data plane.
+        if self._notifier is not None:
+            try:
+                await self._notifier.changed(updated)
+            except Exception:  # the change is committed; the push is best effort
+                log.exception("change notification failed", tenant_id=updated.tenant_id)
         return updated
 
     # -- update --------------------------------------------------------------------------
