@@ -116,7 +116,9 @@ class ControlPlane:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 if proc.popen.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({proc.popen.returncode}):\n{self.log_text(name)[-3000:]}")
+                    raise RuntimeError(
+                        f"{name} exited ({proc.popen.returncode}):\n{self.log_text(name)[-3000:]}"
+                    )
                 try:
                     answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -182,7 +184,9 @@ class Clients:
     async def storage_call(self, tenant_id: str, n: int = 0) -> None:
         item = items_pb2.Item(collection="drill", partition_key="p", sort_key=f"s{n % 10}")
         await self.storage.PutItem(
-            items_pb2.PutItemRequest(tenant_id=tenant_id, item=item), metadata=self.member(tenant_id), timeout=10
+            items_pb2.PutItemRequest(tenant_id=tenant_id, item=item),
+            metadata=self.member(tenant_id),
+            timeout=10,
         )
 
     async def llm_call(self, tenant_id: str, n: int = 0) -> None:

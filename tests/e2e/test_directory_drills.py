@@ -199,7 +199,9 @@ async def test_lifecycle_changes_bite_within_one_second_everywhere(tmp_path: Pat
         # Refused calls are not billed: once a later sentinel through the same spooling services
         # has reached metering, nothing refused (403/404) is on the deleted tenant's bill.
         await c.storage.GetItem(
-            items_pb2.GetItemRequest(tenant_id="life-b", collection="drill", partition_key="p", sort_key="s0"),
+            items_pb2.GetItemRequest(
+                tenant_id="life-b", collection="drill", partition_key="p", sort_key="s0"
+            ),
             metadata=c.member("life-b"),
         )
         await c.llm.CountTokens(

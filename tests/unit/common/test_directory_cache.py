@@ -6,6 +6,7 @@ directory drills in tests/e2e/test_directory_failover.py)."""
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 from makoto.tenant.v1 import directory_pb2, tenant_pb2
 
@@ -78,7 +79,9 @@ async def test_fresh_answer_is_served_from_memory(backend: Backend, clock: Clock
     assert backend.calls == 1
 
 
-async def test_refresh_ahead_past_half_ttl_does_not_make_the_call_wait(backend: Backend, clock: Clock) -> None:
+async def test_refresh_ahead_past_half_ttl_does_not_make_the_call_wait(
+    backend: Backend, clock: Clock
+) -> None:
     cache = make(backend, clock)
     await cache.resolve("acme")
     backend.current = answer(etag="e2")
