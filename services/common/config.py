@@ -65,6 +65,10 @@ class MeshSettings(BaseSettings):
     directory_negative_ttl_seconds: float = 2.0
     # How long a call waits for an expired entry's refetch before it is served the stale answer.
     directory_refresh_wait_seconds: float = 0.5
+    # gRPC target the data plane resolves tenants at; "" = MAKOTO_HOST:MAKOTO_TENANT_PORT.
+    # Several TenantService replicas: "ipv4:10.0.0.1:50051,10.0.0.2:50051" or
+    # "dns:///tenant.internal:50051" (calls are spread round-robin over the replicas that answer).
+    tenant_directory_target: str = ""
 
     @cached_property
     def keys_dir(self) -> Path:

@@ -31,11 +31,13 @@ log = structlog.get_logger("makoto.directory")
 # Without a stale answer to fall back on, a lookup waits this long for TenantService.
 FETCH_TIMEOUT_SECONDS = 5.0
 
-# Reconnect quickly after TenantService restarts (gRPC's default backoff grows to 120 s).
 _CHANNEL_OPTIONS = [
+    # Reconnect quickly after TenantService restarts (gRPC's default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A target naming several replicas: use every one that is up, skip the dead ones.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
@@ -96,7 +98,7 @@ class TenantDirectory:
     def from_settings(cls, settings: MeshSettings, service: str) -> TenantDirectory:
         """The directory a data-plane service uses (call inside the running event loop)."""
         return cls(
-            settings.address("tenant"),
+            settings.tenant_directory_target or settings.address("tenant"),
             ServiceTokenSource(settings, service),
             ttl_seconds=settings.directory_cache_ttl_seconds,
             push_ttl_seconds=settings.directory_push_ttl_seconds,

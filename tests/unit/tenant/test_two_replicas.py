@@ -5,17 +5,22 @@ and updates sent to both at once never conflict."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from pathlib import Path
 
 import asyncpg
 import grpc
 from google.protobuf import field_mask_pb2
+from makoto.storage.v1 import items_pb2, storage_service_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.identity import Role
+from services.storage.server import build as build_storage
 from services.tenant.schema import VERSION_TABLE
 from tests.e2e.control_plane import NATS_URL, ControlPlane, private_prefix
-from tests.support import bearer, free_port, make_settings
+from tests.support import bearer, free_port, make_settings, running_server
+from tests.unit.tenant.conftest import MemoryRecorder
 
 
 async def test_two_replicas_migrate_together_and_serve_without_conflict(tmp_path: Path, pg_url: str) -> None:
@@ -107,10 +112,59 @@ async def test_two_replicas_migrate_together_and_serve_without_conflict(tmp_path
             )
             got = await b.GetTenant(tenant_pb2.GetTenantRequest(tenant_id="solo-1"), metadata=admin)
             assert got.state == tenant_pb2.TENANT_STATE_SUSPENDED
+
+            # The data plane asks both replicas (round-robin target). Without push (no NATS for
+            # this StorageService), kill -9 one replica: the other one keeps answering, so
+            # changes still bite (stale answers from a dead replica would never show them).
+            storage_settings = settings.model_copy(
+                update={
+                    "nats_url": "",
+                    "directory_cache_ttl_seconds": 0.3,
+                    "tenant_directory_target": f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}",
+                }
+            )
+            build = functools.partial(build_storage, recorder=MemoryRecorder())
+            async with (
+                running_server(build, storage_settings),
+                grpc.aio.insecure_channel(storage_settings.address("storage")) as sch,
+            ):
+                storage = storage_service_pb2_grpc.StorageServiceStub(sch)
+                member = bearer(settings, Role.MEMBER, "solo-2")
+
+                async def put() -> None:
+                    await storage.PutItem(
+                        items_pb2.PutItemRequest(
+                            tenant_id="solo-2",
+                            item=items_pb2.Item(collection="c", partition_key="p", sort_key="s"),
+                        ),
+                        metadata=member,
+                        timeout=10,
+                    )
+
+                for _ in range(5):
+                    await put()
+                plane.kill9("tenant-0")
+                for _ in range(5):
+                    await put()  # still served
+                started = time.monotonic()
+                await b.SuspendTenant(
+                    tenant_pb2.SuspendTenantRequest(tenant_id="solo-2", reason="x"), metadata=admin
+                )
+                while True:
+                    try:
+                        await put()
+                    except grpc.aio.AioRpcError as err:
+                        assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+                        break
+                    assert time.monotonic() - started < 3.0, "suspension never reached StorageService"
+                    await asyncio.sleep(0.02)
+                print(
+                    f"\n[drill replicas] one of two replicas killed; suspension bit after "
+                    f"{time.monotonic() - started:.3f}s through the other (polling, TTL 0.3 s)"
+                )
         finally:
             for ch in channels:
                 await ch.close()
-        for i in range(2):
-            assert "Traceback" not in plane.log_text(f"tenant-{i}")
+        assert "Traceback" not in plane.log_text("tenant-1")
     finally:
         plane.stop_all()
