@@ -38,6 +38,8 @@ Fetch = Callable[[str], Awaitable[Answer | None]]
 # After a failed refetch, calls keep being served stale for this long before the next attempt,
 # so a dead TenantService is not hammered at the data plane's call rate.
 RETRY_AFTER_SECONDS = 0.5
+# Every this many stored answers, entries older than the maximum staleness are dropped.
+SWEEP_EVERY = 256
 
 
 @dataclass
@@ -76,6 +78,7 @@ class DirectoryCache:
         self._inflight: dict[str, asyncio.Task[BaseException | None]] = {}
         # Every refetch task, including ones a push made obsolete, so close() can cancel them.
         self._tasks: set[asyncio.Task[BaseException | None]] = set()
+        self._stores = 0
 
     # -- reads -----------------------------------------------------------------------
 
@@ -160,6 +163,9 @@ class DirectoryCache:
 
     def _store(self, tenant_id: str, answer: Answer | None) -> None:
         now = self._clock()
+        self._stores += 1
+        if self._stores % SWEEP_EVERY == 0:
+            self._sweep(now)
         ttl = self.ttl if answer is not None else min(self.negative_ttl, self.ttl)
         self._entries[tenant_id] = _Entry(
             answer=answer,
@@ -167,6 +173,18 @@ class DirectoryCache:
             expires=now + ttl,
             generation=self._generation.get(tenant_id, 0),
         )
+
+    def _sweep(self, now: float) -> None:
+        """Forget tenants nobody asked about for longer than they could be served (ids of
+        deleted tenants, one-off lookups), so the cache does not grow without bound."""
+        for tenant_id, entry in list(self._entries.items()):
+            if now - entry.confirmed > self.max_stale and tenant_id not in self._inflight:
+                del self._entries[tenant_id]
+                self._generation.pop(tenant_id, None)
+
+    @property
+    def size(self) -> int:
+        return len(self._entries)
 
     # -- pushes and invalidation -------------------------------------------------------
 

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from makoto.tenant.v1 import directory_pb2, tenant_pb2
 
-from services.common.directory_cache import RETRY_AFTER_SECONDS, DirectoryCache
+from services.common.directory_cache import RETRY_AFTER_SECONDS, SWEEP_EVERY, DirectoryCache
 from services.common.errors import NotFound, Unavailable
 
 Answer = directory_pb2.ResolveTenantResponse
@@ -234,3 +234,13 @@ async def test_close_cancels_refetches_in_flight(backend: Backend, clock: Clock)
     clock.now += 6
     await cache.resolve("acme")  # background refetch now hangs
     await asyncio.wait_for(cache.close(), 1.0)
+
+
+async def test_answers_nobody_can_use_any_more_are_swept(backend: Backend, clock: Clock) -> None:
+    cache = make(backend, clock, max_stale=60.0)
+    for i in range(SWEEP_EVERY - 1):
+        await cache.resolve(f"old-{i}")
+    clock.now += 61  # every one of them is now past the maximum staleness
+    await cache.resolve("new-0")  # the SWEEP_EVERY-th stored answer triggers the sweep
+    assert cache.size == 1
+    assert (await cache.resolve("old-0")).etag == "e1"  # a forgotten tenant is simply fetched again
