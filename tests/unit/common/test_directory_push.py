@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
+from google.protobuf import field_mask_pb2
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
@@ -169,3 +170,38 @@ async def test_nats_lost_mid_run_falls_back_to_polling_and_recovers(
     assert directory.cache.ttl == 60.0
     entry = directory.cache._entries["lost"]
     assert entry.expires <= time.monotonic()  # re-checked on next use: events may have been missed
+
+
+async def test_plan_and_binding_changes_are_pushed(setup: tuple[MeshSettings, TenantDirectory]) -> None:
+    settings, directory = setup
+    await admin_call(
+        settings,
+        "CreateTenant",
+        tenant_pb2.CreateTenantRequest(tenant=tenant_pb2.Tenant(tenant_id="planned")),
+    )
+    before = await directory.resolve("planned")
+    await admin_call(
+        settings,
+        "UpdateTenant",
+        tenant_pb2.UpdateTenantRequest(
+            tenant=tenant_pb2.Tenant(
+                tenant_id="planned",
+                price_plan_id="gold",
+                bindings=tenant_pb2.TenantBindings(
+                    llm=tenant_pb2.LlmBinding(
+                        provider=tenant_pb2.LLM_PROVIDER_OPENAI, chat_model="other-model"
+                    )
+                ),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["price_plan_id", "bindings.llm"]),
+        ),
+    )
+    entries = directory.cache._entries
+
+    def changed() -> bool:
+        entry = entries.get("planned")
+        return entry is not None and entry.answer is not None and entry.answer.etag != before.etag
+
+    assert await eventually(changed, "update never pushed", timeout=2.0) < 1.0
+    now = await directory.resolve("planned")
+    assert now.price_plan_id == "gold" and now.bindings.llm.chat_model == "other-model"
