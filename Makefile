@@ -22,7 +22,7 @@ $(NODE_STAMP): package.json
 	touch $@
 
 # Third-party protos for buf (googleapis, buf/validate) from the installed wheels; git-ignored.
-.protodeps/.stamp: scripts/protodeps.py $(PY_STAMP)
+.protodeps/.stamp: scripts/protodeps.py $(PY_STAMP) $(shell find proto -name "*.proto")
 	$(PY) scripts/protodeps.py
 	touch $@
 

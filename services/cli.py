@@ -1,4 +1,5 @@
-"""`makoto`: run the mesh (`up`), one server (`serve`), mint dev tokens (`token`), render Envoy's config."""
+"""`makoto`: run the mesh (`up`), one server (`serve`), mint dev tokens (`token`), render Envoy's config,
+and read or set limits and price plans through the API (`limits`, `plans`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from services.cli_api import limits_app, plans_app
 from services.common.config import MeshSettings
 from services.common.identity import Role
 
@@ -19,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(limits_app, name="limits")
+app.add_typer(plans_app, name="plans")
+
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Mesh home (keys, data, logs); default $MAKOTO_HOME or .makoto")

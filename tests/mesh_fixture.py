@@ -10,8 +10,11 @@ for Envoy's own tests that must see exactly what reaches a service.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,11 +30,21 @@ import pytest_asyncio
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from tests.e2e.envoy_spy import SpyMesh
-from tests.support import bearer, make_settings
+from tests.support import bearer, free_port, make_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 SERVICES = ("tenant", "storage", "llm", "metering")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One process of a (possibly replicated) service, reachable directly at `address`."""
+
+    service: str
+    index: int
+    pid: int
+    address: str
 
 
 @dataclass
@@ -58,6 +71,33 @@ class RunningMesh:
     @property
     def simulator_url(self) -> str:
         return self.settings.simulator_url
+
+    def replicas(self, service: str) -> list[Replica]:
+        """Each running replica of a service (replica 0 first), from the launcher's
+        <home>/run/children.json; a restarted replica shows its new PID once it is written."""
+        rows = json.loads((self.home / "run" / "children.json").read_text())
+        found = [
+            Replica(service=r["service"], index=r["replica"], pid=r["pid"], address=r["address"])
+            for r in rows
+            if r["service"] == service
+        ]
+        return sorted(found, key=lambda r: r.index)
+
+    def wait_replica_restarted(
+        self, service: str, index: int, old_pid: int, timeout: float = 30.0
+    ) -> Replica:
+        """After a replica was killed: the launcher's replacement (new PID, port answering)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                replica = self.replicas(service)[index]
+                if replica.pid != old_pid:
+                    host, port = replica.address.rsplit(":", 1)
+                    with socket.create_connection((host, int(port)), timeout=1):
+                        return replica
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} replica {index} not restarted within {timeout}s")
+            time.sleep(0.1)
 
     def metadata(self, role: Role | str, tenant_id: str | None = None) -> tuple[tuple[str, str], ...]:
         """gRPC metadata with a fresh dev token."""
@@ -100,6 +140,12 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Replicas (edge): only when asked for, so the default mesh's environment stays as it was.
+    for service in ("storage", "llm"):
+        if settings.replicas(service) > 1:
+            env[f"MAKOTO_{service.upper()}_REPLICAS"] = str(settings.replicas(service))
+            env[f"MAKOTO_{service.upper()}_REPLICA_PORTS"] = json.dumps(settings.replica_ports(service)[1:])
+            env["MAKOTO_DRAIN_DELAY_SECONDS"] = str(settings.drain_delay_seconds)
     return env
 
 
@@ -171,11 +217,34 @@ def _stop(mesh: RunningMesh) -> None:
     assert code == 0, f"`makoto up` exited with {code} on SIGTERM\n{_log_tails(mesh.home, mesh.launcher_log)}"
 
 
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    """The whole mesh as `make up` runs it (four services, the LLM simulator, Envoy)."""
-    root = tmp_path_factory.mktemp("mesh")
-    settings = make_settings(root / "home", log_level="INFO", shutdown_grace_seconds=2.0)
+def start_mesh(
+    root: Path,
+    *,
+    storage_replicas: int = 1,
+    llm_replicas: int = 1,
+    **overrides: object,
+) -> RunningMesh:
+    """Start a mesh of its own (as `make up` does) under `root` on free ports, with N replicas of
+    storage and llm (each replica its own process and free port, one Envoy cluster of N
+    endpoints). Stop it with `stop_mesh`. For a module fixture:
+
+        @pytest.fixture(scope="module")
+        def replicated(tmp_path_factory):
+            mesh = start_mesh(tmp_path_factory.mktemp("rep"), storage_replicas=2, llm_replicas=2)
+            yield mesh
+            stop_mesh(mesh)
+    """
+    values: dict[str, object] = {
+        "log_level": "INFO",
+        "shutdown_grace_seconds": 2.0,
+        "storage_replicas": storage_replicas,
+        "llm_replicas": llm_replicas,
+        "storage_replica_ports": [free_port() for _ in range(storage_replicas - 1)],
+        "llm_replica_ports": [free_port() for _ in range(llm_replicas - 1)],
+        "drain_delay_seconds": 2.5,
+    }
+    values.update(overrides)
+    settings = make_settings(root / "home", **values)
     launcher_log = root / "launcher.log"
     process = spawn_launcher(settings, launcher_log)
     running = RunningMesh(settings=settings, home=settings.home, process=process, launcher_log=launcher_log)
@@ -190,6 +259,18 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
             except subprocess.TimeoutExpired:
                 process.kill()
         pytest.fail(f"mesh did not start: {exc}\n{tails}", pytrace=False)
+    return running
+
+
+def stop_mesh(mesh: RunningMesh) -> None:
+    """SIGTERM the launcher; asserts it stopped every child and exited 0."""
+    _stop(mesh)
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    """The whole mesh as `make up` runs it (four services, the LLM simulator, Envoy)."""
+    running = start_mesh(tmp_path_factory.mktemp("mesh"))
     yield running
     _stop(running)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
         "simulator_port": free_port(),
         "log_level": "WARNING",
         "shutdown_grace_seconds": 2.0,
+        # The machine's Redis is shared by every test run: each settings gets its own keys.
+        "redis_prefix": f"makoto-test-{uuid.uuid4().hex[:12]}:",
     }
     values.update(overrides)
     settings = MeshSettings(**values)  # type: ignore[arg-type]

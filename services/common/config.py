@@ -70,6 +70,48 @@ class MeshSettings(BaseSettings):
     # "dns:///tenant.internal:50051" (calls are spread round-robin over the replicas that answer).
     tenant_directory_target: str = ""
 
+    # Shared store of rate-limit buckets and budget counters (all replicas of all services).
+    # Empty: every replica enforces limits on its own (development without Redis).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Key prefix, so several deployments (or test runs) can share one Redis.
+    redis_prefix: str = "makoto:"
+    # Per-tenant API rate limits from the plan (off only for benchmarks comparing with/without).
+    api_rate_limits: bool = True
+    # Seconds a tenant's effective limits stay cached in a replica.
+    limits_cache_ttl_seconds: float = 5.0
+
+    # -- replicas (edge) -----------------------------------------------------------------------
+    # Data-plane services can run as N processes behind one Envoy cluster of N endpoints.
+    storage_replicas: int = Field(default=1, ge=1)
+    llm_replicas: int = Field(default=1, ge=1)
+    # Ports of the extra replicas (replica 1, 2, ...). Missing ones default to the service's port
+    # + 100 * replica (storage: 50152, 50252, ...).
+    storage_replica_ports: list[int] = Field(default_factory=list)
+    llm_replica_ports: list[int] = Field(default_factory=list)
+    # Which replica this process is (0 = the first); the launcher sets it per child.
+    replica_index: int = Field(default=0, ge=0)
+    # On SIGTERM a replicated service answers NOT_SERVING to health checks for this long before it
+    # stops taking calls, so Envoy's health check (1 s interval) moves traffic away first.
+    drain_delay_seconds: float = Field(default=2.5, ge=0)
+
+    # -- Envoy timeouts and limits (edge) -------------------------------------------------------
+    # Unary route timeouts by cluster (defaults in services/mesh/envoy_config.py), e.g.
+    # {"storage": 10}: every unary REST and gRPC call ends within it (504 / DEADLINE_EXCEEDED).
+    envoy_route_timeouts: dict[str, float] = Field(default_factory=dict)
+    # A client must send all request headers within this.
+    envoy_request_headers_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A client must send the whole request (headers and body) within this; streaming uploads
+    # included. Unary calls are bounded sooner by their route timeout.
+    envoy_request_timeout_seconds: float = Field(default=300.0, gt=0)
+    # A stream with no bytes either way for this long is reset.
+    envoy_stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A downstream connection with no stream open for this long is closed.
+    envoy_idle_connection_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Connections the listener holds at once (more are closed at accept), and concurrent
+    # HTTP/2 streams per downstream connection.
+    envoy_max_connections: int = Field(default=10_000, ge=1)
+    envoy_max_streams_per_connection: int = Field(default=100, ge=1)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"
@@ -94,6 +136,20 @@ class MeshSettings(BaseSettings):
             "metering": self.metering_port,
         }[service]
         return f"{self.host}:{port}"
+
+    def replicas(self, service: str) -> int:
+        return {"storage": self.storage_replicas, "llm": self.llm_replicas}.get(service, 1)
+
+    def replica_ports(self, service: str) -> list[int]:
+        """Every replica's port, replica 0 (the service's own port) first."""
+        base = int(self.address(service).rsplit(":", 1)[1])
+        extra = {"storage": self.storage_replica_ports, "llm": self.llm_replica_ports}.get(service, [])
+        return [base] + [
+            extra[i - 1] if i - 1 < len(extra) else base + 100 * i for i in range(1, self.replicas(service))
+        ]
+
+    def replica_addresses(self, service: str) -> list[str]:
+        return [f"{self.host}:{port}" for port in self.replica_ports(service)]
 
     @property
     def simulator_url(self) -> str:

@@ -29,9 +29,10 @@ from services.common.errors import (
     Unauthenticated,
     internal_status,
 )
-from services.common.identity import Principal, reset_principal, set_principal
+from services.common.identity import Principal, Role, reset_principal, set_principal
 from services.common.jwt_verify import JwtVerifier
-from services.common.policy import PUBLIC_PREFIXES, MethodPolicy
+from services.common.limits.api_rates import ApiRateLimiter
+from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.usage import API_CALLS, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
@@ -104,11 +105,13 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         verifier: JwtVerifier,
         policies: dict[str, MethodPolicy],
         recorder: UsageRecorder | None,
+        rate_limiter: ApiRateLimiter | None = None,
     ) -> None:
         self._service = service_name
         self._verifier = verifier
         self._policies = policies
         self._recorder = recorder
+        self._rates = rate_limiter
 
     async def intercept_service(
         self,
@@ -151,6 +154,25 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         state.authorized = True
         validate_message(message)
 
+    async def _limit(self, state: CallState, context: grpc.aio.ServicerContext, headers: bool) -> None:
+        """The tenant's API rate limit (tenant principals only; operators and services are not
+        limited by a tenant's plan). A refused call is not billed."""
+        principal = state.principal
+        if self._rates is None or principal is None or not state.tenant_id:
+            return
+        if principal.role not in TENANT_ROLES:
+            return
+        assert state.policy is not None
+        try:
+            rate_headers = await self._rates.check(state.tenant_id, state.policy.rate_class)
+        except MakotoError:
+            state.authorized = False
+            raise
+        if headers:
+            # Unary answers only: on a server stream, early headers would commit a REST client's
+            # HTTP status to 200 before the handler could still fail.
+            await context.send_initial_metadata(rate_headers)
+
     async def _finish(self, state: CallState, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
@@ -168,6 +190,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             and state.policy.metered
             and state.tenant_id
             and state.authorized
+            # Services asking about a tenant (e.g. its limits) are the platform's cost, not the tenant's.
+            and (state.principal is None or state.principal.role != Role.SERVICE)
         ):
             try:
                 await self._recorder.record(
@@ -190,7 +214,12 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             if exc.reason in LIFECYCLE_REFUSALS:
                 # A suspended or deleted tenant's refused call is not billed to it.
                 state.authorized = False
-            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+            status = rpc_status.to_status(exc.to_status())
+            extra = getattr(exc, "headers", ())
+            if extra:
+                # abort replaces trailing metadata set earlier: send ours with the status.
+                status = status._replace(trailing_metadata=(*status.trailing_metadata, *extra))
+            await context.abort_with_status(status)
         log.exception("unhandled error", method=state.method, exc_info=exc)
         state.code = grpc.StatusCode.INTERNAL
         await context.abort_with_status(rpc_status.to_status(internal_status()))
@@ -210,12 +239,19 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         me = self
 
         async def checked_requests(
-            state: CallState, requests: AsyncIterator[Message]
+            state: CallState,
+            requests: AsyncIterator[Message],
+            context: grpc.aio.ServicerContext,
+            headers: bool,
         ) -> AsyncIterator[Message]:
+            first = True
             async for message in requests:
                 me._check_message(state, message)
                 if state.tenant_id:
                     structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+                if first:
+                    first = False
+                    await me._limit(state, context, headers)
                 yield message
 
         async def run_unary(
@@ -230,9 +266,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
                 if streaming_in:
-                    request_or_iter = checked_requests(state, request_or_iter)
+                    request_or_iter = checked_requests(state, request_or_iter, context, True)
                 else:
                     me._check_message(state, request_or_iter)
+                    await me._limit(state, context, True)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 return await behavior(request_or_iter, context)
             except grpc.aio.AbortError:
@@ -257,9 +294,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 principal = me._authenticate(state, metadata)
                 token = set_principal(principal)
                 if streaming_in:
-                    request_or_iter = checked_requests(state, request_or_iter)
+                    request_or_iter = checked_requests(state, request_or_iter, context, False)
                 else:
                     me._check_message(state, request_or_iter)
+                    await me._limit(state, context, False)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 async for response in behavior(request_or_iter, context):
                     yield response

@@ -257,7 +257,9 @@ class _Spool:
 
 
 def spool_path(settings: MeshSettings, source: str) -> Path:
-    return settings.data_dir / "spool" / f"{source}.sqlite3"
+    # One spool per replica: two processes sending one spool would send every event twice.
+    suffix = f"-{settings.replica_index}" if settings.replica_index else ""
+    return settings.data_dir / "spool" / f"{source}{suffix}.sqlite3"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,22 +18,29 @@ class MethodPolicy:
     cross_tenant_roles: frozenset[Role] = field(default_factory=frozenset)
     # Record an api_calls usage event for this RPC.
     metered: bool = True
+    # Rate-limit class on top of the tenant's overall API rate: "reads", "writes", "llm" or None.
+    rate_class: str | None = None
 
 
-def tenant_rpc(*, admin_reads: bool = False, roles: frozenset[Role] = TENANT_ROLES) -> MethodPolicy:
+def tenant_rpc(
+    *,
+    admin_reads: bool = False,
+    roles: frozenset[Role] = TENANT_ROLES,
+    rate_class: str | None = None,
+    service_reads: bool = False,
+) -> MethodPolicy:
     """A tenant-scoped call: the token's tenant must equal the request's tenant_id.
-    admin_reads lets a platform-admin act on any tenant (control-plane and billing reads)."""
-    if admin_reads:
-        return MethodPolicy(
-            roles=roles | {Role.PLATFORM_ADMIN},
-            cross_tenant_roles=frozenset({Role.PLATFORM_ADMIN}),
-        )
-    return MethodPolicy(roles=roles)
+    admin_reads lets a platform-admin act on any tenant (control-plane and billing reads);
+    service_reads lets other services ask about any tenant too."""
+    cross = frozenset({Role.PLATFORM_ADMIN}) if admin_reads else frozenset()
+    if service_reads:
+        cross |= {Role.SERVICE}
+    return MethodPolicy(roles=roles | cross, cross_tenant_roles=cross, rate_class=rate_class)
 
 
-def stream_tenant_rpc(tenant_field: str) -> MethodPolicy:
+def stream_tenant_rpc(tenant_field: str, rate_class: str | None = None) -> MethodPolicy:
     """Client-streaming call whose tenant id sits in a sub-message (e.g. header.tenant_id)."""
-    return MethodPolicy(roles=TENANT_ROLES, tenant_field=tenant_field)
+    return MethodPolicy(roles=TENANT_ROLES, tenant_field=tenant_field, rate_class=rate_class)
 
 
 def admin_rpc(tenant_field: str | None = None) -> MethodPolicy:

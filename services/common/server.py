@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
+from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
 from services.common.usage import UsageRecorder
@@ -42,6 +43,8 @@ class ServerSpec:
     registrations: Sequence[Registration]
     policies: dict[str, MethodPolicy]
     recorder: UsageRecorder | None = None
+    # The tenant API rate-limit step (None: no API rate limits on this server).
+    rate_limiter: ApiRateLimiter | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -86,6 +89,7 @@ async def run_server(
             verifier=verifier,
             policies=spec.policies,
             recorder=spec.recorder,
+            rate_limiter=spec.rate_limiter,
         ),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
@@ -120,6 +124,10 @@ async def run_server(
     log.info("stopping", service=spec.name, grace_seconds=settings.shutdown_grace_seconds)
     # Tell health checkers first so Envoy stops routing here, then drain.
     await health_servicer.enter_graceful_shutdown()
+    if settings.replicas(spec.name) > 1:
+        # Other replicas can take the traffic: keep serving until Envoy's health check has seen
+        # NOT_SERVING and moved new calls away, so a rolling restart fails no call.
+        await asyncio.sleep(settings.drain_delay_seconds)
     await server.stop(settings.shutdown_grace_seconds)
     for hook in spec.on_stop:
         try:

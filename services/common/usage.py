@@ -11,6 +11,8 @@ API_CALLS = "api_calls"
 STORAGE_BYTES = "storage_bytes"
 LLM_PROMPT_TOKENS = "llm_prompt_tokens"
 LLM_COMPLETION_TOKENS = "llm_completion_tokens"
+# One event per tenant, month, budget kind and threshold crossed (80 %, 100 %); not priced.
+LLM_BUDGET_ALERTS = "llm_budget_alerts"
 
 
 class UsageRecorder(Protocol):

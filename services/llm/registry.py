@@ -19,7 +19,6 @@ from services.common.errors import FailedPrecondition
 from services.common.secrets import SecretResolver
 from services.llm.config import LlmSettings
 from services.llm.ports import ChatProvider, ProviderConfig, TenantResolver
-from services.llm.ratelimit import TenantLimiter
 
 log = structlog.get_logger("makoto.llm.registry")
 
@@ -38,7 +37,6 @@ class TenantLlm:
     etag: str
     binding: tenant_pb2.LlmBinding
     provider: ChatProvider
-    limiter: TenantLimiter
 
 
 class ProviderRegistry:
@@ -118,14 +116,8 @@ class ProviderRegistry:
                 f"the tenant's {name} binding needs an endpoint", reason="LLM_BINDING_INVALID"
             )
         provider = factory(config)
-        limiter = (
-            previous.limiter
-            if previous is not None
-            and (previous.limiter.rpm, previous.limiter.tpm) == (binding.rpm_limit, binding.tpm_limit)
-            else TenantLimiter(binding.rpm_limit, binding.tpm_limit)
-        )
         log.info("llm client built", tenant_id=tenant_id, provider=provider.name)
-        return TenantLlm(tenant_id, etag, binding, provider, limiter)
+        return TenantLlm(tenant_id, etag, binding, provider)
 
     def _retire(self, provider: ChatProvider) -> None:
         async def later() -> None:

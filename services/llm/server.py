@@ -8,6 +8,7 @@ from makoto.tenant.v1 import tenant_pb2
 
 from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
+from services.common.limits.wiring import LimitsParts, build_limits
 from services.common.policy import MethodPolicy, tenant_rpc
 from services.common.secrets import SecretResolver
 from services.common.server import Registration, ServerSpec
@@ -16,6 +17,7 @@ from services.llm.adapters.anthropic_provider import build_anthropic
 from services.llm.adapters.azure_openai_provider import build_azure_openai
 from services.llm.adapters.openai_provider import build_openai
 from services.llm.config import LlmSettings
+from services.llm.limits import LlmLimits
 from services.llm.metering import UsageMeter
 from services.llm.ports import TenantResolver
 from services.llm.registry import ProviderFactory, ProviderRegistry
@@ -24,15 +26,12 @@ from services.llm.service import LlmServicer
 SERVICE = "makoto.llm.v1.LLMService"
 
 POLICIES: dict[str, MethodPolicy] = {
-    f"/{SERVICE}/{method}": tenant_rpc()
-    for method in (
-        "CreateChatCompletion",
-        "StreamChatCompletion",
-        "CreateEmbeddings",
-        "GenerateImage",
-        "ListModels",
-        "CountTokens",
-    )
+    **{
+        f"/{SERVICE}/{method}": tenant_rpc(rate_class="llm")
+        for method in ("CreateChatCompletion", "StreamChatCompletion", "CreateEmbeddings", "GenerateImage")
+    },
+    # No provider tokens spent: counted as reads.
+    **{f"/{SERVICE}/{method}": tenant_rpc(rate_class="reads") for method in ("ListModels", "CountTokens")},
 }
 
 # Provider kind -> adapter. A kind missing here answers FAILED_PRECONDITION "not available".
@@ -60,7 +59,9 @@ async def build(
     tenants: TenantResolver | None = None,
     secrets: SecretResolver | None = None,
     options: LlmSettings | None = None,
+    limits: LimitsParts | None = None,
 ) -> ServerSpec:
+    """limits: else rate buckets and budgets in the shared store, limits from MeteringService."""
     options = options or LlmSettings()
     if recorder is None:
         # Imported here: tests inject their own recorder and need not load the spooling client.
@@ -79,12 +80,15 @@ async def build(
         default_endpoints=default_endpoints(settings),
         options=options,
     )
-    servicer = LlmServicer(registry, UsageMeter(recorder), options)
+    limits = limits or build_limits(settings, "llm")
+    llm_limits = LlmLimits(limits.counters, limits.cache, recorder)
+    servicer = LlmServicer(registry, UsageMeter(recorder), options, llm_limits)
     return ServerSpec(
         name="llm",
         port=settings.llm_port,
         registrations=[Registration(llm_pb2_grpc.add_LLMServiceServicer_to_server, servicer, SERVICE)],
         policies=POLICIES,
         recorder=recorder,
-        on_stop=[registry.close, *registry_stops],
+        rate_limiter=limits.api,
+        on_stop=[registry.close, *registry_stops, *limits.closers],
     )

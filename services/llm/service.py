@@ -15,6 +15,7 @@ from services.common.errors import FailedPrecondition
 from services.llm.adapters.http_errors import CREDENTIALS_REJECTED
 from services.llm.aliases import ALIASES, resolve_model
 from services.llm.config import LlmSettings
+from services.llm.limits import BudgetExceeded, Charge, LlmLimits
 from services.llm.metering import UsageMeter
 from services.llm.ports import ChatRequest, Message, Usage
 from services.llm.registry import ProviderRegistry, TenantLlm
@@ -34,10 +35,13 @@ def _messages(messages: Sequence[llm_pb2.ChatMessage]) -> list[Message]:
 
 
 class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, registry: ProviderRegistry, meter: UsageMeter, options: LlmSettings) -> None:
+    def __init__(
+        self, registry: ProviderRegistry, meter: UsageMeter, options: LlmSettings, limits: LlmLimits
+    ) -> None:
         self._registry = registry
         self._meter = meter
         self._options = options
+        self._limits = limits
         self._background: set[asyncio.Task[None]] = set()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -59,6 +63,16 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
                 # The key may have been rotated in the secret store: rebuild on the next call.
                 self._registry.invalidate(tenant.tenant_id, tenant.provider)
             raise
+
+    async def _reserve(self, tenant: TenantLlm, estimate: int) -> Charge:
+        return await self._limits.reserve(
+            tenant.tenant_id, estimate, rpm=tenant.binding.rpm_limit, tpm=tenant.binding.tpm_limit
+        )
+
+    async def _settle(self, tenant: TenantLlm, charge: Charge, usage: Usage | None) -> None:
+        # Shielded like metering: a cancelled caller must not leave the budget half-charged.
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        await asyncio.shield(self._limits.settle(tenant.tenant_id, charge, prompt, completion))
 
     async def _record(self, tenant: TenantLlm, model: str, usage: Usage, *, estimated: bool = False) -> None:
         # A task, shielded: a caller that cancels mid-stream must not cancel the billing of it.
@@ -94,15 +108,15 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
         tenant = await self._registry.get(request.tenant_id)
         chat = self._chat_request(request, tenant, context)
         estimate = count_chat_tokens(chat.messages)
-        tenant.limiter.acquire(estimate)
+        charge = await self._reserve(tenant, estimate)
         try:
             async with self._provider_call(tenant):
                 result = await tenant.provider.chat(chat)
         except BaseException:
-            tenant.limiter.settle(estimate, 0)
+            await self._settle(tenant, charge, None)
             raise
         usage = result.usage or Usage(estimate, sum(count_tokens(c.content) for c in result.choices))
-        tenant.limiter.settle(estimate, usage.total_tokens)
+        await self._settle(tenant, charge, usage)
         await self._record(tenant, chat.model, usage, estimated=result.usage is None)
         answer = llm_pb2.ChatCompletion(
             id=result.id,
@@ -127,7 +141,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
         tenant = await self._registry.get(request.tenant_id)
         chat = self._chat_request(request, tenant, context)
         estimate = count_chat_tokens(chat.messages)
-        tenant.limiter.acquire(estimate)
+        charge = await self._reserve(tenant, estimate)
         streamed: list[str] = []
         reported: Usage | None = None
         chunk_id, model = "", chat.model
@@ -149,6 +163,15 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
                         delta=delta.text,
                         finish_reason=delta.finish_reason,
                     )
+                    if await self._limits.add_output(tenant.tenant_id, charge, count_tokens(delta.text)):
+                        # The chunk that crossed the budget was the last one sent.
+                        break
+            if charge.over:
+                exc = BudgetExceeded(
+                    "the tenant's monthly LLM budget ran out during this stream", retry_after_seconds=None
+                )
+                yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, error=exc.to_status())
+                raise exc
             final = reported or Usage(estimate, count_tokens("".join(streamed)))
             yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, usage=_usage_pb(final))
         finally:
@@ -156,10 +179,10 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
             # mid-way) is billed by the estimate of what was sent. Nothing sent: nothing billed.
             if reported is not None or streamed:
                 usage = reported or Usage(estimate, count_tokens("".join(streamed)))
-                tenant.limiter.settle(estimate, usage.total_tokens)
+                await self._settle(tenant, charge, usage)
                 await self._record(tenant, chat.model, usage, estimated=reported is None)
             else:
-                tenant.limiter.settle(estimate, 0)
+                await self._settle(tenant, charge, None)
 
     async def CreateEmbeddings(
         self, request: llm_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
@@ -172,17 +195,17 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
                 reason="CAPABILITY_UNSUPPORTED",
             )
         estimate = sum(count_tokens(text) for text in request.input)
-        tenant.limiter.acquire(estimate)
+        charge = await self._reserve(tenant, estimate)
         try:
             async with self._provider_call(tenant):
                 result = await tenant.provider.embed(
                     model, list(request.input), request_timeout=self._request_timeout(context)
                 )
         except BaseException:
-            tenant.limiter.settle(estimate, 0)
+            await self._settle(tenant, charge, None)
             raise
         usage = result.usage or Usage(estimate, 0)
-        tenant.limiter.settle(estimate, usage.total_tokens)
+        await self._settle(tenant, charge, usage)
         await self._record(tenant, model, usage, estimated=result.usage is None)
         return llm_pb2.CreateEmbeddingsResponse(
             model=result.model,
@@ -201,7 +224,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
                 reason="CAPABILITY_UNSUPPORTED",
             )
         estimate = count_tokens(request.prompt)
-        tenant.limiter.acquire(estimate)
+        charge = await self._reserve(tenant, estimate)
         try:
             async with self._provider_call(tenant):
                 result = await tenant.provider.generate_image(
@@ -212,10 +235,11 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
                     request_timeout=self._request_timeout(context),
                 )
         except BaseException:
-            tenant.limiter.settle(estimate, 0)
+            await self._settle(tenant, charge, None)
             raise
-        # Image models priced per image report no tokens; then there is nothing to meter here.
-        tenant.limiter.settle(estimate, result.usage.total_tokens if result.usage else estimate)
+        # Image models priced per image report no tokens; then there is nothing to meter here
+        # (and no token budget is charged).
+        await self._settle(tenant, charge, result.usage)
         if result.usage is not None:
             await self._record(tenant, model, result.usage)
         return llm_pb2.GenerateImageResponse(

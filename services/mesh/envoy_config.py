@@ -146,32 +146,52 @@ def _jwt_authn(settings: MeshSettings) -> dict[str, Any]:
             "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             providers={p.name: _jwt_provider(p) for p in providers},
             rules=[
-                # Only the health probe is public.
-                {
-                    "match": {
-                        "path": "/healthz",
-                        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                # Only the health probes are public.
+                *(
+                    {
+                        "match": {
+                            "path": path,
+                            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                        }
                     }
-                },
+                    for path in health_paths()
+                ),
                 {"match": {"prefix": "/"}, "requires": requires},
             ],
         ),
     }
 
 
-def _health_check() -> dict[str, Any]:
+def _health_check(settings: MeshSettings, path: str, clusters: list[str]) -> dict[str, Any]:
+    """GET `path` answers 200 while each of `clusters` has at least one replica passing Envoy's
+    gRPC health check (per service name), else 503. Envoy answers it itself."""
     return {
         "name": "envoy.filters.http.health_check",
         "typed_config": _typed(
             "envoy.extensions.filters.http.health_check.v3.HealthCheck",
             pass_through_mode=False,
             headers=[
-                {"name": ":path", "string_match": {"exact": "/healthz"}},
+                {"name": ":path", "string_match": {"exact": path}},
                 {"name": ":method", "string_match": {"exact": "GET"}},
             ],
-            cluster_min_healthy_percentages={c: {"value": 100.0} for c in PUBLIC_SERVICES},
+            cluster_min_healthy_percentages={
+                c: {"value": _one_replica_percent(settings.replicas(c))} for c in clusters
+            },
         ),
     }
+
+
+def _one_replica_percent(replicas: int) -> float:
+    # "At least one replica healthy" as the percentage Envoy wants (a hair under 1/N).
+    return 100.0 if replicas == 1 else round(100.0 / replicas, 2) - 0.01
+
+
+def health_paths() -> dict[str, list[str]]:
+    """/healthz: every public service is ready; /healthz/<service>: that one is (readiness per
+    service, e.g. for a load balancer in front of a single service)."""
+    paths = {"/healthz": list(PUBLIC_SERVICES)}
+    paths.update({f"/healthz/{c}": [c] for c in PUBLIC_SERVICES})
+    return paths
 
 
 def _json_body_limit(settings: MeshSettings) -> dict[str, Any]:
@@ -323,14 +343,30 @@ def _router() -> dict[str, Any]:
 # -- routes and clusters ---------------------------------------------------------------------
 
 
+def unary_timeout(settings: MeshSettings, cluster: str) -> float:
+    return float(settings.envoy_route_timeouts.get(cluster, _UNARY_TIMEOUT_S[cluster]))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
-    timeout = "0s" if method.streaming else f"{_UNARY_TIMEOUT_S[method.cluster]}s"
-    action: dict[str, Any] = {
-        "cluster": method.cluster,
-        "timeout": timeout,
-        # Honour the gRPC client's deadline (grpc-timeout), capped by the route timeout.
-        "max_stream_duration": {"grpc_timeout_header_max": timeout},
-    }
+    action: dict[str, Any] = {"cluster": method.cluster}
+    if method.streaming:
+        # No overall limit (a chat stream or an upload may take long); the client's grpc-timeout
+        # still ends it, and the stream idle timeout ends a silent one.
+        action["timeout"] = "0s"
+        action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
+    else:
+        timeout = _seconds(unary_timeout(settings, method.cluster))
+        # Why not `timeout`: with max_stream_duration on a route, the router ignores the route
+        # timeout, and grpc_timeout_header_max alone limits only requests that carry grpc-timeout:
+        # a REST call (never has one) to a hung backend ran unbounded (100 s seen). So: the
+        # stream's whole life (body upload included) is bounded by max_stream_duration, a
+        # client's grpc-timeout may shorten but not lengthen it.
+        action["timeout"] = timeout
+        action["max_stream_duration"] = {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout}
     if method.idempotent:
         action["retry_policy"] = {
             "retry_on": "unavailable,reset,connect-failure,refused-stream",
@@ -362,7 +398,8 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
     return route
 
 
-def _cluster(settings: MeshSettings, name: str, port: int) -> dict[str, Any]:
+def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, Any]:
+    host = _upstream_host(settings.host)
     return {
         "name": name,
         "type": "STATIC",
@@ -370,9 +407,22 @@ def _cluster(settings: MeshSettings, name: str, port: int) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket(_upstream_host(settings.host), port)}}]}
-            ],
+            # One endpoint per replica (MAKOTO_<SERVICE>_REPLICAS).
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, p)}} for p in ports]}],
+        },
+        # A replica that fails calls at the connection level (refused, reset: it died) is ejected
+        # before the next health check notices; at most half a cluster, so one replica always stays.
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 2,
+            "consecutive_local_origin_failure": 2,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_consecutive_gateway_failure": 100,
+            "enforcing_consecutive_local_origin_failure": 100,
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -499,12 +549,7 @@ def render(
     """The whole Envoy bootstrap as a dict (YAML/JSON-ready)."""
     log_dir = log_dir if log_dir is not None else settings.home / "logs"
     methods = [m for m in public_methods(descriptor) if m.access is not Access.INTERNAL]
-    ports = {
-        "tenant": settings.tenant_port,
-        "storage": settings.storage_port,
-        "llm": settings.llm_port,
-        "metering": settings.metering_port,
-    }
+    ports = {name: settings.replica_ports(name) for name in ("tenant", "storage", "llm", "metering")}
     hcm = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="ingress",
@@ -513,14 +558,20 @@ def render(
         normalize_path=True,
         merge_slashes=True,
         path_with_escaped_slashes_action="KEEP_UNCHANGED",
-        common_http_protocol_options={"headers_with_underscores_action": "DROP_HEADER"},
+        common_http_protocol_options={
+            "headers_with_underscores_action": "DROP_HEADER",
+            "idle_timeout": _seconds(settings.envoy_idle_connection_timeout_seconds),
+        },
         # HTTP/1.1 REST clients get a grpc-status trailer when a stream fails after the first byte.
         http_protocol_options={"enable_trailers": True},
         http2_protocol_options={
             "initial_stream_window_size": MiB,
             "initial_connection_window_size": 4 * MiB,
+            "max_concurrent_streams": settings.envoy_max_streams_per_connection,
         },
-        stream_idle_timeout="300s",
+        stream_idle_timeout=_seconds(settings.envoy_stream_idle_timeout_seconds),
+        request_headers_timeout=_seconds(settings.envoy_request_headers_timeout_seconds),
+        request_timeout=_seconds(settings.envoy_request_timeout_seconds),
         access_log=_access_log(log_dir),
         route_config={
             "name": "makoto",
@@ -531,7 +582,7 @@ def render(
         http_filters=[
             _header_mutation(),
             _jwt_authn(settings),
-            _health_check(),
+            *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
             _transcoder(settings, descriptor),
             _field_extraction(methods, descriptor),
@@ -552,7 +603,20 @@ def render(
                     "filter_chains": [
                         {
                             "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                                # Connections past the limit are closed at accept (the overload
+                                # manager below is the process-wide backstop).
+                                {
+                                    "name": "envoy.filters.network.connection_limit",
+                                    "typed_config": _typed(
+                                        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                                        stat_prefix="ingress",
+                                        max_connections=settings.envoy_max_connections,
+                                    ),
+                                },
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                },
                             ]
                         }
                     ],
@@ -566,7 +630,7 @@ def render(
                     "name": "envoy.resource_monitors.global_downstream_max_connections",
                     "typed_config": _typed(
                         "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                        max_active_downstream_connections=10000,
+                        max_active_downstream_connections=max(10_000, settings.envoy_max_connections),
                     ),
                 }
             ]

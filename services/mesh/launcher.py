@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import secrets
 import signal
 import sys
@@ -25,6 +27,10 @@ from services.mesh.envoy_config import DESCRIPTOR_PATH, REPO_ROOT, write_config
 from services.mesh.processes import Child, ChildSpec, envoy_binary, python_module, settings_env
 
 SERVICES = ("tenant", "storage", "llm", "metering")
+# A dead replica is restarted after this pause, at most RESTARTS_PER_WINDOW times a window.
+RESTART_DELAY_S = 0.5
+RESTART_WINDOW_S = 60.0
+RESTARTS_PER_WINDOW = 5
 SIMULATOR_KEY_SECRET = "llm-simulator-key"  # noqa: S105 - the secret's name, not a secret
 
 
@@ -80,12 +86,30 @@ def service_specs(settings: MeshSettings, simulator_key: str, log_dir: Path) -> 
             env={**env, "MAKOTO_SIMULATOR_API_KEY": simulator_key},
         )
     ]
-    specs += [
-        ChildSpec(
-            name=name, argv=python_module(f"services.{name}"), log_path=log_dir / f"{name}.log", env=env
+    for name in SERVICES:
+        specs += replica_specs(settings, name, env, log_dir)
+    return specs
+
+
+def replica_specs(
+    settings: MeshSettings, service: str, env: dict[str, str], log_dir: Path
+) -> list[ChildSpec]:
+    """One child per replica: replica 0 is `storage` (log storage.log, the service's own port),
+    replica i is `storage-i` on its own port with its own usage spool."""
+    specs = []
+    for index, port in enumerate(settings.replica_ports(service)):
+        name = service if index == 0 else f"{service}-{index}"
+        specs.append(
+            ChildSpec(
+                name=name,
+                argv=python_module(f"services.{service}"),
+                log_path=log_dir / f"{name}.log",
+                env={**env, f"MAKOTO_{service.upper()}_PORT": str(port), "MAKOTO_REPLICA_INDEX": str(index)},
+                service=service,
+                replica=index,
+                address=f"{settings.host}:{port}",
+            )
         )
-        for name in SERVICES
-    ]
     return specs
 
 
@@ -130,6 +154,7 @@ class Mesh:
         self.ready_timeout = ready_timeout
         self.log_dir = self.settings.home / "logs"
         self.children: list[Child] = []
+        self._restarts: dict[str, list[float]] = {}
         self._say = say
 
     def _child(self, name: str) -> Child | None:
@@ -155,6 +180,7 @@ class Mesh:
         self.children.append(
             await Child.start(envoy_spec(self.settings, config, self.log_dir), cwd=REPO_ROOT)
         )
+        self.write_state()
         await self._wait_ready()
 
     async def _wait_ready(self) -> None:
@@ -190,31 +216,79 @@ class Mesh:
         for name in bad:
             child = self._child(name)
             log = child.spec.log_path if child else self.log_dir / f"{name}.log"
-            parts.append(f"- {name} ({self.settings.address(name)}) log: {log}")
+            parts.append(f"- {name} ({', '.join(self.settings.replica_addresses(name))}) log: {log}")
             if child:
                 parts.append(_indent(child.log_tail(10)))
         return "\n".join(parts)
 
     async def wait(self, stop: asyncio.Event) -> int:
-        """Until `stop` is set (0) or a child dies (1)."""
+        """Until `stop` is set (0) or a child dies (1). A replica of a service that runs several
+        is restarted instead (as an orchestrator would): the others carry its traffic meanwhile."""
         stop_task = asyncio.create_task(stop.wait())
-        waits = {asyncio.create_task(c.wait()): c for c in self.children}
-        done, _ = await asyncio.wait([stop_task, *waits], return_when=asyncio.FIRST_COMPLETED)
-        for task in [stop_task, *waits]:
-            if task not in done:
-                task.cancel()
-        if stop_task in done:
-            return 0
-        dead = [waits[t] for t in done if t in waits]
-        self._say("MAKOTO mesh: a process died, stopping the rest.\n" + self._died_message(dead))
-        return 1
+        try:
+            while True:
+                waits = {asyncio.create_task(c.wait()): c for c in self.children}
+                done, _ = await asyncio.wait([stop_task, *waits], return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    if task not in done:
+                        task.cancel()
+                if stop_task in done:
+                    return 0
+                dead = [waits[t] for t in done if t in waits]
+                fatal = [c for c in dead if not self._may_restart(c)]
+                if fatal:
+                    self._say("MAKOTO mesh: a process died, stopping the rest.\n" + self._died_message(fatal))
+                    return 1
+                for child in dead:
+                    await self._restart(child)
+        finally:
+            stop_task.cancel()
+
+    def _may_restart(self, child: Child) -> bool:
+        if self.settings.replicas(child.spec.service) < 2:
+            return False
+        # A replica that keeps dying is a broken replica, not a crash: give up on the mesh.
+        now = time.monotonic()
+        recent = [t for t in self._restarts.get(child.name, []) if now - t < RESTART_WINDOW_S]
+        self._restarts[child.name] = recent
+        return len(recent) < RESTARTS_PER_WINDOW
+
+    async def _restart(self, child: Child) -> None:
+        self._say(f"MAKOTO mesh: {child.name} exited with code {child.returncode}; restarting it.")
+        self._restarts.setdefault(child.name, []).append(time.monotonic())
+        await asyncio.sleep(RESTART_DELAY_S)
+        fresh = await Child.start(child.spec, cwd=REPO_ROOT)
+        self.children[self.children.index(child)] = fresh
+        self.write_state()
+
+    @property
+    def state_path(self) -> Path:
+        return self.settings.home / "run" / "children.json"
+
+    def write_state(self) -> None:
+        """<home>/run/children.json: every child's name, service, replica, PID and address, for
+        operators and drills (kill a replica by PID). Replaced atomically on every change."""
+        rows = [
+            {
+                "name": c.name,
+                "service": c.spec.service,
+                "replica": c.spec.replica,
+                "pid": c.pid,
+                "address": c.spec.address,
+            }
+            for c in self.children
+        ]
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        os.replace(tmp, self.state_path)
 
     async def stop(self) -> None:
         """Envoy first (no new traffic), then the services (they drain), then the simulator."""
         grace = self.settings.shutdown_grace_seconds + 5.0
         order = [["envoy"], list(SERVICES), ["simulator"]]
         for group in order:
-            members = [c for c in self.children if c.name in group]
+            members = [c for c in self.children if (c.spec.service or c.name) in group]
             await asyncio.gather(*(c.stop(grace) for c in members))
         self.children.clear()
 

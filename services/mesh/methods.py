@@ -76,6 +76,8 @@ ACCESS: dict[str, Access] = {
     "makoto.metering.v1.MeteringService.GetInvoice": Access.TENANT_OR_ADMIN,
     "makoto.metering.v1.MeteringService.GetPricePlan": Access.ADMIN,
     "makoto.metering.v1.MeteringService.SetPricePlan": Access.ADMIN,
+    "makoto.metering.v1.MeteringService.GetTenantLimits": Access.TENANT_OR_ADMIN,
+    "makoto.metering.v1.MeteringService.SetTenantLimits": Access.ADMIN,
 }
 
 # Reads that are safe to retry when the upstream was unavailable or reset the stream.

@@ -57,6 +57,11 @@ class ChildSpec:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # The service this child runs ("" for Envoy and the simulator) and which replica it is.
+    service: str = ""
+    replica: int = 0
+    # Its gRPC address ("" if it has none).
+    address: str = ""
 
 
 class Child:

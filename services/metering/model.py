@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+
+from services.common.limits.model import Limits
 
 
 class Window(Enum):
@@ -36,6 +38,7 @@ class PricePlan:
     plan_id: str
     currency: str
     prices: tuple[MeterPrice, ...]
+    limits: Limits = field(default_factory=Limits)
 
     def price_of(self, meter: str) -> MeterPrice | None:
         return next((p for p in self.prices if p.meter == meter), None)
@@ -59,3 +62,20 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     total: Decimal
     final: bool
+
+
+@dataclass(frozen=True)
+class TenantLimitsView:
+    """A tenant's effective limits and where it stands against them this month."""
+
+    tenant_id: str
+    plan_id: str
+    currency: str
+    effective: Limits
+    overrides: Limits
+    month: str
+    llm_tokens_used: int
+    llm_spend_used: Decimal
+    storage_bytes_used: int
+    prompt_price: Decimal
+    completion_price: Decimal

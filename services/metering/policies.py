@@ -10,8 +10,11 @@ POLICIES: dict[str, MethodPolicy] = {
     # Other services' spooling clients only; never routed by Envoy.
     f"/{SERVICE}/RecordUsage": internal_rpc(),
     # A tenant reads its own usage and invoices; a platform-admin reads any tenant's.
-    f"/{SERVICE}/QueryUsage": tenant_rpc(admin_reads=True),
-    f"/{SERVICE}/GetInvoice": tenant_rpc(admin_reads=True),
+    f"/{SERVICE}/QueryUsage": tenant_rpc(admin_reads=True, rate_class="reads"),
+    f"/{SERVICE}/GetInvoice": tenant_rpc(admin_reads=True, rate_class="reads"),
     f"/{SERVICE}/GetPricePlan": admin_rpc(),
     f"/{SERVICE}/SetPricePlan": admin_rpc(),
+    # Tenants read their own limits; the LLM and storage services read any tenant's.
+    f"/{SERVICE}/GetTenantLimits": tenant_rpc(admin_reads=True, service_reads=True, rate_class="reads"),
+    f"/{SERVICE}/SetTenantLimits": admin_rpc("tenant_id"),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.metering.model import PricePlan
 
@@ -55,6 +56,16 @@ class PricePlanStore(Protocol):
 
     async def put_plan(self, plan: PricePlan) -> None:
         """Create or replace."""
+        ...
+
+
+class TenantLimitsStore(Protocol):
+    async def get_overrides(self, tenant_id: str) -> Limits:
+        """The tenant's overrides (empty Limits when none)."""
+        ...
+
+    async def put_overrides(self, tenant_id: str, limits: Limits) -> None:
+        """Replace the tenant's overrides (empty Limits removes them)."""
         ...
 
 

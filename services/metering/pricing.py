@@ -91,4 +91,4 @@ def normalize_plan(plan: PricePlan) -> PricePlan:
         seen.add(price.meter)
         unit = price.unit or DEFAULT_UNITS.get(price.meter, "unit")
         prices.append(MeterPrice(price.meter, price.unit_price, unit))
-    return PricePlan(plan.plan_id, plan.currency, tuple(prices))
+    return PricePlan(plan.plan_id, plan.currency, tuple(prices), plan.limits)

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from makoto.metering.v1 import metering_pb2_grpc
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
+from services.common.limits.wiring import build_limits
 from services.common.metering_client import LocalUsageRecorder
 from services.common.server import Registration, ServerSpec
 from services.metering.adapters.sql_store import SqlMeteringStore
 from services.metering.config import database_url
+from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
 from services.metering.plans import DirectoryPlanResolver
 from services.metering.policies import POLICIES, SERVICE
 from services.metering.ports import PlanResolver, TenantGate
-from services.metering.servicer import MeteringServicer
+from services.metering.servicer import MeteringServicer, limits_to_proto
 
 
 async def build(
@@ -39,17 +41,27 @@ async def build(
         tenants = tenants or directory
         on_stop.insert(0, directory.close)
     metering = Metering(store, store, plans)
+    limits_service = TenantLimitsService(store, store, store, plans)
+
+    async def own_limits(tenant_id: str) -> metering_pb2.TenantLimits:
+        return limits_to_proto(await limits_service.view(tenant_id))
+
+    # MeteringService answers limits itself; its tenant reads are rate limited like any call.
+    limits = build_limits(settings, "metering", fetch=own_limits)
+    limits_service.attach_live(limits.counters)
+    on_stop.extend(limits.closers)
     return ServerSpec(
         name="metering",
         port=settings.metering_port,
         registrations=[
             Registration(
                 add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
-                servicer=MeteringServicer(metering, tenants),
+                servicer=MeteringServicer(metering, limits_service, tenants),
                 full_name=SERVICE,
             )
         ],
         policies=POLICIES,
         recorder=LocalUsageRecorder(store),
+        rate_limiter=limits.api,
         on_stop=on_stop,
     )

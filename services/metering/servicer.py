@@ -3,16 +3,20 @@ authenticated, tenant-checked and validated against the proto's rules by the int
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import grpc
 from google.protobuf import timestamp_pb2
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.common.identity import maybe_principal
+from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.common.policy import TENANT_ROLES
+from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
-from services.metering.model import Invoice, MeterPrice, PricePlan, Window
+from services.metering.model import Invoice, MeterPrice, PricePlan, TenantLimitsView, Window
 from services.metering.periods import MAX_US, MIN_US, from_us, month_start_us
 from services.metering.ports import TenantGate
 from services.metering.pricing import fmt, parse_price
@@ -49,6 +53,31 @@ def plan_to_proto(plan: PricePlan) -> metering_pb2.PricePlan:
             metering_pb2.MeterPrice(meter=p.meter, unit_price=fmt(p.unit_price), unit=p.unit)
             for p in plan.prices
         ],
+        limits=plan.limits.to_proto() if plan.limits.to_json() else None,
+    )
+
+
+def limits_to_proto(view: TenantLimitsView) -> metering_pb2.TenantLimits:
+    e = view.effective
+    budget = metering_pb2.LlmBudgetStatus(
+        month=view.month, tokens_used=view.llm_tokens_used, spend_used=fmt(view.llm_spend_used)
+    )
+    if e.llm_monthly_tokens is not None:
+        budget.tokens_remaining = max(e.llm_monthly_tokens - view.llm_tokens_used, 0)
+    if e.llm_monthly_spend is not None:
+        budget.spend_remaining = fmt(max(e.llm_monthly_spend - view.llm_spend_used, Decimal(0)))
+    quota = e.storage_quota_bytes or 0
+    return metering_pb2.TenantLimits(
+        tenant_id=view.tenant_id,
+        price_plan_id=view.plan_id,
+        currency=view.currency,
+        effective=e.to_proto(),
+        overrides=view.overrides.to_proto(),
+        llm_budget=budget,
+        storage_bytes_used=view.storage_bytes_used,
+        storage_bytes_remaining=max(quota - view.storage_bytes_used, 0),
+        llm_prompt_token_price=fmt(view.prompt_price),
+        llm_completion_token_price=fmt(view.completion_price),
     )
 
 
@@ -75,11 +104,14 @@ def invoice_to_proto(invoice: Invoice) -> metering_pb2.Invoice:
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     """tenants: the directory that says whether a tenant may still use the platform. A tenant's
-    own token reads usage and invoices only while the tenant is ACTIVE (suspended: 403, deleted:
-    404); a platform-admin reads any tenant's, deleted ones included (final invoices)."""
+    own token reads usage, invoices and limits only while the tenant is ACTIVE (suspended: 403,
+    deleted: 404); a platform-admin reads any tenant's, deleted ones included (final invoices)."""
 
-    def __init__(self, metering: Metering, tenants: TenantGate | None = None) -> None:
+    def __init__(
+        self, metering: Metering, limits: TenantLimitsService, tenants: TenantGate | None = None
+    ) -> None:
         self._metering = metering
+        self._limits = limits
         self._tenants = tenants
 
     async def _tenant_may_read(self, tenant_id: str) -> None:
@@ -152,6 +184,23 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             for i, p in enumerate(plan.prices)
         )
         stored = await self._metering.set_plan(
-            PricePlan(plan_id=plan.plan_id, currency=plan.currency, prices=prices)
+            PricePlan(
+                plan_id=plan.plan_id,
+                currency=plan.currency,
+                prices=prices,
+                limits=Limits.from_proto(plan.limits),
+            )
         )
         return plan_to_proto(stored)
+
+    async def GetTenantLimits(
+        self, request: metering_pb2.GetTenantLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.TenantLimits:
+        await self._tenant_may_read(request.tenant_id)
+        return limits_to_proto(await self._limits.view(request.tenant_id))
+
+    async def SetTenantLimits(
+        self, request: metering_pb2.SetTenantLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.TenantLimits:
+        overrides = Limits.from_proto(request.overrides)
+        return limits_to_proto(await self._limits.set_overrides(request.tenant_id, overrides))

@@ -11,8 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
 
 from services.common.errors import InvalidArgument
+
+# A page's messages together stay under this many bytes (the largest message is 8 MiB, and JSON
+# through Envoy's transcoder grows base64 bytes by a third): a big page is cut short, with a
+# token for the rest, never refused.
+PAGE_BYTES = 4 * 1024 * 1024
 
 
 def scope_of(*parts: str) -> str:
@@ -53,3 +61,14 @@ def prefix_upper_bound(prefix: bytes) -> bytes | None:
     if not trimmed:
         return None
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def fit_page(messages: Sequence[Message], limit: int = PAGE_BYTES) -> int:
+    """How many leading messages fit in `limit` bytes (at least one: a single item is bounded
+    by its own size limit)."""
+    total = 0
+    for i, message in enumerate(messages):
+        total += message.ByteSize() + 6  # field tag and length prefix in the response
+        if total > limit:
+            return max(i, 1)
+    return len(messages)

@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 from makoto.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 
 from services.common.config import MeshSettings
+from services.common.limits.wiring import LimitsParts, build_limits
 from services.common.policy import MethodPolicy, stream_tenant_rpc, tenant_rpc
 from services.common.server import Registration, ServerSpec
 from services.common.usage import UsageRecorder
 from services.storage.connections import TenantConnections
+from services.storage.quota import StorageQuota
 from services.storage.registry import BackendRegistry, SecretSource, default_registry
 from services.storage.service import StorageServicer
 from services.storage.tenants import TenantResolver
@@ -18,13 +20,30 @@ from services.storage.tenants import TenantResolver
 SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
+# Methods that change nothing: the "reads" rate class; every other method is a write.
+READS = frozenset(
+    {
+        "DownloadObject",
+        "GetObjectContent",
+        "GetObjectMetadata",
+        "ListObjects",
+        "SignObjectUrl",
+        "GetItem",
+        "QueryItems",
+        "BatchGetItems",
+    }
+)
+
+
 def policies() -> dict[str, MethodPolicy]:
     """Every RPC is tenant-scoped; the upload stream carries its tenant in the header."""
     table = {
-        f"/{SERVICE_NAME}/{method.name}": tenant_rpc()
+        f"/{SERVICE_NAME}/{method.name}": tenant_rpc(
+            rate_class="reads" if method.name in READS else "writes"
+        )
         for method in storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
     }
-    table[f"/{SERVICE_NAME}/UploadObject"] = stream_tenant_rpc("header.tenant_id")
+    table[f"/{SERVICE_NAME}/UploadObject"] = stream_tenant_rpc("header.tenant_id", rate_class="writes")
     return table
 
 
@@ -37,6 +56,7 @@ async def build(
     secrets: SecretSource | None = None,
     max_tenants: int = 256,
     adapter_ttl_seconds: float = 900.0,
+    limits: LimitsParts | None = None,
 ) -> ServerSpec:
     """Production wiring by default; tests inject a recorder, a resolver or a registry."""
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -64,7 +84,9 @@ async def build(
     )
     # Adapters close after the server drained its calls, before the directory channel.
     on_stop.insert(0, connections.close)
-    servicer = StorageServicer(connections, recorder)
+    limits = limits or build_limits(settings, "storage")
+    on_stop.extend(limits.closers)
+    servicer = StorageServicer(connections, recorder, StorageQuota(limits.counters, limits.cache))
     return ServerSpec(
         name="storage",
         port=settings.storage_port,
@@ -75,5 +97,6 @@ async def build(
         ],
         policies=policies(),
         recorder=recorder,
+        rate_limiter=limits.api,
         on_stop=on_stop,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 import grpc
@@ -25,6 +26,7 @@ from services.storage.attributes import attributes_from_proto, check_item_size
 from services.storage.connections import TenantConnections
 from services.storage.convert import item_key, item_message, key_message, object_metadata, timestamp
 from services.storage.keys import validate_object_key
+from services.storage.paging import fit_page
 from services.storage.ports import (
     ConditionCheckOp,
     DeleteOp,
@@ -36,6 +38,7 @@ from services.storage.ports import (
     SortKeyCondition,
     TransactOp,
 )
+from services.storage.quota import QuotaGuard, StorageQuota
 
 log = structlog.get_logger("makoto.storage")
 
@@ -64,9 +67,15 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 
 
 class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
-    def __init__(self, connections: TenantConnections, recorder: UsageRecorder | None = None) -> None:
+    def __init__(
+        self,
+        connections: TenantConnections,
+        recorder: UsageRecorder | None = None,
+        quota: StorageQuota | None = None,
+    ) -> None:
         self._connections = connections
         self._recorder = recorder
+        self._quota = quota
 
     # -- guards and usage ------------------------------------------------------------------
 
@@ -83,7 +92,14 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         return tenant_id
 
     async def _record_bytes(self, tenant_id: str, backend: str, delta: int) -> None:
-        if delta == 0 or self._recorder is None:
+        if delta == 0:
+            return
+        if self._quota is not None:
+            try:
+                await self._quota.stored(tenant_id, delta)
+            except Exception:  # the write happened; the running total heals at the next refresh
+                log.exception("stored bytes update failed", tenant_id=tenant_id)
+        if self._recorder is None:
             return
         try:
             await self._recorder.record(
@@ -145,6 +161,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             content_type=header.content_type or DEFAULT_CONTENT_TYPE,
             user_metadata=dict(header.user_metadata),
             if_none_match=header.if_none_match,
+            declared=header.content_length if header.HasField("content_length") else None,
         )
 
     async def PutObjectContent(
@@ -159,6 +176,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             content_type=request.content.content_type or DEFAULT_CONTENT_TYPE,
             user_metadata={},
             if_none_match=request.if_none_match,
+            declared=len(request.content.data),
         )
 
     async def _put_object(
@@ -170,6 +188,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         content_type: str,
         user_metadata: dict[str, str],
         if_none_match: bool,
+        declared: int | None,
     ) -> objects_pb2.ObjectMetadata:
         async with self._connections.objects(tenant_id) as lease:
             store = lease.store
@@ -178,6 +197,10 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             # Size before the write, for the storage_bytes delta (a racing writer can make
             # one delta slightly off; metering is eventually corrected by the next write).
             previous = 0 if if_none_match else await _size_or_zero(store, key)
+            if self._quota is not None:
+                # Refused here, before the first byte is read, when the declared size is over.
+                guard = await self._quota.guard(tenant_id, replacing=previous, declared=declared)
+                chunks = _guarded(chunks, guard, declared)
             info = await store.put(
                 key,
                 chunks,
@@ -260,13 +283,16 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             raise InvalidArgument(
                 "prefix must not contain NUL", field_violations=[("prefix", "contains NUL")]
             )
+        size = request.page_size or DEFAULT_PAGE_SIZE
         async with self._connections.objects(tenant_id) as lease:
-            page = await lease.store.list(
-                request.prefix, request.page_size or DEFAULT_PAGE_SIZE, request.page_token
-            )
-        return objects_pb2.ListObjectsResponse(
-            objects=[object_metadata(o) for o in page.objects], next_page_token=page.next_page_token
-        )
+            while True:
+                page = await lease.store.list(request.prefix, size, request.page_token)
+                objects = [object_metadata(o) for o in page.objects]
+                fits = fit_page(objects)
+                if fits == len(objects):
+                    break
+                size = fits  # ask again for fewer: the adapter's token then resumes after them
+        return objects_pb2.ListObjectsResponse(objects=objects, next_page_token=page.next_page_token)
 
     async def SignObjectUrl(
         self, request: objects_pb2.SignObjectUrlRequest, context: grpc.aio.ServicerContext
@@ -345,10 +371,15 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             page_token=request.page_token,
         )
         async with self._connections.items(tenant_id) as lease:
-            page = await lease.store.query(query)
-        return items_pb2.QueryItemsResponse(
-            items=[item_message(i) for i in page.items], next_page_token=page.next_page_token
-        )
+            while True:
+                page = await lease.store.query(query)
+                items = [item_message(i) for i in page.items]
+                fits = fit_page(items)
+                if fits == len(items):
+                    break
+                # A page bounded by bytes too: ask for the items that fit, and a token after them.
+                query = replace(query, page_size=fits)
+        return items_pb2.QueryItemsResponse(items=items, next_page_token=page.next_page_token)
 
     async def BatchGetItems(
         self, request: items_pb2.BatchGetItemsRequest, context: grpc.aio.ServicerContext
@@ -359,9 +390,15 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         async with self._connections.items(tenant_id) as lease:
             found = await lease.store.batch_get(keys)
         present = {item.key for item in found}
+        items = [item_message(i) for i in found]
+        if fit_page(items) < len(items):
+            raise InvalidArgument(
+                f"the {len(items)} items asked for are too large for one response; ask for fewer keys",
+                reason="RESPONSE_TOO_LARGE",
+                field_violations=[("keys", "the items found exceed the response size limit")],
+            )
         return items_pb2.BatchGetItemsResponse(
-            items=[item_message(i) for i in found],
-            missing_keys=[key_message(k) for k in keys if k not in present],
+            items=items, missing_keys=[key_message(k) for k in keys if k not in present]
         )
 
     async def BatchWriteItems(
@@ -412,6 +449,23 @@ def _capability(kind: str, backend: str, capability: str) -> FailedPrecondition:
         reason="CAPABILITY_UNSUPPORTED",
         metadata={"capability": capability, "backend": backend},
     )
+
+
+async def _guarded(
+    chunks: AsyncIterator[bytes], guard: QuotaGuard, declared: int | None
+) -> AsyncIterator[bytes]:
+    """The upload's chunks, refused (inside the stream, so the adapter aborts) at the first
+    byte over a limit, or at the end when the size differs from the declared one."""
+    async for data in chunks:
+        guard.add(len(data))
+        if declared is not None and guard.size > declared:
+            break
+        yield data
+    if declared is not None and guard.size != declared:
+        raise InvalidArgument(
+            f"content is not the declared {declared} bytes",
+            field_violations=[("header.content_length", "does not match the content sent")],
+        )
 
 
 async def _size_or_zero(store: ObjectStore, key: str) -> int:

@@ -31,6 +31,7 @@ from tests.bench.harness import Config, Environment, postgres_database, say, sta
 from tests.bench.report import MachineFacts, Table
 from tests.bench.section_getitem import bench_getitem
 from tests.bench.section_items import bench_items
+from tests.bench.section_limits import bench_limits
 from tests.bench.section_objects import bench_objects
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,16 +42,25 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-async def run_all(cfg: Config, env: Environment) -> list[Table]:
+SECTIONS = ("getitem", "objects", "items", "limits")
+
+
+async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
     tables: list[Table] = []
     async with postgres_database(env):
-        say("1/4 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
-        tables.append(await bench_getitem(cfg, env))
-        say("2-3/4 objects ...")
-        t2, t3 = await bench_objects(cfg, env)
-        tables += [t2, t3]
-        say("4/4 items ...")
-        tables.append(await bench_items(cfg, env))
+        if "getitem" in only:
+            say("1/5 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
+            tables.append(await bench_getitem(cfg, env))
+        if "objects" in only:
+            say("2-3/5 objects ...")
+            t2, t3 = await bench_objects(cfg, env)
+            tables += [t2, t3]
+        if "items" in only:
+            say("4/5 items ...")
+            tables.append(await bench_items(cfg, env))
+        if "limits" in only:
+            say("5/5 tenant limits: limiter cost, noisy neighbour ...")
+            tables += list(await bench_limits(cfg, env))
     return tables
 
 
@@ -74,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, not the numbers")
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="markdown report (default docs/benchmarks.md)"
+        "--out", type=Path, default=None, help="report file (default docs/benchmarks.md; none with --only)"
+    )
+    parser.add_argument(
+        "--only", choices=SECTIONS, action="append", help="run only this section (repeatable); printed only"
     )
     args = parser.parse_args(argv)
+    only = set(args.only or SECTIONS)
+    out = args.out or (None if args.only else DEFAULT_OUT)
     cfg = Config.quick() if args.quick else Config()
     command = " ".join(
         [
@@ -100,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             stack.callback(shutil.rmtree, root, True)
             start_everything(env, stack)
-            tables = asyncio.run(run_all(cfg, env))
+            tables = asyncio.run(run_all(cfg, env, only))
             say("stopping everything ...")
     except KeyboardInterrupt:
         say("interrupted: everything started has been stopped")
@@ -110,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     facts.postgres_version = env.pg_version
     text = render(tables, facts, args.quick)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    say(f"wrote {args.out} (total {facts.duration_s:.0f} s)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        say(f"wrote {out} (total {facts.duration_s:.0f} s)")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import grpc
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.identity import Role
@@ -54,4 +55,19 @@ async def create_tenant(
         raise RuntimeError(
             f"tenant {tid} is {tenant_pb2.TenantState.Name(tenant.state)}: {tenant.state_reason}"
         )
+    # Benchmarks measure the platform, not a plan: rates far above what this box can serve.
+    await set_limits(mesh, tid, api_rps=1_000_000)
     return tid
+
+
+async def set_limits(mesh: BenchMesh, tid: str, *, api_rps: float) -> None:
+    """The tenant's API (and every class's) rate: api_rps per second with a burst of the same."""
+    rate = metering_pb2.RateLimit(requests_per_second=api_rps, burst=max(1, int(api_rps)))
+    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+        await metering_pb2_grpc.MeteringServiceStub(channel).SetTenantLimits(
+            metering_pb2.SetTenantLimitsRequest(
+                tenant_id=tid,
+                overrides=metering_pb2.PlanLimits(api=rate, reads=rate, writes=rate, llm=rate),
+            ),
+            metadata=mesh.metadata(Role.PLATFORM_ADMIN),
+        )

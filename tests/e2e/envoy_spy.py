@@ -50,6 +50,10 @@ class Recorder:
 
     def add(self, method: str, context: grpc.aio.ServicerContext, request: Message) -> None:
         md = {k: (v if isinstance(v, str) else v.decode()) for k, v in context.invocation_metadata() or ()}
+        # grpc-timeout never shows up as metadata (gRPC consumes it): record the deadline it set.
+        remaining = context.time_remaining()
+        if remaining is not None:
+            md["x-spy-time-remaining"] = f"{remaining:.3f}"
         self.calls.append(Call(method, md, request))
 
     def methods(self) -> list[str]:
@@ -103,6 +107,9 @@ class StorageSpy(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def GetItem(self, request: Any, context: Any) -> Any:
         self.rec.add("GetItem", context, request)
+        if request.sort_key.startswith("hang"):
+            # A backend that never answers: only a deadline ends this call.
+            await asyncio.sleep(3600)
         return items_pb2.Item(
             collection=request.collection,
             partition_key=request.partition_key,

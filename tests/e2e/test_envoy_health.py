@@ -55,3 +55,20 @@ async def test_admin_listens_on_loopback_only(envoy_spy: SpyMesh) -> None:
     if other is not None:
         with pytest.raises(OSError):
             socket.create_connection((other, port), timeout=1).close()
+
+
+async def test_readiness_per_service_is_separate_from_the_aggregate(envoy_spy: SpyMesh) -> None:
+    async with httpx.AsyncClient(base_url=envoy_spy.base_url, timeout=5) as c:
+        for name in ("tenant", "storage", "llm", "metering"):
+            assert (await c.get(f"/healthz/{name}")).status_code == 200
+        await envoy_spy.stop_service("llm")
+        try:
+            await envoy_spy.wait_healthz(503, timeout=10)
+            assert (await c.get("/healthz/llm")).status_code == 503
+            # The other services stay ready: a probe per service sees only its own.
+            assert (await c.get("/healthz/storage")).status_code == 200
+            assert (await c.get("/healthz/tenant")).status_code == 200
+        finally:
+            await envoy_spy.start_service("llm")
+        await envoy_spy.wait_healthz(200, timeout=10)
+        assert (await c.get("/healthz/llm")).status_code == 200

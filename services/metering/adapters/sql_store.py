@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.metering.adapters.database import create_engine, migrate
-from services.metering.adapters.sql_tables import price_plans, usage_events
+from services.metering.adapters.sql_tables import price_plans, tenant_limits, usage_events
 from services.metering.model import MeterPrice, PricePlan
 from services.metering.periods import to_us
 from services.metering.ports import AggregateRow
@@ -184,7 +185,12 @@ class SqlMeteringStore:
             MeterPrice(meter=p["meter"], unit_price=Decimal(p["unit_price"]), unit=p["unit"])
             for p in row["prices"]
         )
-        return PricePlan(plan_id=row["plan_id"], currency=row["currency"], prices=prices)
+        return PricePlan(
+            plan_id=row["plan_id"],
+            currency=row["currency"],
+            prices=prices,
+            limits=Limits.from_json(row["limits"]),
+        )
 
     async def put_plan(self, plan: PricePlan) -> None:
         values = {
@@ -195,11 +201,34 @@ class SqlMeteringStore:
                 for p in plan.prices
             ],
             "updated_at_us": time.time_ns() // 1000,
+            "limits": plan.limits.to_json() or None,
         }
         stmt = self._insert(price_plans).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[price_plans.c.plan_id],
-            set_={k: stmt.excluded[k] for k in ("currency", "prices", "updated_at_us")},
+            set_={k: stmt.excluded[k] for k in ("currency", "prices", "updated_at_us", "limits")},
         )
         async with self._engine.begin() as conn:
+            await conn.execute(stmt)
+
+    # -- TenantLimitsStore -----------------------------------------------------------------
+
+    async def get_overrides(self, tenant_id: str) -> Limits:
+        stmt = sa.select(tenant_limits.c.limits).where(tenant_limits.c.tenant_id == tenant_id)
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(stmt)).scalar_one_or_none()
+        return Limits.from_json(found)
+
+    async def put_overrides(self, tenant_id: str, limits: Limits) -> None:
+        async with self._engine.begin() as conn:
+            if not limits.to_json():
+                await conn.execute(sa.delete(tenant_limits).where(tenant_limits.c.tenant_id == tenant_id))
+                return
+            stmt = self._insert(tenant_limits).values(
+                tenant_id=tenant_id, limits=limits.to_json(), updated_at_us=time.time_ns() // 1000
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[tenant_limits.c.tenant_id],
+                set_={k: stmt.excluded[k] for k in ("limits", "updated_at_us")},
+            )
             await conn.execute(stmt)

@@ -34,4 +34,15 @@ price_plans = sa.Table(
     # [{"meter": ..., "unit_price": "<decimal string>", "unit": ...}]: prices stay strings.
     sa.Column("prices", sa.JSON, nullable=False),
     sa.Column("updated_at_us", sa.BigInteger, nullable=False),
+    # Limits, budgets and quotas of the plan (services.common.limits.model.Limits JSON); NULL: none.
+    sa.Column("limits", sa.JSON, nullable=True),
+)
+
+# Per-tenant overrides of the plan's limits.
+tenant_limits = sa.Table(
+    "tenant_limits",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("updated_at_us", sa.BigInteger, nullable=False),
 )

@@ -95,7 +95,7 @@ def test_a_config_with_a_cognito_provider_validates(tmp_path: Path) -> None:
     assert cognito["remote_jwks"]["http_uri"]["uri"] == COGNITO.jwks_url
     # Cognito access tokens carry client_id, not aud: the services check client_id.
     assert "audiences" not in cognito
-    assert jwt["rules"][1]["requires"] == {
+    assert jwt["rules"][-1]["requires"] == {
         "requires_any": {"requirements": [{"provider_name": "makoto"}, {"provider_name": "cognito"}]}
     }
     cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == "jwks_cognito")
@@ -117,7 +117,7 @@ def test_reference_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 def _hcm(config: dict[str, Any]) -> dict[str, Any]:
     [listener] = config["static_resources"]["listeners"]
     [chain] = listener["filter_chains"]
-    [hcm] = chain["filters"]
+    hcm = next(f for f in chain["filters"] if f["name"] == "envoy.filters.network.http_connection_manager")
     return dict(hcm["typed_config"])
 
 
@@ -135,7 +135,8 @@ def test_filter_order(rendered: dict[str, Any]) -> None:
     assert names == [
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.jwt_authn",
-        "envoy.filters.http.health_check",
+        # /healthz, then /healthz/<service> for each public service
+        *["envoy.filters.http.health_check"] * 5,
         "envoy.filters.http.buffer",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.grpc_field_extraction",
@@ -282,3 +283,32 @@ def test_wildcard_host_connects_to_loopback(tmp_path: Path) -> None:
 
 def test_envoy_binary_is_the_real_one() -> None:
     assert os.access(envoy_binary(), os.X_OK)
+
+
+def test_replicas_are_endpoints_of_one_cluster_with_outlier_detection(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path / "home", storage_replicas=3, storage_replica_ports=[41001], llm_replicas=2
+    )
+    config = render(settings)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+    def ports(name: str) -> list[int]:
+        [group] = clusters[name]["load_assignment"]["endpoints"]
+        return [e["endpoint"]["address"]["socket_address"]["port_value"] for e in group["lb_endpoints"]]
+
+    # A listed port is used; the next replica defaults to the service's port + 100 * index.
+    assert ports("storage") == [settings.storage_port, 41001, settings.storage_port + 200]
+    assert ports("llm") == [settings.llm_port, settings.llm_port + 100]
+    assert ports("tenant") == [settings.tenant_port]
+    for cluster in clusters.values():
+        if cluster["name"] in ("tenant", "storage", "llm", "metering"):
+            assert cluster["outlier_detection"]["max_ejection_percent"] == 50
+            assert cluster["health_checks"][0]["grpc_health_check"]["service_name"].startswith("makoto.")
+    # /healthz needs one healthy replica of each service (a hair under 1/N).
+    health = [f["typed_config"] for f in _hcm(config)["http_filters"] if f["name"].endswith("health_check")]
+    [aggregate] = [h for h in health if h["headers"][0]["string_match"]["exact"] == "/healthz"]
+    assert aggregate["cluster_min_healthy_percentages"]["storage"]["value"] == pytest.approx(33.32)
+    assert aggregate["cluster_min_healthy_percentages"]["tenant"]["value"] == 100.0
+    [only_llm] = [h for h in health if h["headers"][0]["string_match"]["exact"] == "/healthz/llm"]
+    assert set(only_llm["cluster_min_healthy_percentages"]) == {"llm"}
+    validate(write_config(settings), cwd=tmp_path)

@@ -18,6 +18,7 @@ from services.common.secrets import SecretResolver
 from services.llm.config import LlmSettings
 from services.llm.server import build
 from services.llm.simulator import SIMULATOR_KEY_NAME, SimulatorState, simulator_state, start_simulator
+from tests.limits_support import FixedLimits, fixed_limits_parts
 from tests.support import bearer, make_settings, running_server
 from tests.unit.llm.support import FixedTenants, MemoryRecorder, llm_binding
 
@@ -32,6 +33,7 @@ class LlmHarness:
     tenants: FixedTenants
     secrets: SecretResolver
     simulator: web.AppRunner
+    limits: FixedLimits
 
     @property
     def sim(self) -> SimulatorState:
@@ -65,9 +67,17 @@ async def harness(simulator_settings: tuple[MeshSettings, web.AppRunner]) -> Asy
     for tenant in ("acme", "globex"):
         tenants.put(tenant, llm_binding())
     options = LlmSettings(max_retries=1, timeout_seconds=10.0, retired_client_grace_seconds=0.5)
-    server = partial(build, recorder=recorder, tenants=tenants, secrets=secrets, options=options)
+    limits = FixedLimits()
+    server = partial(
+        build,
+        recorder=recorder,
+        tenants=tenants,
+        secrets=secrets,
+        options=options,
+        limits=fixed_limits_parts(settings, limits),
+    )
     async with running_server(server, settings):
         async with grpc.aio.insecure_channel(settings.address("llm")) as channel:
             yield LlmHarness(
-                settings, llm_pb2_grpc.LLMServiceStub(channel), recorder, tenants, secrets, runner
+                settings, llm_pb2_grpc.LLMServiceStub(channel), recorder, tenants, secrets, runner, limits
             )

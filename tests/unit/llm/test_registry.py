@@ -61,13 +61,13 @@ async def test_cached_until_the_etag_changes(
     )
     assert "sk-registry-1" not in repr(config) and "sk-registry-1" not in repr(first.provider)
 
-    # Same limits, new endpoint: a new client, the limiter (and its spent budget) carries over.
+    # New endpoint: a new client (limits live in the shared store, not in the client).
     tenants.put(
         "acme",
         llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=5, endpoint="http://h/v1"),
     )
     rebuilt = await registry.get("acme")
-    assert rebuilt.provider is not first.provider and rebuilt.limiter is first.limiter
+    assert rebuilt.provider is not first.provider
     assert factory.configs[-1].endpoint == "http://h/v1"
     old = factory.built[0]
     for _ in range(50):
@@ -77,9 +77,9 @@ async def test_cached_until_the_etag_changes(
     assert old.is_closed()  # retired after the grace period
     assert not factory.built[1].is_closed()
 
-    # New limits: a new limiter.
+    # New limits: the binding the servicer reads them from is the new one.
     tenants.put("acme", llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=9))
-    assert (await registry.get("acme")).limiter.rpm == 9
+    assert (await registry.get("acme")).binding.rpm_limit == 9
     await registry.close()
     assert all(p.is_closed() for p in factory.built)
 

@@ -20,6 +20,7 @@ from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
+from tests.limits_support import FixedLimits, fixed_limits_parts
 from tests.support import bearer, make_settings, running_server
 
 TENANTS = ("acme", "globex", "meter-co")
@@ -63,6 +64,7 @@ class Storage:
     stub: storage_service_pb2_grpc.StorageServiceStub
     recorder: MemoryRecorder
     resolver: StaticTenantResolver
+    limits: FixedLimits = field(default_factory=FixedLimits)
     tokens: dict[tuple[str, Role], tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def md(self, tenant: str = "acme", role: Role = Role.MEMBER) -> tuple[tuple[str, str], ...]:
@@ -81,7 +83,10 @@ async def storage(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sto
     settings = make_settings(tmp_path_factory.mktemp("storage") / "home")
     recorder = MemoryRecorder()
     resolver = StaticTenantResolver({t: None for t in TENANTS})  # local bindings
-    server_build = functools.partial(build, recorder=recorder, resolver=resolver)
+    limits = FixedLimits()
+    server_build = functools.partial(
+        build, recorder=recorder, resolver=resolver, limits=fixed_limits_parts(settings, limits)
+    )
     async with running_server(server_build, settings):
         async with grpc.aio.insecure_channel(
             settings.address("storage"),
@@ -90,7 +95,9 @@ async def storage(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sto
                 ("grpc.max_send_message_length", 8 * 1024 * 1024),
             ],
         ) as channel:
-            yield Storage(settings, storage_service_pb2_grpc.StorageServiceStub(channel), recorder, resolver)
+            yield Storage(
+                settings, storage_service_pb2_grpc.StorageServiceStub(channel), recorder, resolver, limits
+            )
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from services.common.identity import Role
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
+from tests.limits_support import FixedLimits, fixed_limits_parts
 from tests.support import bearer, free_port, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
@@ -91,7 +92,13 @@ async def hung_storage(
     )
     settings = make_settings(tmp_path_factory.mktemp("deadline") / "home")
     resolver = StaticTenantResolver({"slowpoke": bindings})
-    server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=Secrets())
+    server_build = functools.partial(
+        build,
+        recorder=MemoryRecorder(),
+        resolver=resolver,
+        secrets=Secrets(),
+        limits=fixed_limits_parts(settings, FixedLimits()),
+    )
     try:
         async with running_server(server_build, settings):
             async with grpc.aio.insecure_channel(settings.address("storage")) as channel:

@@ -156,14 +156,98 @@ class MeterPrice(_message.Message):
     def __init__(self, meter: _Optional[str] = ..., unit_price: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class PricePlan(_message.Message):
-    __slots__ = ("plan_id", "currency", "prices")
+    __slots__ = ("plan_id", "currency", "prices", "limits")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     currency: str
     prices: _containers.RepeatedCompositeFieldContainer[MeterPrice]
-    def __init__(self, plan_id: _Optional[str] = ..., currency: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[MeterPrice, _Mapping]]] = ...) -> None: ...
+    limits: PlanLimits
+    def __init__(self, plan_id: _Optional[str] = ..., currency: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[MeterPrice, _Mapping]]] = ..., limits: _Optional[_Union[PlanLimits, _Mapping]] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("requests_per_second", "burst")
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: float
+    burst: int
+    def __init__(self, requests_per_second: _Optional[float] = ..., burst: _Optional[int] = ...) -> None: ...
+
+class PlanLimits(_message.Message):
+    __slots__ = ("api", "reads", "writes", "llm", "llm_tokens_per_minute", "llm_monthly_tokens", "llm_monthly_spend", "max_object_bytes", "storage_quota_bytes")
+    API_FIELD_NUMBER: _ClassVar[int]
+    READS_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    LLM_FIELD_NUMBER: _ClassVar[int]
+    LLM_TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    LLM_MONTHLY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LLM_MONTHLY_SPEND_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    api: RateLimit
+    reads: RateLimit
+    writes: RateLimit
+    llm: RateLimit
+    llm_tokens_per_minute: int
+    llm_monthly_tokens: int
+    llm_monthly_spend: str
+    max_object_bytes: int
+    storage_quota_bytes: int
+    def __init__(self, api: _Optional[_Union[RateLimit, _Mapping]] = ..., reads: _Optional[_Union[RateLimit, _Mapping]] = ..., writes: _Optional[_Union[RateLimit, _Mapping]] = ..., llm: _Optional[_Union[RateLimit, _Mapping]] = ..., llm_tokens_per_minute: _Optional[int] = ..., llm_monthly_tokens: _Optional[int] = ..., llm_monthly_spend: _Optional[str] = ..., max_object_bytes: _Optional[int] = ..., storage_quota_bytes: _Optional[int] = ...) -> None: ...
+
+class GetTenantLimitsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class SetTenantLimitsRequest(_message.Message):
+    __slots__ = ("tenant_id", "overrides")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    overrides: PlanLimits
+    def __init__(self, tenant_id: _Optional[str] = ..., overrides: _Optional[_Union[PlanLimits, _Mapping]] = ...) -> None: ...
+
+class LlmBudgetStatus(_message.Message):
+    __slots__ = ("month", "tokens_used", "tokens_remaining", "spend_used", "spend_remaining")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_USED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USED_FIELD_NUMBER: _ClassVar[int]
+    SPEND_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    month: str
+    tokens_used: int
+    tokens_remaining: int
+    spend_used: str
+    spend_remaining: str
+    def __init__(self, month: _Optional[str] = ..., tokens_used: _Optional[int] = ..., tokens_remaining: _Optional[int] = ..., spend_used: _Optional[str] = ..., spend_remaining: _Optional[str] = ...) -> None: ...
+
+class TenantLimits(_message.Message):
+    __slots__ = ("tenant_id", "price_plan_id", "currency", "effective", "overrides", "llm_budget", "storage_bytes_used", "storage_bytes_remaining", "llm_prompt_token_price", "llm_completion_token_price")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    LLM_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    LLM_PROMPT_TOKEN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    LLM_COMPLETION_TOKEN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    price_plan_id: str
+    currency: str
+    effective: PlanLimits
+    overrides: PlanLimits
+    llm_budget: LlmBudgetStatus
+    storage_bytes_used: int
+    storage_bytes_remaining: int
+    llm_prompt_token_price: str
+    llm_completion_token_price: str
+    def __init__(self, tenant_id: _Optional[str] = ..., price_plan_id: _Optional[str] = ..., currency: _Optional[str] = ..., effective: _Optional[_Union[PlanLimits, _Mapping]] = ..., overrides: _Optional[_Union[PlanLimits, _Mapping]] = ..., llm_budget: _Optional[_Union[LlmBudgetStatus, _Mapping]] = ..., storage_bytes_used: _Optional[int] = ..., storage_bytes_remaining: _Optional[int] = ..., llm_prompt_token_price: _Optional[str] = ..., llm_completion_token_price: _Optional[str] = ...) -> None: ...
 
 class GetPricePlanRequest(_message.Message):
     __slots__ = ("plan_id",)

@@ -60,6 +60,16 @@ class MeteringServiceStub:
                 request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetPricePlanRequest.SerializeToString,
                 response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.PricePlan.FromString,
                 _registered_method=True)
+        self.GetTenantLimits = channel.unary_unary(
+                '/makoto.metering.v1.MeteringService/GetTenantLimits',
+                request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.GetTenantLimitsRequest.SerializeToString,
+                response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
+                _registered_method=True)
+        self.SetTenantLimits = channel.unary_unary(
+                '/makoto.metering.v1.MeteringService/SetTenantLimits',
+                request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.SerializeToString,
+                response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -101,6 +111,21 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantLimits(self, request, context):
+        """The tenant's effective limits (plan + per-tenant overrides), remaining LLM budget and
+        storage quota. Tenants read their own; platform-admins and services any tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantLimits(self, request, context):
+        """Sets a tenant's limit overrides (replacing earlier overrides). Platform-admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +153,16 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.SetPricePlan,
                     request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetPricePlanRequest.FromString,
                     response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.PricePlan.SerializeToString,
+            ),
+            'GetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantLimits,
+                    request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.GetTenantLimitsRequest.FromString,
+                    response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.SerializeToString,
+            ),
+            'SetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantLimits,
+                    request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.FromString,
+                    response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +301,60 @@ class MeteringService:
             '/makoto.metering.v1.MeteringService/SetPricePlan',
             makoto_dot_metering_dot_v1_dot_metering__pb2.SetPricePlanRequest.SerializeToString,
             makoto_dot_metering_dot_v1_dot_metering__pb2.PricePlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.metering.v1.MeteringService/GetTenantLimits',
+            makoto_dot_metering_dot_v1_dot_metering__pb2.GetTenantLimitsRequest.SerializeToString,
+            makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.metering.v1.MeteringService/SetTenantLimits',
+            makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.SerializeToString,
+            makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
             options,
             channel_credentials,
             insecure,

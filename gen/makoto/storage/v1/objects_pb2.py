@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmakoto/storage/v1/objects.proto\x12\x11makoto.storage.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x0eObjectMetadata\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12J\n\ruser_metadata\x18\x05 \x03(\x0b\x32\x33.makoto.storage.v1.ObjectMetadata.UserMetadataEntry\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x04\n\x12UploadObjectHeader\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x84\x02\n\x03key\x18\x02 \x01(\tB\xf6\x01\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12\x1e\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x7f\n\ruser_metadata\x18\x04 \x03(\x0b\x32\x37.makoto.storage.v1.UploadObjectHeader.UserMetadataEntryB/\xbaH,\x9a\x01)\x10 \"\x1er\x1c\x32\x1a^[a-z0-9][a-z0-9_-]{0,62}$*\x05r\x03\x18\x80\x08\x12\x15\n\rif_none_match\x18\x05 \x01(\x08\x12\x31\n\x0f\x65xpected_sha256\x18\x06 \x01(\tB\x18\xbaH\x15r\x13\x32\x11^([0-9a-f]{64})?$\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x13UploadObjectRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.makoto.storage.v1.UploadObjectHeaderH\x00\x12\x1a\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\t\xbaH\x06z\x04\x18\x80\x80@H\x00\x42\r\n\x04part\x12\x05\xbaH\x02\x08\x01\"\x90\x03\n\x17PutObjectContentRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x84\x02\n\x03key\x18\x02 \x01(\tB\xf6\x01\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12%\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x15\n\rif_none_match\x18\x04 \x01(\x08\"\x9f\x01\n\x15\x44ownloadObjectRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\x12\x1c\n\x0brange_start\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1d\n\x0crange_length\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"h\n\x16\x44ownloadObjectResponse\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32!.makoto.storage.v1.ObjectMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"d\n\x17GetObjectContentRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"e\n\x18GetObjectMetadataRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"`\n\x13\x44\x65leteObjectRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"\x16\n\x14\x44\x65leteObjectResponse\"\x9d\x01\n\x12ListObjectsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x18\n\x06prefix\x18\x02 \x01(\tB\x08\xbaH\x05r\x03(\x80\x08\x12\x1d\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\"b\n\x13ListObjectsResponse\x12\x32\n\x07objects\x18\x01 \x03(\x0b\x32!.makoto.storage.v1.ObjectMetadata\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdb\x01\n\x14SignObjectUrlRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\x12>\n\x06method\x18\x03 \x01(\x0e\x32\".makoto.storage.v1.SignedUrlMethodB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x38\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n\"\x04\x08\x80\xf5$2\x02\x08\x01\"U\n\x15SignObjectUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*j\n\x0fSignedUrlMethod\x12!\n\x1dSIGNED_URL_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNED_URL_METHOD_GET\x10\x01\x12\x19\n\x15SIGNED_URL_METHOD_PUT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmakoto/storage/v1/objects.proto\x12\x11makoto.storage.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x0eObjectMetadata\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12J\n\ruser_metadata\x18\x05 \x03(\x0b\x32\x33.makoto.storage.v1.ObjectMetadata.UserMetadataEntry\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x05\n\x12UploadObjectHeader\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x84\x02\n\x03key\x18\x02 \x01(\tB\xf6\x01\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12\x1e\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x7f\n\ruser_metadata\x18\x04 \x03(\x0b\x32\x37.makoto.storage.v1.UploadObjectHeader.UserMetadataEntryB/\xbaH,\x9a\x01)\x10 \"\x1er\x1c\x32\x1a^[a-z0-9][a-z0-9_-]{0,62}$*\x05r\x03\x18\x80\x08\x12\x15\n\rif_none_match\x18\x05 \x01(\x08\x12\x31\n\x0f\x65xpected_sha256\x18\x06 \x01(\tB\x18\xbaH\x15r\x13\x32\x11^([0-9a-f]{64})?$\x12$\n\x0e\x63ontent_length\x18\x07 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x88\x01\x01\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_content_length\"y\n\x13UploadObjectRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.makoto.storage.v1.UploadObjectHeaderH\x00\x12\x1a\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\t\xbaH\x06z\x04\x18\x80\x80@H\x00\x42\r\n\x04part\x12\x05\xbaH\x02\x08\x01\"\x90\x03\n\x17PutObjectContentRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x84\x02\n\x03key\x18\x02 \x01(\tB\xf6\x01\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12%\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x15\n\rif_none_match\x18\x04 \x01(\x08\"\x9f\x01\n\x15\x44ownloadObjectRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\x12\x1c\n\x0brange_start\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1d\n\x0crange_length\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"h\n\x16\x44ownloadObjectResponse\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32!.makoto.storage.v1.ObjectMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"d\n\x17GetObjectContentRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"e\n\x18GetObjectMetadataRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"`\n\x13\x44\x65leteObjectRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\"\x16\n\x14\x44\x65leteObjectResponse\"\x9d\x01\n\x12ListObjectsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x18\n\x06prefix\x18\x02 \x01(\tB\x08\xbaH\x05r\x03(\x80\x08\x12\x1d\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\"b\n\x13ListObjectsResponse\x12\x32\n\x07objects\x18\x01 \x03(\x0b\x32!.makoto.storage.v1.ObjectMetadata\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdb\x01\n\x14SignObjectUrlRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x03key\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01(\x80\x08\x12>\n\x06method\x18\x03 \x01(\x0e\x32\".makoto.storage.v1.SignedUrlMethodB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x38\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n\"\x04\x08\x80\xf5$2\x02\x08\x01\"U\n\x15SignObjectUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*j\n\x0fSignedUrlMethod\x12!\n\x1dSIGNED_URL_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNED_URL_METHOD_GET\x10\x01\x12\x19\n\x15SIGNED_URL_METHOD_PUT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,6 +54,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['user_metadata']._serialized_options = b'\272H,\232\001)\020 \"\036r\0342\032^[a-z0-9][a-z0-9_-]{0,62}$*\005r\003\030\200\010'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['expected_sha256']._loaded_options = None
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['expected_sha256']._serialized_options = b'\272H\025r\0232\021^([0-9a-f]{64})?$'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_length']._loaded_options = None
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_length']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_UPLOADOBJECTREQUEST'].oneofs_by_name['part']._loaded_options = None
   _globals['_UPLOADOBJECTREQUEST'].oneofs_by_name['part']._serialized_options = b'\272H\002\010\001'
   _globals['_UPLOADOBJECTREQUEST'].fields_by_name['chunk']._loaded_options = None
@@ -98,38 +100,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['method']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['ttl']._loaded_options = None
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['ttl']._serialized_options = b'\272H\r\252\001\n\"\004\010\200\365$2\002\010\001'
-  _globals['_SIGNEDURLMETHOD']._serialized_start=2865
-  _globals['_SIGNEDURLMETHOD']._serialized_end=2971
+  _globals['_SIGNEDURLMETHOD']._serialized_start=2922
+  _globals['_SIGNEDURLMETHOD']._serialized_end=3028
   _globals['_OBJECTMETADATA']._serialized_start=209
   _globals['_OBJECTMETADATA']._serialized_end=549
   _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_start=498
   _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_end=549
   _globals['_UPLOADOBJECTHEADER']._serialized_start=552
-  _globals['_UPLOADOBJECTHEADER']._serialized_end=1173
+  _globals['_UPLOADOBJECTHEADER']._serialized_end=1230
   _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_start=498
   _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_end=549
-  _globals['_UPLOADOBJECTREQUEST']._serialized_start=1175
-  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1296
-  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_start=1299
-  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_end=1699
-  _globals['_DOWNLOADOBJECTREQUEST']._serialized_start=1702
-  _globals['_DOWNLOADOBJECTREQUEST']._serialized_end=1861
-  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_start=1863
-  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_end=1967
-  _globals['_GETOBJECTCONTENTREQUEST']._serialized_start=1969
-  _globals['_GETOBJECTCONTENTREQUEST']._serialized_end=2069
-  _globals['_GETOBJECTMETADATAREQUEST']._serialized_start=2071
-  _globals['_GETOBJECTMETADATAREQUEST']._serialized_end=2172
-  _globals['_DELETEOBJECTREQUEST']._serialized_start=2174
-  _globals['_DELETEOBJECTREQUEST']._serialized_end=2270
-  _globals['_DELETEOBJECTRESPONSE']._serialized_start=2272
-  _globals['_DELETEOBJECTRESPONSE']._serialized_end=2294
-  _globals['_LISTOBJECTSREQUEST']._serialized_start=2297
-  _globals['_LISTOBJECTSREQUEST']._serialized_end=2454
-  _globals['_LISTOBJECTSRESPONSE']._serialized_start=2456
-  _globals['_LISTOBJECTSRESPONSE']._serialized_end=2554
-  _globals['_SIGNOBJECTURLREQUEST']._serialized_start=2557
-  _globals['_SIGNOBJECTURLREQUEST']._serialized_end=2776
-  _globals['_SIGNOBJECTURLRESPONSE']._serialized_start=2778
-  _globals['_SIGNOBJECTURLRESPONSE']._serialized_end=2863
+  _globals['_UPLOADOBJECTREQUEST']._serialized_start=1232
+  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1353
+  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_start=1356
+  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_end=1756
+  _globals['_DOWNLOADOBJECTREQUEST']._serialized_start=1759
+  _globals['_DOWNLOADOBJECTREQUEST']._serialized_end=1918
+  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_start=1920
+  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_end=2024
+  _globals['_GETOBJECTCONTENTREQUEST']._serialized_start=2026
+  _globals['_GETOBJECTCONTENTREQUEST']._serialized_end=2126
+  _globals['_GETOBJECTMETADATAREQUEST']._serialized_start=2128
+  _globals['_GETOBJECTMETADATAREQUEST']._serialized_end=2229
+  _globals['_DELETEOBJECTREQUEST']._serialized_start=2231
+  _globals['_DELETEOBJECTREQUEST']._serialized_end=2327
+  _globals['_DELETEOBJECTRESPONSE']._serialized_start=2329
+  _globals['_DELETEOBJECTRESPONSE']._serialized_end=2351
+  _globals['_LISTOBJECTSREQUEST']._serialized_start=2354
+  _globals['_LISTOBJECTSREQUEST']._serialized_end=2511
+  _globals['_LISTOBJECTSRESPONSE']._serialized_start=2513
+  _globals['_LISTOBJECTSRESPONSE']._serialized_end=2611
+  _globals['_SIGNOBJECTURLREQUEST']._serialized_start=2614
+  _globals['_SIGNOBJECTURLREQUEST']._serialized_end=2833
+  _globals['_SIGNOBJECTURLRESPONSE']._serialized_start=2835
+  _globals['_SIGNOBJECTURLRESPONSE']._serialized_end=2920
 # @@protoc_insertion_point(module_scope)

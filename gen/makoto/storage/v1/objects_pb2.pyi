@@ -51,7 +51,7 @@ class ObjectMetadata(_message.Message):
     def __init__(self, key: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., sha256: _Optional[str] = ..., user_metadata: _Optional[_Mapping[str, str]] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UploadObjectHeader(_message.Message):
-    __slots__ = ("tenant_id", "key", "content_type", "user_metadata", "if_none_match", "expected_sha256")
+    __slots__ = ("tenant_id", "key", "content_type", "user_metadata", "if_none_match", "expected_sha256", "content_length")
     class UserMetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,13 +65,15 @@ class UploadObjectHeader(_message.Message):
     USER_METADATA_FIELD_NUMBER: _ClassVar[int]
     IF_NONE_MATCH_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     key: str
     content_type: str
     user_metadata: _containers.ScalarMap[str, str]
     if_none_match: bool
     expected_sha256: str
-    def __init__(self, tenant_id: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., user_metadata: _Optional[_Mapping[str, str]] = ..., if_none_match: _Optional[bool] = ..., expected_sha256: _Optional[str] = ...) -> None: ...
+    content_length: int
+    def __init__(self, tenant_id: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., user_metadata: _Optional[_Mapping[str, str]] = ..., if_none_match: _Optional[bool] = ..., expected_sha256: _Optional[str] = ..., content_length: _Optional[int] = ...) -> None: ...
 
 class UploadObjectRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -1,0 +1,184 @@
+"""LLM limits shared by every LLMService replica: requests and tokens per minute, and the
+tenant's monthly budget (tokens and/or money).
+
+- rpm (the binding's rpm_limit) and tpm (the lower of the binding's tpm_limit and the plan's
+  llm_tokens_per_minute) are GCRA buckets in the shared store. A call reserves its estimated
+  prompt tokens up front; the provider's reported usage settles the difference afterwards.
+- The budget counters (tokens, money in nano-units) for the month live in the shared store too,
+  raised to MeteringService's durable totals whenever a replica refreshes the tenant's limits.
+  A call is charged its prompt estimate before it goes out (refused if that crosses the budget),
+  a stream is charged chunk by chunk (and ended once it crosses: at most one chunk over), and the
+  final usage settles the difference.
+- Crossing 80 % or 100 % of a budget records one `llm_budget_alerts` usage event per tenant,
+  month, budget and threshold (a fixed event id, so replicas racing record it once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import structlog
+
+from services.common.errors import ResourceExhausted
+from services.common.limits.counters import SharedCounters
+from services.common.limits.gcra import MICROS, Bucket
+from services.common.limits.keys import MONTH_TTL_SECONDS, budget_keys, to_nanos
+from services.common.limits.model import EffectiveLimits
+from services.common.limits.tenant_limits import TenantLimitsCache
+from services.common.usage import LLM_BUDGET_ALERTS, UsageRecorder
+
+log = structlog.get_logger("makoto.llm.limits")
+
+BUDGET_EXCEEDED = "LLM_BUDGET_EXCEEDED"
+ALERT_THRESHOLDS = (80, 100)
+
+
+class BudgetExceeded(ResourceExhausted):
+    reason = BUDGET_EXCEEDED
+
+
+@dataclass
+class Charge:
+    """What one call has been charged against the tenant's budget so far."""
+
+    limits: EffectiveLimits
+    estimate: int
+    tpm: Bucket | None
+    tokens: int = 0
+    nanos: int = 0
+    over: bool = False
+    settled: bool = field(default=False)
+
+
+class LlmLimits:
+    def __init__(
+        self, counters: SharedCounters, limits: TenantLimitsCache, recorder: UsageRecorder | None
+    ) -> None:
+        self._counters = counters
+        self._limits = limits
+        self._recorder = recorder
+        # The EffectiveLimits object each tenant's floors were last raised from.
+        self._floored: dict[str, EffectiveLimits] = {}
+
+    async def reserve(self, tenant_id: str, estimate: int, *, rpm: int, tpm: int) -> Charge:
+        """Before a provider call: rate buckets, then the prompt estimate against the budget."""
+        eff = await self._limits.get(tenant_id)
+        await self._raise_floors(eff)
+        plan_tpm = eff.limits.llm_tokens_per_minute or 0
+        tpm = min(t for t in (tpm, plan_tpm) if t > 0) if (tpm > 0 or plan_tpm > 0) else 0
+        if tpm and estimate > tpm:
+            raise ResourceExhausted(
+                f"request needs about {estimate} tokens, more than the tenant's limit of "
+                f"{tpm} tokens per minute",
+                reason="LLM_TPM_LIMIT",
+            )
+        buckets: list[Bucket] = []
+        if rpm > 0:
+            buckets.append(Bucket(self._counters.key("llm", tenant_id, "rpm"), rpm / 60.0, rpm))
+        tpm_bucket = None
+        if tpm > 0:
+            tpm_bucket = Bucket(self._counters.key("llm", tenant_id, "tpm"), tpm / 60.0, tpm, float(estimate))
+            buckets.append(tpm_bucket)
+        if buckets:
+            decision = await self._counters.acquire(buckets)
+            if not decision.allowed:
+                what = " and ".join(
+                    f"{rpm} requests per minute" if b.key.endswith("rpm") else f"{tpm} tokens per minute"
+                    for b in buckets
+                )
+                raise ResourceExhausted(
+                    f"tenant LLM rate limit reached ({what})",
+                    retry_after_seconds=round(decision.retry_after_us / MICROS, 3),
+                    reason="LLM_RATE_LIMITED",
+                )
+        charge = Charge(eff, estimate, tpm_bucket)
+        await self._charge(tenant_id, charge, estimate, eff.prompt_price)
+        if charge.over:
+            await self._refund_all(tenant_id, charge)
+            raise BudgetExceeded(self._over_message(eff), retry_after_seconds=None)
+        return charge
+
+    async def add_output(self, tenant_id: str, charge: Charge, tokens: int) -> bool:
+        """Charge streamed completion tokens; True once the budget is crossed."""
+        if tokens > 0:
+            await self._charge(tenant_id, charge, tokens, charge.limits.completion_price)
+        return charge.over
+
+    async def settle(self, tenant_id: str, charge: Charge, prompt: int, completion: int) -> None:
+        """The call is over: charge exactly its usage (0, 0 when nothing was delivered)."""
+        if charge.settled:
+            return
+        charge.settled = True
+        eff = charge.limits
+        tokens = prompt + completion
+        nanos = to_nanos(prompt * eff.prompt_price + completion * eff.completion_price)
+        delta_tokens, delta_nanos = tokens - charge.tokens, nanos - charge.nanos
+        if delta_tokens or delta_nanos:
+            await self._add(tenant_id, charge, delta_tokens, delta_nanos)
+        if charge.tpm is not None and tokens != charge.estimate:
+            await self._counters.adjust(charge.tpm, float(tokens - charge.estimate))
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _charge(self, tenant_id: str, charge: Charge, tokens: int, unit_price: Decimal) -> None:
+        await self._add(tenant_id, charge, tokens, to_nanos(tokens * unit_price))
+
+    async def _add(self, tenant_id: str, charge: Charge, tokens: int, nanos: int) -> None:
+        eff = charge.limits
+        keys = budget_keys(self._counters, tenant_id, eff.month)
+        new_tokens, new_nanos = await self._counters.add(keys, [tokens, nanos], MONTH_TTL_SECONDS)
+        charge.tokens += tokens
+        charge.nanos += nanos
+        budget_tokens = eff.limits.llm_monthly_tokens
+        budget_nanos = (
+            to_nanos(eff.limits.llm_monthly_spend) if eff.limits.llm_monthly_spend is not None else None
+        )
+        if tokens > 0 or nanos > 0:
+            for kind, budget, before, after in (
+                ("tokens", budget_tokens, new_tokens - tokens, new_tokens),
+                ("spend", budget_nanos, new_nanos - nanos, new_nanos),
+            ):
+                if budget is None:
+                    continue
+                if after > budget:
+                    charge.over = True
+                for threshold in ALERT_THRESHOLDS:
+                    mark = budget * threshold / 100
+                    if before < mark <= after:
+                        await self._alert(tenant_id, eff.month, kind, threshold)
+
+    async def _refund_all(self, tenant_id: str, charge: Charge) -> None:
+        await self._add(tenant_id, charge, -charge.tokens, -charge.nanos)
+        charge.settled = True
+        if charge.tpm is not None:
+            await self._counters.adjust(charge.tpm, -float(charge.estimate))
+
+    async def _raise_floors(self, eff: EffectiveLimits) -> None:
+        if self._floored.get(eff.tenant_id) is eff:
+            return
+        self._floored[eff.tenant_id] = eff
+        tokens_key, nanos_key = budget_keys(self._counters, eff.tenant_id, eff.month)
+        await self._counters.raise_to(tokens_key, eff.llm_tokens_used, MONTH_TTL_SECONDS)
+        await self._counters.raise_to(nanos_key, to_nanos(eff.llm_spend_used), MONTH_TTL_SECONDS)
+
+    async def _alert(self, tenant_id: str, month: str, kind: str, threshold: int) -> None:
+        log.warning(
+            "llm budget threshold crossed", tenant_id=tenant_id, month=month, budget=kind, threshold=threshold
+        )
+        if self._recorder is None:
+            return
+        try:
+            await self._recorder.record(
+                meter=LLM_BUDGET_ALERTS,
+                tenant_id=tenant_id,
+                value=1,
+                dimensions={"budget": kind, "threshold": str(threshold), "month": month},
+                event_id=f"llm-budget-alert:{tenant_id}:{month}:{kind}:{threshold}",
+            )
+        except Exception:  # an alert never fails the call that crossed it
+            log.exception("budget alert record failed", tenant_id=tenant_id)
+
+    @staticmethod
+    def _over_message(eff: EffectiveLimits) -> str:
+        return f"the tenant's monthly LLM budget for {eff.month} is used up"
