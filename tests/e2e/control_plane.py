@@ -213,6 +213,13 @@ class Clients:
             timeout=10,
         )
 
+    async def limits_call(self, tenant_id: str, n: int = 0) -> None:
+        await self.metering.GetTenantLimits(
+            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant_id),
+            metadata=self.member(tenant_id),
+            timeout=10,
+        )
+
     async def usage_by(self, tenant_id: str, group: str) -> dict[str, int]:
         """api_calls of a tenant grouped by one dimension (read as platform-admin)."""
         answer = await self.metering.QueryUsage(

@@ -147,6 +147,7 @@ async def test_lifecycle_changes_bite_within_one_second_everywhere(tmp_path: Pat
             "llm": c.llm_call,
             "metering-usage": c.metering_call,
             "metering-invoice": c.invoice_call,
+            "metering-limits": c.limits_call,
         }
         # A normal run: both tenants' calls succeed (and every service has them cached).
         for _ in range(3):
