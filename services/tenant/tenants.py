@@ -7,7 +7,9 @@ server-side read went stale.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -36,7 +38,14 @@ from services.tenant.ports import (
 
 log = structlog.get_logger("makoto.tenant")
 
-_CAS_ATTEMPTS = 5
+# Lost compare-and-swaps are retried on a fresh read after a short random pause, so writers
+# racing on one tenant (possibly on different replicas) spread out instead of colliding again.
+_CAS_ATTEMPTS = 8
+_CAS_PAUSE_SECONDS = 0.02
+
+
+async def _after_conflict(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, _CAS_PAUSE_SECONDS * (attempt + 1)))  # noqa: S311 - jitter, not a secret
 
 
 def new_etag() -> str:
@@ -170,13 +179,13 @@ class TenantManager:
         return done
 
     async def _transition(self, tenant_id: str, target: State, *, reason: str) -> TenantRecord:
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             tenant = await self.get(tenant_id)
             check_transition(tenant_id, tenant.state, target)
             try:
                 return await self._move(tenant, target, reason=reason)
             except Aborted:
-                continue  # someone else wrote in between: decide again on a fresh read
+                await _after_conflict(attempt)  # someone else wrote in between: decide again
         raise _busy(tenant_id)
 
     async def _move(self, tenant: TenantRecord, target: State, *, reason: str) -> TenantRecord:
@@ -199,7 +208,7 @@ class TenantManager:
         self, tenant_id: str, build_changes: Callable[[TenantRecord], dict[str, Any]], *, etag: str
     ) -> TenantRecord:
         """Apply the changes `build_changes` derives from the current tenant; honours `etag`."""
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             tenant = await self.get(tenant_id)
             if etag and etag != tenant.etag:
                 raise _stale(tenant_id)
@@ -219,6 +228,7 @@ class TenantManager:
             except Aborted:
                 if etag:
                     raise _stale(tenant_id) from None
+                await _after_conflict(attempt)
         raise _busy(tenant_id)
 
     async def _provision_bindings(self, tenant: TenantRecord) -> None:
