@@ -10,6 +10,7 @@ go through the same steps.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,7 +20,8 @@ import protovalidate
 import structlog
 from google.protobuf.message import Message
 from grpc_status import rpc_status
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.common import deadline
 from services.common.errors import (
@@ -37,6 +39,33 @@ from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.usage import API_CALLS, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
+_tracer = trace.get_tracer("makoto.rpc")
+
+
+def _server_span(method: str, metadata: Any) -> Any:
+    """The call's server span, continuing the caller's W3C trace context. Made here rather than
+    by OpenTelemetry's gRPC interceptor: that one records every error answer (a 404, a rate-limit
+    refusal) as an exception with a formatted traceback, which cost ~1.4 ms of CPU per refused
+    call and made refusing a flood dearer than serving it."""
+    carrier = {k: v for k, v in metadata or () if isinstance(v, str)}
+    service, _, name = method.lstrip("/").partition("/")
+    return _tracer.start_as_current_span(
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def _end_span(state: CallState) -> None:
+    span = trace.get_current_span()
+    span.set_attribute("rpc.grpc.status_code", state.code.value[0])
+    if state.tenant_id:
+        span.set_attribute("tenant.id", state.tenant_id)
+    if state.code != grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, state.code.name))
 
 _validator = protovalidate.Validator()
 
@@ -261,6 +290,19 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         async def run_unary(
             behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
         ) -> Any:
+            with _server_span(method, metadata):
+                return await run_unary_in_span(behavior, request_or_iter, context, streaming_in)
+
+        async def run_stream(
+            behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
+        ) -> AsyncIterator[Any]:
+            with _server_span(method, metadata):
+                async for response in run_stream_in_span(behavior, request_or_iter, context, streaming_in):
+                    yield response
+
+        async def run_unary_in_span(
+            behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
+        ) -> Any:
             state = CallState(method, policy)
             started = time.perf_counter()
             structlog.contextvars.clear_contextvars()
@@ -288,9 +330,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 if token is not None:
                     reset_principal(token)
                 deadline.reset(deadline_token)
+                _end_span(state)
                 await me._finish(state, started)
 
-        async def run_stream(
+        async def run_stream_in_span(
             behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
         ) -> AsyncIterator[Any]:
             state = CallState(method, policy)
@@ -319,6 +362,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 if token is not None:
                     reset_principal(token)
                 deadline.reset(deadline_token)
+                _end_span(state)
                 await me._finish(state, started)
 
         if handler.unary_unary:
@@ -342,17 +386,15 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
-            def us(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                return run_stream(inner_us, request, context, False)
-
+            # A partial of an async generator function: grpc.aio recognises it as one (a plain
+            # function returning an async generator would be run as a sync generator).
             return grpc.unary_stream_rpc_method_handler(
-                us, handler.request_deserializer, handler.response_serializer
+                functools.partial(run_stream, inner_us, streaming_in=False),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
-        inner_ss = handler.stream_stream
-
-        def ss(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            return run_stream(inner_ss, requests, context, True)
-
         return grpc.stream_stream_rpc_method_handler(
-            ss, handler.request_deserializer, handler.response_serializer
+            functools.partial(run_stream, handler.stream_stream, streaming_in=True),
+            handler.request_deserializer,
+            handler.response_serializer,
         )

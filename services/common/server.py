@@ -14,7 +14,6 @@ import structlog
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.common import deadline
 from services.common.breaker import breakers
@@ -86,7 +85,6 @@ async def run_server(
     verifier = JwtVerifier(settings.jwt_providers())
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     interceptors: list[grpc.aio.ServerInterceptor] = [
-        aio_server_interceptor(),
         MakotoInterceptor(
             service_name=spec.name,
             verifier=verifier,
