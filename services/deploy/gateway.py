@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.common.config import MeshSettings
-from services.mesh.envoy_config import DESCRIPTOR_PATH, REPO_ROOT, render
+from services.mesh.envoy_config import DESCRIPTOR_PATH, OPENAPI_DOC, REPO_ROOT, render
 from services.mesh.processes import envoy_binary
 
 Target = Literal["compose", "k8s"]
@@ -28,6 +28,7 @@ TARGETS: tuple[Target, ...] = ("compose", "k8s")
 
 # Paths inside the image (deploy/Dockerfile): the repository is at /app, MAKOTO_HOME is a volume.
 IMAGE_DESCRIPTOR = Path("/app/gen/makoto.binpb")
+IMAGE_OPENAPI = Path("/app/docs/openapi.json")
 IMAGE_HOME = Path("/var/lib/makoto")
 K8S_CONFIG_PATH = REPO_ROOT / "deploy" / "k8s" / "base" / "gateway" / "envoy.json"
 
@@ -55,12 +56,13 @@ def fleet_settings() -> MeshSettings:
 
 def gateway_config(target: Target) -> dict[str, Any]:
     settings = fleet_settings()
-    # The routes come from the repository's descriptor set; Envoy in the image reads its copy.
-    config: dict[str, Any] = _replace_strings(
-        render(settings, descriptor=DESCRIPTOR_PATH, log_dir=IMAGE_HOME / "logs"),
-        str(DESCRIPTOR_PATH),
-        str(IMAGE_DESCRIPTOR),
+    # The routes come from the repository's descriptor set; Envoy in the image reads its copies
+    # of it and of the OpenAPI document (served at /openapi.json).
+    config: dict[str, Any] = render(
+        settings, descriptor=DESCRIPTOR_PATH, log_dir=IMAGE_HOME / "logs", openapi=OPENAPI_DOC
     )
+    config = _replace_strings(config, str(DESCRIPTOR_PATH), str(IMAGE_DESCRIPTOR))
+    config = _replace_strings(config, str(OPENAPI_DOC), str(IMAGE_OPENAPI))
     hosts = upstream_hosts(target)
     for cluster in config["static_resources"]["clusters"]:
         names = hosts.get(cluster["name"])

@@ -16,9 +16,16 @@ import yaml
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key
-from services.deploy.gateway import IMAGE_DESCRIPTOR, IMAGE_HOME, K8S_CONFIG_PATH, dumps, gateway_config
+from services.deploy.gateway import (
+    IMAGE_DESCRIPTOR,
+    IMAGE_HOME,
+    IMAGE_OPENAPI,
+    K8S_CONFIG_PATH,
+    dumps,
+    gateway_config,
+)
 from services.deploy.kustomize import KustomizeError, build, dump, merge
-from services.mesh.envoy_config import DESCRIPTOR_PATH, REPO_ROOT
+from services.mesh.envoy_config import DESCRIPTOR_PATH, OPENAPI_DOC, REPO_ROOT
 from services.mesh.methods import PUBLIC_SERVICES
 from tests.unit.envoy.test_envoy_config import validate as envoy_validate
 
@@ -213,13 +220,16 @@ def test_the_gateway_config_map_is_fresh() -> None:
 
 
 def _validate_image_config(config: dict[str, Any], tmp_path: Path) -> None:
-    """`envoy --mode validate` on a config written for the image: its two absolute paths (the
-    descriptor set in /app, the JWKS in MAKOTO_HOME) pointed at real files here."""
+    """`envoy --mode validate` on a config written for the image: its absolute paths (the
+    descriptor set and the OpenAPI document in /app, the JWKS in MAKOTO_HOME) pointed at real
+    files here."""
     home = tmp_path / "home"
     ensure_signing_key(MeshSettings.model_construct(home=home))
     text = json.dumps(config)
-    assert str(IMAGE_DESCRIPTOR) in text and str(IMAGE_HOME / "keys" / "jwks.json") in text
+    for path in (IMAGE_DESCRIPTOR, IMAGE_OPENAPI, IMAGE_HOME / "keys" / "jwks.json"):
+        assert str(path) in text
     text = text.replace(str(IMAGE_DESCRIPTOR), str(DESCRIPTOR_PATH)).replace(str(IMAGE_HOME), str(home))
+    text = text.replace(str(IMAGE_OPENAPI), str(OPENAPI_DOC))
     path = tmp_path / "envoy.json"
     path.write_text(text)
     envoy_validate(path, cwd=tmp_path)
