@@ -6,9 +6,13 @@ multi-stage and runs as a non-root user."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +20,10 @@ import yaml
 
 from services.cli import ServerName
 from services.common.config import MeshSettings
+from services.common.secrets import LocalSecretStore
 from services.deploy.gateway import upstream_hosts
 from services.mesh.envoy_config import REPO_ROOT
+from services.mesh.launcher import SIMULATOR_KEY_SECRET
 
 DEPLOY = REPO_ROOT / "deploy"
 # Images not built from this repository: official images, pinned (never `latest`).
@@ -84,10 +90,8 @@ def test_every_makoto_command_exists_in_the_repo(compose: dict[str, Any]) -> Non
             continue
         argv = [*svc.get("entrypoint", ["makoto"]), *svc.get("command", [])]
         if argv[0] == "makoto":
-            if argv[1] == "serve":
-                ServerName(argv[2])  # raises for a server the CLI does not know
-            else:
-                assert argv[1] == "token", argv
+            assert argv[1] == "serve", argv
+            ServerName(argv[2])  # raises for a server the CLI does not know
         else:
             assert argv[:2] == ["python", "-m"], argv
             assert importlib.util.find_spec(argv[2]) is not None, argv
@@ -151,3 +155,25 @@ def test_the_image_is_multi_stage_and_runs_unprivileged() -> None:
                 sources = shlex.split(instr)[1:-1]
                 for src in sources:
                     assert (REPO_ROOT / src).exists(), src
+
+
+def test_init_home_creates_the_keys_once_and_prints_no_secret(tmp_path: Path) -> None:
+    env = {**os.environ, "MAKOTO_HOME": str(tmp_path / "home")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "services.deploy.init_home"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    settings = MeshSettings.model_construct(home=tmp_path / "home")
+    assert settings.jwks_path.exists() and settings.signing_key_path.exists()
+    key = LocalSecretStore(settings).get(SIMULATOR_KEY_SECRET)
+    assert key
+    assert runs[0].stdout == runs[1].stdout  # the second run reuses what the first made
+    assert key not in runs[0].stdout + runs[0].stderr
+    assert "PRIVATE KEY" not in runs[0].stdout + runs[0].stderr
