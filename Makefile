@@ -7,7 +7,7 @@ BUF := node_modules/.bin/buf
 PY_STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup up test gen lint fmt bench clean check-gen
+.PHONY: setup up test gen lint fmt bench clean check-gen api-package
 
 setup: $(PY_STAMP) $(NODE_STAMP) .protodeps/.stamp
 
@@ -53,6 +53,10 @@ fmt: setup
 ## Benchmarks: ratios against same-run baselines; writes docs/benchmarks.md.
 bench: setup
 	$(PY) -m tests.bench.run
+
+## Build the makoto-api client wheel (gen/ messages, stubs, .pyi, py.typed) into dist/.
+api-package: setup
+	$(PY) scripts/build_api_package.py
 
 clean:
 	rm -rf .makoto .pytest_cache .protodeps

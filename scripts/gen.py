@@ -129,6 +129,18 @@ def main() -> None:
                     child.unlink()
     generate(out)
     print(f"generated {len(proto_files())} protos into {os.path.relpath(out)}", file=sys.stderr)
+    if out.resolve() == (ROOT / "gen").resolve():
+        write_derived()
+
+
+def write_derived() -> None:
+    """What follows from the descriptor set: the OpenAPI document and the Kubernetes gateway's
+    Envoy config (both checked fresh by tests)."""
+    from services.apidoc import openapi
+    from services.deploy import gateway
+
+    openapi.main([])
+    gateway.main(["render"])
 
 
 if __name__ == "__main__":

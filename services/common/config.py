@@ -124,6 +124,12 @@ class MeshSettings(BaseSettings):
     envoy_max_connections: int = Field(default=10_000, ge=1)
     envoy_max_streams_per_connection: int = Field(default=100, ge=1)
 
+    # -- fleet (deploy/) ------------------------------------------------------------------------
+    # Where other servers are reached when they do not run on `host` (compose, Kubernetes): JSON,
+    # e.g. {"tenant": "tenant", "metering": "metering", "simulator": "llm-simulator"}. `host` stays
+    # the address this process binds (0.0.0.0 in a container).
+    service_hosts: dict[str, str] = Field(default_factory=dict)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"
@@ -147,7 +153,7 @@ class MeshSettings(BaseSettings):
             "llm": self.llm_port,
             "metering": self.metering_port,
         }[service]
-        return f"{self.host}:{port}"
+        return f"{self.service_hosts.get(service, self.host)}:{port}"
 
     def replicas(self, service: str) -> int:
         return {"storage": self.storage_replicas, "llm": self.llm_replicas}.get(service, 1)
@@ -165,7 +171,7 @@ class MeshSettings(BaseSettings):
 
     @property
     def simulator_url(self) -> str:
-        return f"http://{self.host}:{self.simulator_port}/v1"
+        return f"http://{self.service_hosts.get('simulator', self.host)}:{self.simulator_port}/v1"
 
     def jwt_providers(self) -> list[JwtProvider]:
         platform = JwtProvider(

@@ -30,6 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "makoto.binpb"
 REFERENCE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
 BAD_REQUEST_LUA = Path(__file__).with_name("bad_request_field.lua")
+OPENAPI_DOC = REPO_ROOT / "docs" / "openapi.json"
+OPENAPI_ROUTE = "/openapi.json"
 
 MiB = 1024 * 1024
 # Room left in a gRPC message for the fields around a REST body (tenant id, key, content type).
@@ -147,7 +149,7 @@ def _jwt_provider(provider: JwtProvider) -> dict[str, Any]:
     return out
 
 
-def _jwt_authn(settings: MeshSettings) -> dict[str, Any]:
+def _jwt_authn(settings: MeshSettings, public_paths: tuple[str, ...] = ()) -> dict[str, Any]:
     providers = settings.jwt_providers()
     names = [p.name for p in providers]
     requires: dict[str, Any] = (
@@ -169,7 +171,7 @@ def _jwt_authn(settings: MeshSettings) -> dict[str, Any]:
                             "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
                         }
                     }
-                    for path in health_paths()
+                    for path in [*health_paths(), *public_paths]
                 ),
                 {"match": {"prefix": "/"}, "requires": requires},
             ],
@@ -594,13 +596,37 @@ def _access_log(log_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _openapi_route(doc: Path) -> dict[str, Any]:
+    """GET /openapi.json: Envoy answers with docs/openapi.json itself (read at start). Public, no
+    transcoding, no tenant check (it is the same document for everyone)."""
+    return {
+        "name": "openapi",
+        "match": {"path": OPENAPI_ROUTE, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"filename": str(doc)}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_json_transcoder": _typed(
+                "envoy.config.route.v3.FilterConfig", disabled=True
+            ),
+            RBAC_FILTER: _typed("envoy.extensions.filters.http.rbac.v3.RBACPerRoute"),
+        },
+    }
+
+
 def render(
     settings: MeshSettings,
     *,
     descriptor: Path = DESCRIPTOR_PATH,
     log_dir: Path | None = None,
+    openapi: Path | None = None,
 ) -> dict[str, Any]:
-    """The whole Envoy bootstrap as a dict (YAML/JSON-ready)."""
+    """The whole Envoy bootstrap as a dict (YAML/JSON-ready). With `openapi`, GET /openapi.json
+    serves that file."""
     log_dir = log_dir if log_dir is not None else settings.home / "logs"
     methods = [m for m in public_methods(descriptor) if m.access is not Access.INTERNAL]
     ports = {name: settings.replica_ports(name) for name in ("tenant", "storage", "llm", "metering")}
@@ -632,14 +658,22 @@ def render(
         route_config={
             "name": "makoto",
             "virtual_hosts": [
-                {"name": "makoto", "domains": ["*"], "routes": [_route(settings, m) for m in methods]}
+                {
+                    "name": "makoto",
+                    "domains": ["*"],
+                    "routes": [
+                        *([_openapi_route(openapi)] if openapi is not None else []),
+                        *(_route(settings, m) for m in methods),
+                    ],
+                }
             ],
+            **({"max_direct_response_body_size_bytes": 4 * MiB} if openapi is not None else {}),
         },
         http_filters=[
             _header_mutation(),
             client_content_type_filter(),
             _bad_request_field(),
-            _jwt_authn(settings),
+            _jwt_authn(settings, (OPENAPI_ROUTE,) if openapi is not None else ()),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
             _transcoder(settings, descriptor),
@@ -728,7 +762,10 @@ def write_config(
     target = path or home / "envoy.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    target.write_text(dump(render(resolved, descriptor=descriptor.resolve(), log_dir=home / "logs")))
+    openapi = OPENAPI_DOC if OPENAPI_DOC.exists() else None
+    target.write_text(
+        dump(render(resolved, descriptor=descriptor.resolve(), log_dir=home / "logs", openapi=openapi))
+    )
     return target
 
 

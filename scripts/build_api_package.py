@@ -1,0 +1,114 @@
+"""Build `makoto-api`, the client distribution: the generated messages (`*_pb2.py` + `.pyi`), the
+gRPC stubs (`*_pb2_grpc.py`), buf/validate's messages they import, and `py.typed` - gen/ as it is
+committed, nothing from services/.
+
+    python scripts/build_api_package.py [--out dist]      -> dist/makoto_api-<version>-py3-none-any.whl
+
+The wheel is built offline (`pip wheel --no-deps --no-build-isolation`, setuptools from the
+running environment) from a staging copy, so the repository's gen/ stays the single source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = ROOT / "gen"
+PACKAGES = ("makoto", "buf")
+
+
+def _versions() -> dict[str, str]:
+    """Runtime pins the generated code needs: the gRPC stubs refuse an older grpcio than the one
+    that generated them, the messages an older protobuf runtime."""
+    import re
+    from importlib.metadata import version
+
+    # The protobuf runtime must be at least the version that generated the messages.
+    header = next((GEN / "makoto").rglob("*_pb2.py")).read_text()
+    match = re.search(r"# Protobuf Python Version: (\S+)", header)
+    assert match, "generated messages carry no protobuf version"
+    return {
+        "grpcio": version("grpcio"),
+        "protobuf": match.group(1),
+        "googleapis-common-protos": version("googleapis-common-protos"),
+    }
+
+
+def pyproject(version: str) -> str:
+    pins = _versions()
+    deps = ",\n".join(f'  "{name}>={pin}"' for name, pin in pins.items())
+    return f'''[project]
+name = "makoto-api"
+version = "{version}"
+description = "MAKOTO platform API: protobuf messages (typed), gRPC stubs, buf/validate rules"
+requires-python = ">=3.11"
+dependencies = [
+{deps},
+]
+
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[tool.setuptools.packages.find]
+where = ["."]
+include = ["makoto*", "buf*"]
+namespaces = true
+
+[tool.setuptools.package-data]
+"*" = ["*.pyi", "py.typed"]
+'''
+
+
+def stage(into: Path) -> Path:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for pkg in PACKAGES:
+        shutil.copytree(GEN / pkg, into / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        # PEP 561: the messages ship .pyi stubs; py.typed tells type checkers to use them.
+        (into / pkg / "py.typed").write_text("")
+    (into / "pyproject.toml").write_text(pyproject(version))
+    (into / "README.md").write_text("Generated from the MAKOTO protos (gen/). Do not edit.\n")
+    return into
+
+
+def build(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = stage(Path(tmp) / "makoto-api")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(out),
+                str(src),
+            ],
+            check=True,
+        )
+    [wheel] = sorted(out.glob("makoto_api-*.whl"))
+    return wheel
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "dist")
+    args = parser.parse_args(argv)
+    print(build(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

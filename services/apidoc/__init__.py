@@ -1,0 +1,1 @@
+"""The REST API described for its users (OpenAPI)."""

@@ -1,0 +1,1 @@
+"""Running the mesh as a fleet: the gateway config for containers, Kustomize rendering, OpenAPI."""
