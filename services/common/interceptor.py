@@ -67,6 +67,7 @@ def _end_span(state: CallState) -> None:
     if state.code != grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, state.code.name))
 
+
 _validator = protovalidate.Validator()
 
 
