@@ -10,6 +10,7 @@ go through the same steps.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -85,7 +86,7 @@ def validate_message(message: Message) -> None:
 class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
-    __slots__ = ("authorized", "code", "method", "policy", "principal", "tenant_id")
+    __slots__ = ("authorized", "code", "ended", "method", "policy", "principal", "tenant_id")
 
     def __init__(self, method: str, policy: MethodPolicy | None) -> None:
         self.method = method
@@ -93,6 +94,8 @@ class CallState:
         self.principal: Principal | None = None
         self.tenant_id: str | None = None
         self.code = grpc.StatusCode.OK
+        # How a call the servicer never finished ended ("shutdown": cut at the grace deadline).
+        self.ended: str | None = None
         # Set once the tenant check passed: refused calls are not billed to anyone.
         self.authorized = False
 
@@ -115,6 +118,23 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         self._policies = policies
         self._recorder = recorder
         self._rates = rate_limiter
+        # Set by the server when SIGTERM's grace period starts: calls cut from then on were
+        # ended by the platform, not by their client.
+        self._shutting_down = False
+
+    def begin_shutdown(self) -> None:
+        self._shutting_down = True
+
+    def _cut(self, state: CallState) -> None:
+        """The servicer was cancelled (or its stream closed) before it answered: record why,
+        so api_calls carry the status the client really got, never OK."""
+        if self._shutting_down:
+            # The server stopped the call at the grace deadline: the platform went away.
+            state.code, state.ended = grpc.StatusCode.UNAVAILABLE, "shutdown"
+        elif deadline.expired():
+            state.code = grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            state.code = grpc.StatusCode.CANCELLED
 
     async def intercept_service(
         self,
@@ -205,6 +225,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                         "service": self._service,
                         "method": state.method.rsplit("/", 1)[-1],
                         "status": state.code.name,
+                        **({"ended": state.ended} if state.ended else {}),
                     },
                 )
             except Exception:  # metering must never fail the call it measures
@@ -278,6 +299,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
+            except (asyncio.CancelledError, GeneratorExit):
+                me._cut(state)
+                raise
             except Exception as exc:
                 await me._abort(context, state, exc)
             finally:
@@ -308,6 +332,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     yield response
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                me._cut(state)
                 raise
             except Exception as exc:
                 await me._abort(context, state, exc)

@@ -85,18 +85,19 @@ async def run_server(
     configure_tracing(spec.name)
     verifier = JwtVerifier(settings.jwt_providers())
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
+    makoto = MakotoInterceptor(
+        service_name=spec.name,
+        verifier=verifier,
+        policies=spec.policies,
+        recorder=spec.recorder,
+        deadlines=deadline.policy_for(
+            spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
+        ),
+        rate_limiter=spec.rate_limiter,
+    )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         aio_server_interceptor(),
-        MakotoInterceptor(
-            service_name=spec.name,
-            verifier=verifier,
-            policies=spec.policies,
-            recorder=spec.recorder,
-            deadlines=deadline.policy_for(
-                spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
-            ),
-            rate_limiter=spec.rate_limiter,
-        ),
+        makoto,
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
@@ -134,7 +135,11 @@ async def run_server(
         # Other replicas can take the traffic: keep serving until Envoy's health check has seen
         # NOT_SERVING and moved new calls away, so a rolling restart fails no call.
         await asyncio.sleep(settings.drain_delay_seconds)
+    # Calls still running when the grace period ends are cut by the server: mark them so their
+    # api_calls record says so (a little early, so the mark is set before grpc cancels them).
+    cut_mark = loop.call_later(max(0.0, settings.shutdown_grace_seconds - 0.1), makoto.begin_shutdown)
     await server.stop(settings.shutdown_grace_seconds)
+    cut_mark.cancel()
     for hook in spec.on_stop:
         try:
             await hook()

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.metering_client import MeterEvent
+from services.common.usage import API_CALLS
+from services.metering.billable import billable_status
 from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
 from services.metering.model import Invoice, PricePlan, UsageRow
 from services.metering.periods import Month, to_us
@@ -55,11 +57,26 @@ class Metering:
         counted = [p.meter for p in plan.prices if p.meter not in LEVEL_METERS]
         totals = await self._usage.totals(tenant_id=tenant_id, meters=counted, start_us=start, end_us=end)
         quantities = {meter: Decimal(totals.get(meter, 0)) for meter in counted}
+        if API_CALLS in quantities:
+            quantities[API_CALLS] = Decimal(await self._billable_calls(tenant_id, start, end))
         for meter in (p.meter for p in plan.prices if p.meter in LEVEL_METERS):
             quantities[meter] = await self._level_quantity(tenant_id, meter, start, end, now)
         return price(
             tenant_id=tenant_id, month=str(month), plan=plan, quantities=quantities, final=now >= end
         )
+
+    async def _billable_calls(self, tenant_id: str, start: int, end: int) -> int:
+        """api_calls the tenant pays for: billable statuses only (services.metering.billable)."""
+        rows = await self._usage.aggregate(
+            tenant_id=tenant_id,
+            meter=API_CALLS,
+            start_us=start,
+            end_us=end,
+            bucket_us=None,
+            group_by=("status",),
+            limit=1000,
+        )
+        return sum(value for _, (status,), value in rows if billable_status(status))
 
     async def _level_quantity(self, tenant_id: str, meter: str, start: int, end: int, now: int) -> Decimal:
         cutoff = min(end, now)
