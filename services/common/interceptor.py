@@ -34,7 +34,7 @@ from services.common.identity import Principal, Role, reset_principal, set_princ
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
-from services.common.usage import API_CALLS, UsageRecorder
+from services.common.usage import API_CALLS, PLATFORM_PAYER, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
 
@@ -207,6 +207,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             role=str(state.principal.role) if state.principal else None,
             duration_ms=round(elapsed_ms, 3),
         )
+        role = state.principal.role if state.principal else None
         if (
             self._recorder is not None
             and state.policy is not None
@@ -226,6 +227,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                         "method": state.method.rsplit("/", 1)[-1],
                         "status": state.code.name,
                         **({"ended": state.ended} if state.ended else {}),
+                        # Who pays: an operator's call about a tenant (reads, CreateTenant, ...)
+                        # is the platform's cost, recorded under the tenant but never invoiced.
+                        **({"payer": PLATFORM_PAYER} if role == Role.PLATFORM_ADMIN else {}),
                     },
                 )
             except Exception:  # metering must never fail the call it measures

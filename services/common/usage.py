@@ -14,6 +14,10 @@ LLM_COMPLETION_TOKENS = "llm_completion_tokens"
 # One event per tenant, month, budget kind and threshold crossed (80 %, 100 %); not priced.
 LLM_BUDGET_ALERTS = "llm_budget_alerts"
 
+# Dimension `payer` of an event the platform pays for (operator calls); absent: the tenant pays.
+PAYER = "payer"
+PLATFORM_PAYER = "platform"
+
 
 class UsageRecorder(Protocol):
     """Records usage events durably; delivery to MeteringService is at-least-once and

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.metering_client import MeterEvent
-from services.common.usage import API_CALLS
+from services.common.usage import API_CALLS, PAYER, PLATFORM_PAYER
 from services.metering.billable import billable_status
 from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
 from services.metering.model import Invoice, PricePlan, UsageRow
@@ -66,17 +66,20 @@ class Metering:
         )
 
     async def _billable_calls(self, tenant_id: str, start: int, end: int) -> int:
-        """api_calls the tenant pays for: billable statuses only (services.metering.billable)."""
+        """api_calls the tenant pays for: billable statuses only (services.metering.billable),
+        and never the platform's own calls about the tenant (payer=platform)."""
         rows = await self._usage.aggregate(
             tenant_id=tenant_id,
             meter=API_CALLS,
             start_us=start,
             end_us=end,
             bucket_us=None,
-            group_by=("status",),
+            group_by=("status", PAYER),
             limit=1000,
         )
-        return sum(value for _, (status,), value in rows if billable_status(status))
+        return sum(
+            value for _, (status, payer), value in rows if billable_status(status) and payer != PLATFORM_PAYER
+        )
 
     async def _level_quantity(self, tenant_id: str, meter: str, start: int, end: int, now: int) -> Decimal:
         cutoff = min(end, now)
