@@ -103,6 +103,16 @@ class MeshSettings(BaseSettings):
     envoy_max_connections: int = Field(default=10_000, ge=1)
     envoy_max_streams_per_connection: int = Field(default=100, ge=1)
 
+    # -- usage spool (billing) ---------------------------------------------------------------------
+    # Most events one service's spool holds (MeteringService unreachable): past it, new tenant
+    # calls are refused with UNAVAILABLE (USAGE_SPOOL_FULL) until delivery makes room.
+    usage_spool_max_events: int = Field(default=2_000_000, ge=1)
+    # Past this depth an ERROR log line ("usage spool growing") is written, once per crossing.
+    usage_spool_warn_events: int = Field(default=100_000, ge=1)
+    # Optional cap on the spool file's size in bytes (None: the disk is the limit). Reaching it
+    # is handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
+    usage_spool_max_bytes: int | None = Field(default=None, ge=65536)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from services.common.errors import MakotoError
 
 # Meter names (the CloudEvents `type` of a usage event).
 API_CALLS = "api_calls"
@@ -37,3 +39,12 @@ class UsageRecorder(Protocol):
     ) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class DurabilityGate(Protocol):
+    """A recorder that can tell, before a call does any work, that its usage could not be made
+    durable now (spool unwritable or full). The interceptor refuses such calls up front and the
+    server reports NOT_SERVING while it says so."""
+
+    def refusal(self) -> MakotoError | None: ...
