@@ -109,9 +109,9 @@ class MeshSettings(BaseSettings):
     usage_spool_max_events: int = Field(default=2_000_000, ge=1)
     # Past this depth an ERROR log line ("usage spool growing") is written, once per crossing.
     usage_spool_warn_events: int = Field(default=100_000, ge=1)
-    # Optional cap on the spool file's size in bytes (None: the disk is the limit). Reaching it
-    # is handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
-    usage_spool_max_bytes: int | None = Field(default=None, ge=65536)
+    # Optional cap on the spool file's size in bytes (0: the disk is the limit). Reaching it is
+    # handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
+    usage_spool_max_bytes: int = Field(default=0, ge=0)
 
     @cached_property
     def keys_dir(self) -> Path:

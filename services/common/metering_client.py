@@ -359,7 +359,7 @@ class SpoolingUsageRecorder:
         self._source = source
         self._flush_interval = flush_interval
         self._batch_size = min(batch_size, MAX_BATCH)
-        self._spool = _Spool(spool_path(settings, source), settings.usage_spool_max_bytes)
+        self._spool = _Spool(spool_path(settings, source), settings.usage_spool_max_bytes or None)
         self._max_events = settings.usage_spool_max_events
         self._warn_events = settings.usage_spool_warn_events
         self._warned = False
