@@ -12,7 +12,7 @@ from services.common.usage import API_CALLS, PAYER, PLATFORM_PAYER
 from services.metering.billable import billable_status
 from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
 from services.metering.model import Invoice, PricePlan, UsageRow
-from services.metering.periods import Month, to_us
+from services.metering.periods import Month, next_month_start_us, to_us
 from services.metering.ports import PlanResolver, PricePlanStore, UsageStore
 from services.metering.pricing import normalize_plan
 from services.metering.usage_query import UsageQuery, check_range, query_usage
@@ -48,7 +48,8 @@ class Metering:
         month = Month.parse(month_text)
         now = self.now_us()
         plan_id = await self._resolver.plan_id_for(tenant_id)
-        plan = await self._plans.get_plan(plan_id)
+        # The version in force when the month began: a plan change never re-prices a month.
+        plan = await self._plans.plan_in_force(plan_id, month.start_us)
         if plan is None:
             raise FailedPrecondition(
                 f"price plan {plan_id} of tenant {tenant_id} does not exist", reason="PRICE_PLAN_MISSING"
@@ -97,6 +98,10 @@ class Metering:
         return plan
 
     async def set_plan(self, plan: PricePlan) -> PricePlan:
+        """Store the plan. A change takes effect at the start of the next UTC month (the running
+        month and every closed one keep the prices they began with); a new plan prices every
+        month (nobody was billed on it yet)."""
         plan = normalize_plan(plan)
-        await self._plans.put_plan(plan)
+        exists = await self._plans.get_plan(plan.plan_id) is not None
+        await self._plans.put_plan(plan, next_month_start_us(self.now_us()) if exists else 0)
         return plan
