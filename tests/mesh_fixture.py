@@ -4,6 +4,10 @@
 as a subprocess on free ports with its own temporary MAKOTO_HOME — and stopped with SIGTERM at the
 end, checking that no child process survives.
 
+`start_mesh(root, storage_replicas=2, llm_replicas=2)` / `stop_mesh(mesh)`: a mesh of a test
+module's own, e.g. with replicas; `mesh.replicas("storage")` gives each replica's PID and direct
+address (from the launcher's <home>/run/children.json).
+
 `envoy_spy` (session): a real Envoy in front of small recording servicers (tests/e2e/envoy_spy.py),
 for Envoy's own tests that must see exactly what reaches a service.
 """
@@ -194,6 +198,18 @@ def _wait_healthy(mesh: RunningMesh) -> None:
         time.sleep(0.2)
 
 
+def _wait_banner(mesh: RunningMesh, timeout: float = 15.0) -> None:
+    """The launcher prints its banner right after it saw /healthz 200 itself: until then it is
+    still "starting" (a SIGTERM then exits 130), so a started mesh is one that printed it."""
+    deadline = time.monotonic() + timeout
+    while "MAKOTO mesh is up." not in mesh.launcher_log.read_text(errors="replace"):
+        if mesh.process.poll() is not None:
+            raise RuntimeError(f"`makoto up` exited with {mesh.process.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"`makoto up` printed no banner within {timeout:.0f}s of /healthz 200")
+        time.sleep(0.05)
+
+
 def _stop(mesh: RunningMesh) -> None:
     """SIGTERM the launcher; it must stop every child and exit 0, leaving no process behind."""
     try:
@@ -250,6 +266,7 @@ def start_mesh(
     running = RunningMesh(settings=settings, home=settings.home, process=process, launcher_log=launcher_log)
     try:
         _wait_healthy(running)
+        _wait_banner(running)
     except (RuntimeError, TimeoutError) as exc:
         tails = _log_tails(settings.home, launcher_log)
         if process.poll() is None:

@@ -48,8 +48,29 @@ class MeshSettings(BaseSettings):
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
-    # Seconds a resolved tenant (bindings) stays cached in data-plane services.
-    directory_cache_ttl_seconds: float = 5.0
+    # Seconds a resolved tenant (state, bindings) is used without asking TenantService again
+    # while no push channel is up (no NATS configured, or NATS unreachable): it bounds how long a
+    # suspension takes to bite without push.
+    directory_cache_ttl_seconds: float = 1.0
+
+    # -- directory failure behaviour and lifecycle push (services/common/tenant_events.py) --
+    # NATS server for tenant lifecycle push, e.g. nats://127.0.0.1:4222; "" = no push (poll).
+    nats_url: str = ""
+    # Subjects are <prefix>.tenants.<tenant_id>.changed (tests use a private prefix).
+    nats_subject_prefix: str = "makoto"
+    # Freshness of a cached tenant while push is up; a background refetch then re-checks it.
+    directory_push_ttl_seconds: float = 30.0
+    # Longest a cached answer is served while TenantService cannot be reached; after that
+    # data calls for the tenant fail UNAVAILABLE.
+    directory_max_stale_seconds: float = 600.0
+    # How long "no such tenant" (NOT_FOUND) is remembered.
+    directory_negative_ttl_seconds: float = 2.0
+    # How long a call waits for an expired entry's refetch before it is served the stale answer.
+    directory_refresh_wait_seconds: float = 0.5
+    # gRPC target the data plane resolves tenants at; "" = MAKOTO_HOST:MAKOTO_TENANT_PORT.
+    # Several TenantService replicas: "ipv4:10.0.0.1:50051,10.0.0.2:50051" or
+    # "dns:///tenant.internal:50051" (calls are spread round-robin over the replicas that answer).
+    tenant_directory_target: str = ""
 
     # -- call deadlines and circuit breaking (services/common/deadline.py, breaker.py) --
     # Seconds a call may take when the client sent no grpc-timeout, per service; JSON, e.g.

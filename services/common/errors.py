@@ -16,6 +16,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DOMAIN = "makoto"
 
+# Reasons of refusals caused by the tenant's lifecycle (suspended, deleted, not active yet):
+# the interceptor does not bill a call that ends with one of them.
+LIFECYCLE_REFUSALS = frozenset({"TENANT_SUSPENDED", "TENANT_NOT_FOUND", "TENANT_NOT_ACTIVE"})
+
 
 class MakotoError(Exception):
     """Base of all errors that carry a deliberate status code."""

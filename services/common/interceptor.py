@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from services.common import deadline
 from services.common.errors import (
+    LIFECYCLE_REFUSALS,
     InvalidArgument,
     MakotoError,
     PermissionDenied,
@@ -302,6 +303,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:
         if isinstance(exc, MakotoError):
             state.code = exc.code
+            if exc.reason in LIFECYCLE_REFUSALS:
+                # A suspended or deleted tenant's refused call is not billed to it.
+                state.authorized = False
             status = rpc_status.to_status(exc.to_status())
             extra = getattr(exc, "headers", ())
             if extra:

@@ -7,7 +7,6 @@ from makoto.llm.v1 import llm_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.config import MeshSettings
-from services.common.dev_issuer import ServiceTokenSource
 from services.common.directory_client import TenantDirectory
 from services.common.limits.wiring import LimitsParts, build_limits
 from services.common.policy import MethodPolicy, tenant_rpc
@@ -71,11 +70,7 @@ async def build(
         recorder = SpoolingUsageRecorder(settings, source="llm")
     registry_stops = []
     if tenants is None:
-        directory = TenantDirectory(
-            settings.address("tenant"),
-            ServiceTokenSource(settings, "llm"),
-            ttl_seconds=settings.directory_cache_ttl_seconds,
-        )
+        directory = TenantDirectory.from_settings(settings, "llm")
         tenants = directory
         registry_stops.append(directory.close)
     registry = ProviderRegistry(

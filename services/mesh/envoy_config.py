@@ -23,11 +23,13 @@ import yaml
 from services.common.config import JwtProvider, MeshSettings
 from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
 from services.mesh.cel import Cel, CelBuilder
+from services.mesh.local_replies import client_content_type_filter, local_reply_config
 from services.mesh.methods import PUBLIC_SERVICES, Access, Method, public_methods
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "makoto.binpb"
 REFERENCE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
+BAD_REQUEST_LUA = Path(__file__).with_name("bad_request_field.lua")
 
 MiB = 1024 * 1024
 # Room left in a gRPC message for the fields around a REST body (tenant id, key, content type).
@@ -101,6 +103,19 @@ def _header_mutation() -> dict[str, Any]:
         "typed_config": _typed(
             "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             mutations={"request_mutations": mutations},
+        ),
+    }
+
+
+def _bad_request_field() -> dict[str, Any]:
+    """Lua: copies the field path of Envoy's own 400 text into BadRequest's `field`
+    (services/mesh/bad_request_field.lua explains why). Early in the chain, so it sees the
+    transcoder's replies on their way out."""
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.lua.v3.Lua",
+            default_source_code={"inline_string": BAD_REQUEST_LUA.read_text()},
         ),
     }
 
@@ -351,8 +366,42 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
+def _retry_policy(method: Method) -> dict[str, Any]:
+    """Reads are retried on anything a healthy replica may answer differently (UNAVAILABLE, a
+    reset). Any call, writes included, is retried when it provably never reached a service:
+    the connection was refused (a replica just died) or the stream refused (it is draining).
+    A retry goes to another replica when there is one."""
+    retry_on = (
+        "unavailable,reset,connect-failure,refused-stream"
+        if method.idempotent
+        else "connect-failure,refused-stream"
+    )
+    return {
+        "retry_on": retry_on,
+        "num_retries": 2,
+        "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": _typed(
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                ),
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
 def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": method.cluster}
+    action: dict[str, Any] = {
+        "cluster": method.cluster,
+        # The listener's stream idle timeout (60 s) would cut a unary call that legitimately
+        # waits longer for its answer (an LLM generation may take minutes): a route of a slow
+        # service may stay silent as long as its deadline.
+        "idle_timeout": _seconds(
+            max(settings.envoy_stream_idle_timeout_seconds, unary_timeout(settings, method.cluster))
+        ),
+    }
     if method.streaming:
         # No overall limit (a chat stream or an upload may take long); the client's grpc-timeout
         # still ends it, and the stream idle timeout ends a silent one.
@@ -367,12 +416,7 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
         # client's grpc-timeout may shorten but not lengthen it.
         action["timeout"] = timeout
         action["max_stream_duration"] = {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout}
-    if method.idempotent:
-        action["retry_policy"] = {
-            "retry_on": "unavailable,reset,connect-failure,refused-stream",
-            "num_retries": 2,
-            "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
-        }
+    action["retry_policy"] = _retry_policy(method)
     condition = tenant_condition(method)
     route: dict[str, Any] = {
         "name": method.full_name,
@@ -412,6 +456,16 @@ def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, A
         },
         # A replica that fails calls at the connection level (refused, reset: it died) is ejected
         # before the next health check notices; at most half a cluster, so one replica always stays.
+        # Retries may use a fifth of the active requests (at least 16 at once): Envoy's default of
+        # 3 concurrent retries left reads failing when a replica died under load.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 16},
+                }
+            ]
+        },
         "outlier_detection": {
             "consecutive_5xx": 5,
             "consecutive_gateway_failure": 2,
@@ -573,6 +627,8 @@ def render(
         request_headers_timeout=_seconds(settings.envoy_request_headers_timeout_seconds),
         request_timeout=_seconds(settings.envoy_request_timeout_seconds),
         access_log=_access_log(log_dir),
+        # Envoy's own answers as google.rpc.Status JSON (services/mesh/local_replies.py).
+        local_reply_config=local_reply_config(),
         route_config={
             "name": "makoto",
             "virtual_hosts": [
@@ -581,6 +637,8 @@ def render(
         },
         http_filters=[
             _header_mutation(),
+            client_content_type_filter(),
+            _bad_request_field(),
             _jwt_authn(settings),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),

@@ -58,8 +58,8 @@ def banner(settings: MeshSettings, tenant: str = "acme") -> str:
         f"  Envoy admin          http://127.0.0.1:{settings.envoy_admin_port}  (local only)",
         f"  TenantService        {settings.address('tenant')}   (direct gRPC: token required;"
         " reflection + health open)",
-        f"  StorageService       {settings.address('storage')}",
-        f"  LLMService           {settings.address('llm')}",
+        f"  StorageService       {', '.join(settings.replica_addresses('storage'))}",
+        f"  LLMService           {', '.join(settings.replica_addresses('llm'))}",
         f"  MeteringService      {settings.address('metering')}",
         f"  LLM simulator        {settings.simulator_url}",
         f"  home / logs          {settings.home}  /  {settings.home / 'logs'}",

@@ -79,3 +79,11 @@ class PlanResolver(Protocol):
     """Which price plan a tenant is billed on."""
 
     async def plan_id_for(self, tenant_id: str) -> str: ...
+
+
+class TenantGate(Protocol):
+    """Whether a tenant may use the platform now (TenantDirectory in production)."""
+
+    async def require_active(self, tenant_id: str) -> object:
+        """PermissionDenied if suspended, NotFound if unknown or deleted."""
+        ...

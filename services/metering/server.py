@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common.config import MeshSettings
-from services.common.dev_issuer import ServiceTokenSource
 from services.common.directory_client import TenantDirectory
 from services.common.limits.wiring import build_limits
 from services.common.metering_client import LocalUsageRecorder
@@ -19,7 +18,7 @@ from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
 from services.metering.plans import DirectoryPlanResolver
 from services.metering.policies import POLICIES, SERVICE
-from services.metering.ports import PlanResolver
+from services.metering.ports import PlanResolver, TenantGate
 from services.metering.servicer import MeteringServicer, limits_to_proto
 
 
@@ -28,18 +27,18 @@ async def build(
     *,
     db_url: str | None = None,
     plans: PlanResolver | None = None,
+    tenants: TenantGate | None = None,
 ) -> ServerSpec:
     """db_url: else MAKOTO_METERING_DB_URL, else SQLite at data_dir/metering.sqlite3.
-    plans: else each tenant's price_plan_id from TenantService's directory."""
+    plans: else each tenant's price_plan_id from TenantService's directory.
+    tenants: gate for tenant reads; by default the directory when plans come from it too (tests
+    that inject plans run without TenantService and without the gate)."""
     store = await SqlMeteringStore.open(database_url(settings, db_url))
     on_stop: list[Callable[[], Awaitable[None]]] = [store.close]
     if plans is None:
-        directory = TenantDirectory(
-            settings.address("tenant"),
-            ServiceTokenSource(settings, "metering"),
-            ttl_seconds=settings.directory_cache_ttl_seconds,
-        )
+        directory = TenantDirectory.from_settings(settings, "metering")
         plans = DirectoryPlanResolver(directory)
+        tenants = tenants or directory
         on_stop.insert(0, directory.close)
     metering = Metering(store, store, plans)
     limits_service = TenantLimitsService(store, store, store, plans)
@@ -57,7 +56,7 @@ async def build(
         registrations=[
             Registration(
                 add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
-                servicer=MeteringServicer(metering, limits_service),
+                servicer=MeteringServicer(metering, limits_service, tenants),
                 full_name=SERVICE,
             )
         ],

@@ -10,12 +10,15 @@ from google.protobuf import timestamp_pb2
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common.errors import InvalidArgument
+from services.common.identity import maybe_principal
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
+from services.common.policy import TENANT_ROLES
 from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
 from services.metering.model import Invoice, MeterPrice, PricePlan, TenantLimitsView, Window
 from services.metering.periods import MAX_US, MIN_US, from_us, month_start_us
+from services.metering.ports import TenantGate
 from services.metering.pricing import fmt, parse_price
 from services.metering.usage_query import UsageQuery
 
@@ -100,9 +103,21 @@ def invoice_to_proto(invoice: Invoice) -> metering_pb2.Invoice:
 
 
 class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
-    def __init__(self, metering: Metering, limits: TenantLimitsService) -> None:
+    """tenants: the directory that says whether a tenant may still use the platform. A tenant's
+    own token reads usage, invoices and limits only while the tenant is ACTIVE (suspended: 403,
+    deleted: 404); a platform-admin reads any tenant's, deleted ones included (final invoices)."""
+
+    def __init__(
+        self, metering: Metering, limits: TenantLimitsService, tenants: TenantGate | None = None
+    ) -> None:
         self._metering = metering
         self._limits = limits
+        self._tenants = tenants
+
+    async def _tenant_may_read(self, tenant_id: str) -> None:
+        principal = maybe_principal()
+        if self._tenants is not None and principal is not None and principal.role in TENANT_ROLES:
+            await self._tenants.require_active(tenant_id)
 
     async def RecordUsage(
         self, request: metering_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
@@ -116,6 +131,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     async def QueryUsage(
         self, request: metering_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
     ) -> metering_pb2.QueryUsageResponse:
+        await self._tenant_may_read(request.tenant_id)
         now = self._metering.now_us()
         end = _ts_to_us(request.end_time, "end_time") if request.HasField("end_time") else now
         if request.HasField("start_time"):
@@ -147,6 +163,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     async def GetInvoice(
         self, request: metering_pb2.GetInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> metering_pb2.Invoice:
+        await self._tenant_may_read(request.tenant_id)
         return invoice_to_proto(await self._metering.invoice(request.tenant_id, request.month))
 
     async def GetPricePlan(
@@ -179,6 +196,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     async def GetTenantLimits(
         self, request: metering_pb2.GetTenantLimitsRequest, context: grpc.aio.ServicerContext
     ) -> metering_pb2.TenantLimits:
+        await self._tenant_may_read(request.tenant_id)
         return limits_to_proto(await self._limits.view(request.tenant_id))
 
     async def SetTenantLimits(

@@ -63,14 +63,9 @@ async def build(
 
         recorder = SpoolingUsageRecorder(settings, source="storage")
     if resolver is None:
-        from services.common.dev_issuer import ServiceTokenSource
         from services.common.directory_client import TenantDirectory
 
-        directory = TenantDirectory(
-            settings.address("tenant"),
-            ServiceTokenSource(settings, "storage"),
-            ttl_seconds=settings.directory_cache_ttl_seconds,
-        )
+        directory = TenantDirectory.from_settings(settings, "storage")
         resolver = directory
         on_stop.append(directory.close)
     if secrets is None:

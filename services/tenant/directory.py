@@ -8,6 +8,7 @@ import grpc
 from makoto.tenant.v1 import directory_pb2
 
 from services.tenant import convert
+from services.tenant.model import TenantRecord
 from services.tenant.tenants import TenantManager
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -22,12 +23,16 @@ class TenantDirectoryService:
     ) -> directory_pb2.ResolveTenantResponse:
         # Unknown and DELETED tenants are both NOT_FOUND; every other state is answered as is,
         # and the caller decides (TenantDirectory.require_active).
-        tenant = await self._tenants.get(request.tenant_id)
-        return directory_pb2.ResolveTenantResponse(
-            tenant_id=tenant.tenant_id,
-            state=convert.state_to_proto(tenant.state),
-            bindings=tenant.bindings,
-            features=list(tenant.features),
-            price_plan_id=tenant.price_plan_id,
-            etag=tenant.etag,
-        )
+        return answer_for(await self._tenants.get(request.tenant_id))
+
+
+def answer_for(tenant: TenantRecord) -> directory_pb2.ResolveTenantResponse:
+    """The directory's view of a tenant (also the payload of its change events)."""
+    return directory_pb2.ResolveTenantResponse(
+        tenant_id=tenant.tenant_id,
+        state=convert.state_to_proto(tenant.state),
+        bindings=tenant.bindings,
+        features=list(tenant.features),
+        price_plan_id=tenant.price_plan_id,
+        etag=tenant.etag,
+    )

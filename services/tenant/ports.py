@@ -74,3 +74,10 @@ class IdentityProvider(Protocol):
     async def remove_all(self, tenant_id: str) -> int:
         """Offboarding: remove every user of the tenant; returns how many there were."""
         ...
+
+
+class ChangeNotifier(Protocol):
+    """Tells the data plane a tenant changed (after the change is committed). Best effort: it
+    must not raise; data-plane caches also re-check on their own (TTL)."""
+
+    async def changed(self, tenant: TenantRecord) -> None: ...

@@ -3,18 +3,20 @@ provider, the two servicers, their policies and the usage recorder."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.server import Registration, ServerSpec
+from services.common.tenant_events import NatsLink
 from services.common.usage import UsageRecorder
 from services.tenant.adapters.local_identity import LocalIdentityProvider
 from services.tenant.adapters.local_provisioner import LocalProvisioner
 from services.tenant.adapters.sql_store import SqlTenantStore
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
+from services.tenant.events import NatsChangeNotifier
 from services.tenant.policies import POLICIES
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
@@ -38,15 +40,24 @@ async def build(
 ) -> ServerSpec:
     """db_url overrides MAKOTO_TENANT_DB_URL; recorder_factory=None runs without metering."""
     engine = make_engine(db_url or database_url(settings))
+    # Lifecycle push (MAKOTO_NATS_URL): connects in the background, never blocks the start.
+    link = NatsLink(settings.nats_url, name="tenant") if settings.nats_url else None
+    on_stop: list[Callable[[], Awaitable[None]]] = [engine.dispose]
     try:
         await migrate(engine)
         store = SqlTenantStore(engine)
         identity = LocalIdentityProvider(engine)
-        tenants = TenantManager(store, LocalProvisioner(settings.data_dir), identity)
+        notifier = None
+        if link is not None:
+            link.start()
+            on_stop.insert(0, link.close)
+            notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
+        tenants = TenantManager(store, LocalProvisioner(settings.data_dir), identity, notifier)
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
     except BaseException:
-        await engine.dispose()
+        for stop in on_stop:
+            await stop()
         raise
     return ServerSpec(
         name="tenant",
@@ -65,5 +76,5 @@ async def build(
         ],
         policies=POLICIES,
         recorder=recorder,
-        on_stop=[engine.dispose],
+        on_stop=on_stop,
     )

@@ -7,7 +7,9 @@ server-side read went stale.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,11 +28,24 @@ from services.common.errors import (
 from services.tenant import bindings as binding_rules
 from services.tenant import paging
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
-from services.tenant.ports import IdentityProvider, Provisioner, ProvisioningError, TenantStore
+from services.tenant.ports import (
+    ChangeNotifier,
+    IdentityProvider,
+    Provisioner,
+    ProvisioningError,
+    TenantStore,
+)
 
 log = structlog.get_logger("makoto.tenant")
 
-_CAS_ATTEMPTS = 5
+# Lost compare-and-swaps are retried on a fresh read after a short random pause, so writers
+# racing on one tenant (possibly on different replicas) spread out instead of colliding again.
+_CAS_ATTEMPTS = 8
+_CAS_PAUSE_SECONDS = 0.02
+
+
+async def _after_conflict(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, _CAS_PAUSE_SECONDS * (attempt + 1)))  # noqa: S311 - jitter, not a secret
 
 
 def new_etag() -> str:
@@ -42,10 +57,17 @@ def not_found(tenant_id: str) -> NotFound:
 
 
 class TenantManager:
-    def __init__(self, store: TenantStore, provisioner: Provisioner, identity: IdentityProvider) -> None:
+    def __init__(
+        self,
+        store: TenantStore,
+        provisioner: Provisioner,
+        identity: IdentityProvider,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
+        self._notifier = notifier
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -157,13 +179,13 @@ class TenantManager:
         return done
 
     async def _transition(self, tenant_id: str, target: State, *, reason: str) -> TenantRecord:
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             tenant = await self.get(tenant_id)
             check_transition(tenant_id, tenant.state, target)
             try:
                 return await self._move(tenant, target, reason=reason)
             except Aborted:
-                continue  # someone else wrote in between: decide again on a fresh read
+                await _after_conflict(attempt)  # someone else wrote in between: decide again
         raise _busy(tenant_id)
 
     async def _move(self, tenant: TenantRecord, target: State, *, reason: str) -> TenantRecord:
@@ -172,6 +194,12 @@ class TenantManager:
     async def _write(self, tenant: TenantRecord, changes: Mapping[str, Any]) -> TenantRecord:
         updated = dataclasses.replace(tenant, **changes, etag=new_etag(), update_time=datetime.now(UTC))
         await self._store.replace(updated, expected_etag=tenant.etag)
+        # Every state, binding or plan change goes through here: push it to the data plane.
+        if self._notifier is not None:
+            try:
+                await self._notifier.changed(updated)
+            except Exception:  # the change is committed; the push is best effort
+                log.exception("change notification failed", tenant_id=updated.tenant_id)
         return updated
 
     # -- update --------------------------------------------------------------------------
@@ -180,7 +208,7 @@ class TenantManager:
         self, tenant_id: str, build_changes: Callable[[TenantRecord], dict[str, Any]], *, etag: str
     ) -> TenantRecord:
         """Apply the changes `build_changes` derives from the current tenant; honours `etag`."""
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             tenant = await self.get(tenant_id)
             if etag and etag != tenant.etag:
                 raise _stale(tenant_id)
@@ -200,6 +228,7 @@ class TenantManager:
             except Aborted:
                 if etag:
                     raise _stale(tenant_id) from None
+                await _after_conflict(attempt)
         raise _busy(tenant_id)
 
     async def _provision_bindings(self, tenant: TenantRecord) -> None:

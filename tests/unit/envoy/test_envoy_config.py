@@ -134,6 +134,10 @@ def test_filter_order(rendered: dict[str, Any]) -> None:
     names = [f["name"] for f in _hcm(rendered)["http_filters"]]
     assert names == [
         "envoy.filters.http.header_mutation",
+        # the client's content-type, before the transcoder rewrites it (local_replies.py)
+        "envoy.filters.http.header_to_metadata",
+        # names the field of the transcoder's own 400s (bad_request_field.lua)
+        "envoy.filters.http.lua",
         "envoy.filters.http.jwt_authn",
         # /healthz, then /healthz/<service> for each public service
         *["envoy.filters.http.health_check"] * 5,
@@ -209,9 +213,19 @@ def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
             assert action["timeout"] == "0s", m.full_name
         else:
             assert action["timeout"] != "0s", m.full_name
-        assert ("retry_policy" in action) == m.idempotent, m.full_name
-        if m.idempotent:
-            assert "unavailable" in action["retry_policy"]["retry_on"]
+            # The whole stream is bounded, with or without a client grpc-timeout.
+            duration = action["max_stream_duration"]
+            assert duration["max_stream_duration"] == duration["grpc_timeout_header_max"] == action["timeout"]
+        # A slow service's call is not cut by the listener's shorter idle timeout.
+        assert float(action["idle_timeout"].rstrip("s")) >= float(action["timeout"].rstrip("s") or 0)
+        if m.cluster == "llm":
+            assert action["idle_timeout"] == "300s", m.full_name
+        retry_on = set(action["retry_policy"]["retry_on"].split(","))
+        # Only reads are retried after they may have reached a service; every call is retried
+        # when it provably did not (connection or stream refused).
+        assert {"connect-failure", "refused-stream"} <= retry_on, m.full_name
+        assert ("unavailable" in retry_on) == m.idempotent, m.full_name
+        assert ("reset" in retry_on) == m.idempotent, m.full_name
         rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
         assert rbac["action"] == "ALLOW"
     idempotent = {m.name for m in routed if m.idempotent}
@@ -312,3 +326,27 @@ def test_replicas_are_endpoints_of_one_cluster_with_outlier_detection(tmp_path: 
     [only_llm] = [h for h in health if h["headers"][0]["string_match"]["exact"] == "/healthz/llm"]
     assert set(only_llm["cluster_min_healthy_percentages"]) == {"llm"}
     validate(write_config(settings), cwd=tmp_path)
+
+
+def test_envoy_local_replies_are_status_json_for_rest_only(rendered: dict[str, Any]) -> None:
+    """One mapper per status Envoy answers itself (429 included: no Envoy filter makes one yet,
+    but a rate-limit filter would speak the same language), all JSON; gRPC callers are matched
+    first and left alone."""
+    from services.mesh.local_replies import METADATA_KEY, METADATA_NAMESPACE
+
+    mappers = _hcm(rendered)["local_reply_config"]["mappers"]
+    grpc_first = mappers[0]
+    assert set(grpc_first) == {"filter"}
+    matcher = grpc_first["filter"]["metadata_filter"]["matcher"]
+    assert (matcher["filter"], matcher["path"]) == (METADATA_NAMESPACE, [{"key": METADATA_KEY}])
+    by_status = {
+        m["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]: m for m in mappers[2:-1]
+    }
+    assert set(by_status) == {400, 401, 403, 404, 408, 413, 429, 502, 503, 504}
+    for mapper in mappers[1:]:
+        assert mapper["body_format_override"]["content_type"] == "application/json"
+    limited = by_status[429]["body_format_override"]["json_format"]
+    assert limited["code"] == 8
+    assert [d["@type"].rsplit(".", 1)[1] for d in limited["details"]] == ["ErrorInfo", "RetryInfo"]
+    assert by_status[504]["body_format_override"]["json_format"]["code"] == 4
+    assert mappers[-1]["filter"]["status_code_filter"]["comparison"]["op"] == "GE"
