@@ -56,8 +56,13 @@ async def _stream(stub: llm_pb2_grpc.LLMServiceStub, md: object, tenant: str, st
         async for chunk in call:
             text.append(chunk.delta)
             started.set()
-    except grpc.aio.AioRpcError:
-        pass  # cut by the shutdown: what arrived before counts
+    except grpc.aio.AioRpcError as err:
+        # Cut by the shutdown: what arrived before counts. Failing before any chunk is a bug.
+        if not started.is_set():
+            started.set()
+            raise AssertionError(
+                f"stream failed before its first chunk: {err.code()} {err.details()}"
+            ) from err
     return "".join(text)
 
 
@@ -82,13 +87,24 @@ async def test_sigterm_under_streaming_load_meters_every_delivered_token(pair: R
             "/api/v1/admin/tenants", json={"tenantId": tenant}, headers=pair.headers(Role.PLATFORM_ADMIN)
         )
         assert r.status_code == 200, r.text
+        # The drill measures metering, not the tenant's plan: rates far above what this box serves.
+        rate = {"requestsPerSecond": 1_000_000, "burst": 1_000_000}
+        r = await c.put(
+            f"/api/v1/admin/tenants/{tenant}/limits",
+            json={"api": rate, "reads": rate, "writes": rate, "llm": rate},
+            headers=pair.headers(Role.PLATFORM_ADMIN),
+        )
+        assert r.status_code == 200, r.text
     victim = pair.replicas("llm")[1]
     md = pair.metadata(Role.MEMBER, tenant)
     async with grpc.aio.insecure_channel(victim.address) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         started = [asyncio.Event() for _ in range(STREAMS)]
         tasks = [asyncio.create_task(_stream(stub, md, tenant, ev)) for ev in started]
-        await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 30)
+        await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 60)
+        for task in tasks:
+            if task.done():
+                task.result()  # a stream that failed before its first chunk says why
         await asyncio.sleep(0.5)
         os.kill(victim.pid, signal.SIGTERM)
         delivered = await asyncio.wait_for(asyncio.gather(*tasks), 60)
