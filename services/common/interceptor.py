@@ -126,6 +126,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         self._verifier = verifier
         self._policies = policies
         self._recorder = recorder
+        # Checked once here, not per call (a runtime Protocol check is not free).
+        self._durability = recorder if isinstance(recorder, DurabilityGate) else None
         self._rates = rate_limiter
         # Set by the server when SIGTERM's grace period starts: calls cut from then on were
         # ended by the platform, not by their client.
@@ -242,9 +244,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     def _gate(self, state: CallState) -> None:
         """No service without a record: a metered call is refused before any work while the
         recorder says its usage could not be made durable (spool unwritable or full)."""
-        if not self._meterable(state) or not isinstance(self._recorder, DurabilityGate):
+        if self._durability is None or not self._meterable(state):
             return
-        refusal = self._recorder.refusal()
+        refusal = self._durability.refusal()
         if refusal is not None:
             state.authorized = False  # refused before work: nothing to bill, nowhere to write
             raise refusal
