@@ -186,13 +186,17 @@ class _Spool:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for ddl in self._SCHEMA:
-                conn.execute(ddl)
-            if self._max_bytes is not None:
-                page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page)}")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                for ddl in self._SCHEMA:
+                    conn.execute(ddl)
+                if self._max_bytes is not None:
+                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                    conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page)}")
+            except BaseException:
+                conn.close()  # e.g. a full disk while setting up: no connection left behind
+                raise
             self._conn = conn
         return self._conn
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -188,3 +189,45 @@ async def test_the_event_cap_refuses_up_front_with_retry_info(tmp_path: Path, sp
         assert spooled_statuses(spool) == ["OK"] * 30
     growing = spy.logged("error", "usage spool growing")
     assert len(growing) == 1 and growing[0]["depth"] == 10
+
+
+@pytest.fixture
+def tiny_spool_fs(tmp_path: Path) -> Iterator[MeshSettings]:
+    """Settings whose spool directory is a 1 MiB tmpfs (we run as root here and in CI), nearly
+    filled by another file, as on a disk that runs full; unmounted afterwards."""
+    settings = make_settings(tmp_path / "home")
+    spool_dir = settings.data_dir / "spool"
+    spool_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool_dir)], check=True)
+    try:
+        (spool_dir / "ballast").write_bytes(b"\0" * (1024 * 1024 - 160 * 1024))
+        yield settings
+    finally:
+        # Lazy: detaches now even if a file on it is still open (see README: known limits).
+        subprocess.run(["umount", "-l", str(spool_dir)], check=True)
+
+
+async def test_a_full_filesystem_refuses_calls_and_no_ok_goes_unrecorded(tiny_spool_fs: MeshSettings) -> None:
+    settings = tiny_spool_fs
+    md = bearer(settings, Role.MEMBER, "acme")
+    ok = 0
+    async with storage_like(settings) as (stub, health):
+        failure: grpc.aio.AioRpcError | None = None
+        for _ in range(5000):
+            try:
+                await stub.GetItem(get(), metadata=md)
+                ok += 1
+            except grpc.aio.AioRpcError as err:
+                failure = err
+                break
+        assert failure is not None, "the tiny filesystem never filled"
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(failure)[0] == "USAGE_SPOOL_UNAVAILABLE"
+        await wait_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        spool = settings.data_dir / "spool" / "storage.sqlite3"
+        assert spooled_statuses(spool) == ["OK"] * ok
+        # Space comes back (the operator frees the disk): the spool writes again, health returns.
+        (settings.data_dir / "spool" / "ballast").unlink()
+        await wait_health(health, health_pb2.HealthCheckResponse.SERVING)
+        await stub.GetItem(get(), metadata=md)
+        assert spooled_statuses(spool) == ["OK"] * (ok + 1)
