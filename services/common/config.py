@@ -130,6 +130,16 @@ class MeshSettings(BaseSettings):
     # the address this process binds (0.0.0.0 in a container).
     service_hosts: dict[str, str] = Field(default_factory=dict)
 
+    # -- usage spool (billing) ---------------------------------------------------------------------
+    # Most events one service's spool holds (MeteringService unreachable): past it, new tenant
+    # calls are refused with UNAVAILABLE (USAGE_SPOOL_FULL) until delivery makes room.
+    usage_spool_max_events: int = Field(default=2_000_000, ge=1)
+    # Past this depth an ERROR log line ("usage spool growing") is written, once per crossing.
+    usage_spool_warn_events: int = Field(default=100_000, ge=1)
+    # Optional cap on the spool file's size in bytes (0: the disk is the limit). Reaching it is
+    # handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
+    usage_spool_max_bytes: int = Field(default=0, ge=0)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"

@@ -10,9 +10,11 @@ go through the same steps.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -30,13 +32,14 @@ from services.common.errors import (
     MakotoError,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     internal_status,
 )
 from services.common.identity import Principal, Role, reset_principal, set_principal
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
-from services.common.usage import API_CALLS, UsageRecorder
+from services.common.usage import API_CALLS, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
 _tracer = trace.get_tracer("makoto.rpc")
@@ -113,10 +116,15 @@ def validate_message(message: Message) -> None:
         raise InvalidArgument(f"invalid request: {summary}", field_violations=violations) from exc
 
 
+class UsageNotRecorded(Unavailable):
+    reason = "USAGE_SPOOL_UNAVAILABLE"
+    default_retry_after = 5.0
+
+
 class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
-    __slots__ = ("authorized", "code", "method", "policy", "principal", "tenant_id")
+    __slots__ = ("authorized", "code", "ended", "metered", "method", "policy", "principal", "tenant_id")
 
     def __init__(self, method: str, policy: MethodPolicy | None) -> None:
         self.method = method
@@ -124,8 +132,12 @@ class CallState:
         self.principal: Principal | None = None
         self.tenant_id: str | None = None
         self.code = grpc.StatusCode.OK
+        # How a call the servicer never finished ended ("shutdown": cut at the grace deadline).
+        self.ended: str | None = None
         # Set once the tenant check passed: refused calls are not billed to anyone.
         self.authorized = False
+        # Set once the api_calls record was attempted (it is attempted at most once).
+        self.metered = False
 
 
 class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -145,7 +157,49 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         self._verifier = verifier
         self._policies = policies
         self._recorder = recorder
+        # Checked once here, not per call (a runtime Protocol check is not free).
+        self._durability = recorder if isinstance(recorder, DurabilityGate) else None
         self._rates = rate_limiter
+        # Set by the server when SIGTERM's grace period starts: calls cut from then on were
+        # ended by the platform, not by their client.
+        self._shutting_down = False
+        # Calls whose handler has not finished yet (their usage is recorded as they finish).
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None
+
+    def _enter(self) -> None:
+        self._inflight += 1
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self, limit_seconds: float) -> int:
+        """After the server stopped: wait (bounded) until every cut call has run its finally
+        blocks -- recorded its usage -- so the recorder closes after the last record. Returns
+        how many calls were still running at the timeout."""
+        if self._inflight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), limit_seconds)
+            except TimeoutError:
+                log.error("calls still running after shutdown", count=self._inflight)
+        return self._inflight
+
+    def begin_shutdown(self) -> None:
+        self._shutting_down = True
+
+    def _cut(self, state: CallState) -> None:
+        """The servicer was cancelled (or its stream closed) before it answered: record why,
+        so api_calls carry the status the client really got, never OK."""
+        if self._shutting_down:
+            # The server stopped the call at the grace deadline: the platform went away.
+            state.code, state.ended = grpc.StatusCode.UNAVAILABLE, "shutdown"
+        elif deadline.expired():
+            state.code = grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            state.code = grpc.StatusCode.CANCELLED
 
     async def intercept_service(
         self,
@@ -207,6 +261,60 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             # HTTP status to 200 before the handler could still fail.
             await context.send_initial_metadata(rate_headers)
 
+    def _meterable(self, state: CallState) -> bool:
+        return (
+            self._recorder is not None
+            and state.policy is not None
+            and state.policy.metered
+            and bool(state.tenant_id)
+            and state.authorized
+            # Services asking about a tenant (e.g. its limits) are the platform's cost, not the tenant's.
+            and (state.principal is None or state.principal.role != Role.SERVICE)
+        )
+
+    def _gate(self, state: CallState) -> None:
+        """No service without a record: a metered call is refused before any work while the
+        recorder says its usage could not be made durable (spool unwritable or full)."""
+        if self._durability is None or not self._meterable(state):
+            return
+        refusal = self._durability.refusal()
+        if refusal is not None:
+            state.authorized = False  # refused before work: nothing to bill, nowhere to write
+            raise refusal
+
+    async def _meter(self, state: CallState) -> None:
+        """Record the call's api_calls event (raises when it could not be made durable)."""
+        state.metered = True
+        assert self._recorder is not None and state.tenant_id
+        role = state.principal.role if state.principal else None
+        await self._recorder.record(
+            meter=API_CALLS,
+            tenant_id=state.tenant_id,
+            value=1,
+            dimensions={
+                "service": self._service,
+                "method": state.method.rsplit("/", 1)[-1],
+                "status": state.code.name,
+                **({"ended": state.ended} if state.ended else {}),
+                # Who pays: an operator's call about a tenant (reads, CreateTenant, ...)
+                # is the platform's cost, recorded under the tenant but never invoiced.
+                **({"payer": PLATFORM_PAYER} if role == Role.PLATFORM_ADMIN else {}),
+            },
+        )
+
+    async def _meter_before_ok(self, state: CallState) -> None:
+        """A call about to answer OK is metered first; if that fails the call answers
+        UNAVAILABLE instead (it must not succeed without a durable record)."""
+        if not self._meterable(state):
+            return
+        try:
+            await self._meter(state)
+        except MakotoError:
+            raise
+        except Exception as exc:
+            log.exception("usage record failed", method=state.method)
+            raise UsageNotRecorded("usage could not be recorded durably; try again later") from exc
+
     async def _finish(self, state: CallState, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
@@ -218,27 +326,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             role=str(state.principal.role) if state.principal else None,
             duration_ms=round(elapsed_ms, 3),
         )
-        if (
-            self._recorder is not None
-            and state.policy is not None
-            and state.policy.metered
-            and state.tenant_id
-            and state.authorized
-            # Services asking about a tenant (e.g. its limits) are the platform's cost, not the tenant's.
-            and (state.principal is None or state.principal.role != Role.SERVICE)
-        ):
+        if not state.metered and self._meterable(state):
             try:
-                await self._recorder.record(
-                    meter=API_CALLS,
-                    tenant_id=state.tenant_id,
-                    value=1,
-                    dimensions={
-                        "service": self._service,
-                        "method": state.method.rsplit("/", 1)[-1],
-                        "status": state.code.name,
-                    },
-                )
-            except Exception:  # metering must never fail the call it measures
+                await self._meter(state)
+            except Exception:  # the call already failed; its record is best effort
                 log.exception("usage record failed", method=state.method)
 
     @staticmethod
@@ -286,6 +377,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 if first:
                     first = False
                     await me._limit(state, context, headers)
+                    me._gate(state)
                 yield message
 
         async def run_unary(
@@ -298,14 +390,20 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
         ) -> AsyncIterator[Any]:
             with _server_span(method, metadata):
-                async for response in run_stream_in_span(behavior, request_or_iter, context, streaming_in):
-                    yield response
+                # aclosing: a cancelled or abandoned stream closes the inner one at once, so its
+                # finally (metering, deadline reset) runs now, not at garbage collection.
+                async with contextlib.aclosing(
+                    run_stream_in_span(behavior, request_or_iter, context, streaming_in)
+                ) as responses:
+                    async for response in responses:
+                        yield response
 
         async def run_unary_in_span(
             behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
         ) -> Any:
             state = CallState(method, policy)
             started = time.perf_counter()
+            me._enter()
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
@@ -320,10 +418,16 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 else:
                     me._check_message(state, request_or_iter)
                     await me._limit(state, context, True)
+                    me._gate(state)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
-                return await deadline.run(behavior(request_or_iter, context))
+                result = await deadline.run(behavior(request_or_iter, context))
+                await me._meter_before_ok(state)
+                return result
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                me._cut(state)
                 raise
             except Exception as exc:
                 await me._abort(context, state, exc)
@@ -332,13 +436,17 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     reset_principal(token)
                 deadline.reset(deadline_token)
                 _end_span(state)
-                await me._finish(state, started)
+                try:
+                    await me._finish(state, started)
+                finally:
+                    me._leave()
 
         async def run_stream_in_span(
             behavior: Any, request_or_iter: Any, context: grpc.aio.ServicerContext, streaming_in: bool
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             state = CallState(method, policy)
             started = time.perf_counter()
+            me._enter()
             structlog.contextvars.clear_contextvars()
             me._bind_log(state)
             token = None
@@ -351,11 +459,16 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 else:
                     me._check_message(state, request_or_iter)
                     await me._limit(state, context, False)
+                    me._gate(state)
                 structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
                 async for response in deadline.stream(behavior(request_or_iter, context)):
                     yield response
+                await me._meter_before_ok(state)
             except grpc.aio.AbortError:
                 state.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                me._cut(state)
                 raise
             except Exception as exc:
                 await me._abort(context, state, exc)
@@ -364,7 +477,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     reset_principal(token)
                 deadline.reset(deadline_token)
                 _end_span(state)
-                await me._finish(state, started)
+                try:
+                    await me._finish(state, started)
+                finally:
+                    me._leave()
 
         if handler.unary_unary:
             inner_uu = handler.unary_unary

@@ -39,10 +39,11 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
+from prometheus_client import Gauge
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, MakotoError, Unavailable
 from services.common.interceptor import validate_message
 
 log = structlog.get_logger("makoto.metering_client")
@@ -54,6 +55,22 @@ MAX_BATCH = 1000
 # Event times MeteringService accepts.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+# What operators watch (alert on depth and age growing, on writable == 0).
+SPOOL_EVENTS = Gauge("makoto_usage_spool_events", "Usage events waiting in the local spool", ["source"])
+SPOOL_OLDEST_AGE = Gauge(
+    "makoto_usage_spool_oldest_age_seconds", "Age of the oldest undelivered usage event", ["source"]
+)
+SPOOL_WRITABLE = Gauge("makoto_usage_spool_writable", "1 while the usage spool accepts writes", ["source"])
+# A spool that could not write is probed this often until it can again.
+RETRY_AFTER_SECONDS = 5.0
+
+
+class UsageNotDurable(Unavailable):
+    """The call's usage could not be made durable: the call must not answer OK."""
+
+    reason = "USAGE_SPOOL_UNAVAILABLE"
+    default_retry_after = RETRY_AFTER_SECONDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +168,13 @@ class _Spool:
         " at TEXT NOT NULL)",
     )
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
+        # A byte cap on the spool file (SQLite max_page_count): past it inserts fail as on a
+        # full disk, and the recorder's write-failure policy applies.
+        self._max_bytes = max_bytes
+        # Events in the spool, kept on the spool thread (exact: every change happens there).
+        self.depth = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{path.stem}")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -164,10 +186,17 @@ class _Spool:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for ddl in self._SCHEMA:
-                conn.execute(ddl)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                for ddl in self._SCHEMA:
+                    conn.execute(ddl)
+                if self._max_bytes is not None:
+                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                    conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page)}")
+            except BaseException:
+                conn.close()  # e.g. a full disk while setting up: no connection left behind
+                raise
             self._conn = conn
         return self._conn
 
@@ -175,7 +204,8 @@ class _Spool:
         db = self._db()
         with db:  # one transaction for the whole group
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR IGNORE INTO events (id, payload) VALUES (?, ?)", rows)
+            cur = db.executemany("INSERT OR IGNORE INTO events (id, payload) VALUES (?, ?)", rows)
+        self.depth += max(0, cur.rowcount)
 
     def _read(self, limit: int) -> list[tuple[int, str, bytes]]:
         cur = self._db().execute("SELECT seq, id, payload FROM events ORDER BY seq LIMIT ?", (limit,))
@@ -185,7 +215,8 @@ class _Spool:
         db = self._db()
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+            cur = db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        self.depth = max(0, self.depth - max(0, cur.rowcount))
 
     def _bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
         db = self._db()
@@ -195,10 +226,28 @@ class _Spool:
                 "INSERT OR REPLACE INTO dead_letters (id, payload, reason, at) VALUES (?, ?, ?, ?)",
                 (event_id, payload, reason[:500], datetime.now(UTC).isoformat()),
             )
-            db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            gone = db.execute("DELETE FROM events WHERE seq = ?", (seq,)).rowcount
+        self.depth = max(0, self.depth - gone)
 
     def _count(self) -> int:
-        return int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
+        self.depth = int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
+        return self.depth
+
+    def _oldest(self) -> bytes | None:
+        row = self._db().execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _probe(self) -> None:
+        """A real write with room to spare (8 KiB, committed, then removed): raises while the
+        spool cannot take events."""
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS probe (k INTEGER PRIMARY KEY, pad BLOB NOT NULL)")
+            db.execute("INSERT OR REPLACE INTO probe (k, pad) VALUES (1, zeroblob(8192))")
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM probe")
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -248,6 +297,12 @@ class _Spool:
     async def count(self) -> int:
         return await self._call(self._count)
 
+    async def oldest(self) -> bytes | None:
+        return await self._call(self._oldest)
+
+    async def probe(self) -> None:
+        await self._call(self._probe)
+
     async def close(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(BaseException):
@@ -260,6 +315,20 @@ def spool_path(settings: MeshSettings, source: str) -> Path:
     # One spool per replica: two processes sending one spool would send every event twice.
     suffix = f"-{settings.replica_index}" if settings.replica_index else ""
     return settings.data_dir / "spool" / f"{source}{suffix}.sqlite3"
+
+
+def _append_after_close(path: Path, event_id: str, payload: bytes) -> None:
+    """One insert on a short-lived connection (the spool's own thread is gone after close)."""
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for ddl in _Spool._SCHEMA:
+            conn.execute(ddl)
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR IGNORE INTO events (id, payload) VALUES (?, ?)", (event_id, payload))
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +347,7 @@ class SpoolingUsageRecorder:
     backoff_max_seconds: float = 10.0
     rpc_timeout_seconds: float = 10.0
     close_timeout_seconds: float = 2.0
+    watch_interval_seconds: float = 1.0
 
     def __init__(
         self,
@@ -293,7 +363,14 @@ class SpoolingUsageRecorder:
         self._source = source
         self._flush_interval = flush_interval
         self._batch_size = min(batch_size, MAX_BATCH)
-        self._spool = _Spool(spool_path(settings, source))
+        self._spool = _Spool(spool_path(settings, source), settings.usage_spool_max_bytes or None)
+        self._max_events = settings.usage_spool_max_events
+        self._warn_events = settings.usage_spool_warn_events
+        self._warned = False
+        # Why the spool last failed to write (None: it writes). Set by a failed record, cleared
+        # by the next successful write or probe.
+        self._write_error: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._tokens = ServiceTokenSource(settings, source)
         self._channel: grpc.aio.Channel | None = None
         self._stub: metering_pb2_grpc.MeteringServiceStub | None = None
@@ -325,6 +402,8 @@ class SpoolingUsageRecorder:
         )
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
         self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
+        self._watcher = asyncio.create_task(self._watch_forever(), name=f"usage-spool-watch-{self._source}")
+        await self._refresh()
 
     async def record(
         self,
@@ -336,8 +415,6 @@ class SpoolingUsageRecorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
-        if self._closed:
-            raise RuntimeError("recorder is closed")
         event = new_event(
             source=self._source,
             meter=meter,
@@ -347,10 +424,103 @@ class SpoolingUsageRecorder:
             event_id=event_id,
             time=time,
         )
-        await self._spool.append(event.id, event.to_proto().SerializeToString())
+        payload = event.to_proto().SerializeToString()
+        if self._closed:
+            # A call that ended after close (cut at the grace deadline, a late finaliser):
+            # still written to the spool file; the next start sends it.
+            await asyncio.to_thread(_append_after_close, self._spool.path, event.id, payload)
+            return
+        try:
+            await self._spool.append(event.id, payload)
+        except Exception as exc:
+            self._spool_failed(exc)
+            raise UsageNotDurable("usage could not be recorded durably; try again later") from exc
+        if self._write_error is not None:
+            log.warning("usage spool writes again", source=self._source)
+            self._write_error = None
+            SPOOL_WRITABLE.labels(self._source).set(1)
+        self._check_depth()
         self._unsent_hint += 1
         if self._unsent_hint >= self._batch_size:
             self._wake.set()
+
+    # -- durability gate -------------------------------------------------------------------
+
+    def refusal(self) -> MakotoError | None:
+        """Why a new metered call must be refused now (None: it may run)."""
+        if self._closed:
+            return None  # shutting down: the late-write path still keeps every event
+        if self._write_error is not None:
+            return UsageNotDurable("usage cannot be recorded durably right now; try again later")
+        if self._spool.depth >= self._max_events:
+            return Unavailable(
+                "usage backlog is full; try again later",
+                reason="USAGE_SPOOL_FULL",
+                retry_after_seconds=RETRY_AFTER_SECONDS,
+            )
+        return None
+
+    def _spool_failed(self, exc: BaseException) -> None:
+        first = self._write_error is None
+        self._write_error = f"{type(exc).__name__}: {exc}"
+        SPOOL_WRITABLE.labels(self._source).set(0)
+        if first:
+            # Alert-worthy: calls are being refused until the spool writes again.
+            log.error(
+                "usage spool cannot write; refusing metered calls",
+                source=self._source,
+                path=str(self._spool.path),
+                error=self._write_error,
+            )
+
+    def _check_depth(self) -> None:
+        SPOOL_EVENTS.labels(self._source).set(self._spool.depth)
+        if self._spool.depth >= self._warn_events and not self._warned:
+            self._warned = True
+            log.error(
+                "usage spool growing",
+                source=self._source,
+                depth=self._spool.depth,
+                warn_at=self._warn_events,
+                refuse_at=self._max_events,
+            )
+        elif self._spool.depth < self._warn_events // 2:
+            self._warned = False
+
+    async def _refresh(self) -> None:
+        """Exact depth and oldest age from the spool; probe it while it cannot write."""
+        if self._write_error is not None:
+            try:
+                await self._spool.probe()
+            except Exception as exc:
+                self._write_error = f"{type(exc).__name__}: {exc}"
+            else:
+                log.warning("usage spool writes again", source=self._source)
+                self._write_error = None
+        SPOOL_WRITABLE.labels(self._source).set(0 if self._write_error else 1)
+        try:
+            await self._spool.count()
+            oldest = await self._spool.oldest()
+        except Exception as exc:  # unreadable too: certainly not writable
+            self._spool_failed(exc)
+            return
+        self._check_depth()
+        age = 0.0
+        if oldest is not None:
+            with contextlib.suppress(DecodeError):
+                when = metering_pb2.UsageEvent.FromString(oldest).time.ToDatetime(tzinfo=UTC)
+                age = max(0.0, (datetime.now(UTC) - when).total_seconds())
+        SPOOL_OLDEST_AGE.labels(self._source).set(age)
+
+    async def _watch_forever(self) -> None:
+        # Separate from delivery: during an outage delivery sits in its back-off, and that is
+        # exactly when depth and age matter.
+        while True:
+            await asyncio.sleep(self.watch_interval_seconds)
+            try:
+                await self._refresh()
+            except Exception:
+                log.exception("usage spool watch failed", source=self._source)
 
     async def pending(self) -> int:
         """Events in the spool not yet acknowledged by the server."""
@@ -361,6 +531,10 @@ class SpoolingUsageRecorder:
         if self._closed:
             return
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -518,6 +692,7 @@ __all__ = [
     "MeterEvent",
     "SpoolingUsageRecorder",
     "UsageEventSink",
+    "UsageNotDurable",
     "new_event",
     "spool_path",
 ]

@@ -23,9 +23,14 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
-from services.common.usage import UsageRecorder
+from services.common.usage import DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.server")
+
+# How often the health status follows the usage spool's state.
+DURABILITY_POLL_SECONDS = 0.5
+# After the grace period: how long calls cut by it may take to record their usage.
+SHUTDOWN_RECORD_SECONDS = 5.0
 
 
 @dataclass
@@ -84,17 +89,18 @@ async def run_server(
     configure_tracing(spec.name)
     verifier = JwtVerifier(settings.jwt_providers())
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
-    interceptors: list[grpc.aio.ServerInterceptor] = [
-        MakotoInterceptor(
-            service_name=spec.name,
-            verifier=verifier,
-            policies=spec.policies,
-            recorder=spec.recorder,
-            deadlines=deadline.policy_for(
-                spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
-            ),
-            rate_limiter=spec.rate_limiter,
+    makoto = MakotoInterceptor(
+        service_name=spec.name,
+        verifier=verifier,
+        policies=spec.policies,
+        recorder=spec.recorder,
+        deadlines=deadline.policy_for(
+            spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
         ),
+        rate_limiter=spec.rate_limiter,
+    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        makoto,
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
@@ -116,6 +122,11 @@ async def run_server(
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", service=spec.name, address=f"{settings.host}:{bound}")
+    durability = (
+        asyncio.create_task(_report_durability(spec.recorder, health_servicer, ["", *names]))
+        if isinstance(spec.recorder, DurabilityGate)
+        else None
+    )
 
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,13 +137,21 @@ async def run_server(
             pass
     await stop.wait()
     log.info("stopping", service=spec.name, grace_seconds=settings.shutdown_grace_seconds)
+    if durability is not None:
+        durability.cancel()
     # Tell health checkers first so Envoy stops routing here, then drain.
     await health_servicer.enter_graceful_shutdown()
     if settings.replicas(spec.name) > 1:
         # Other replicas can take the traffic: keep serving until Envoy's health check has seen
         # NOT_SERVING and moved new calls away, so a rolling restart fails no call.
         await asyncio.sleep(settings.drain_delay_seconds)
+    # Calls still running when the grace period ends are cut by the server: mark them so their
+    # api_calls record says so (a little early, so the mark is set before grpc cancels them).
+    cut_mark = loop.call_later(max(0.0, settings.shutdown_grace_seconds - 0.1), makoto.begin_shutdown)
     await server.stop(settings.shutdown_grace_seconds)
+    cut_mark.cancel()
+    # Cut calls finish their finally blocks (and record their usage) after grpc cancelled them.
+    await makoto.wait_idle(SHUTDOWN_RECORD_SECONDS)
     for hook in spec.on_stop:
         try:
             await hook()
@@ -141,6 +160,25 @@ async def run_server(
     if spec.recorder is not None:
         await spec.recorder.close()
     log.info("stopped", service=spec.name)
+
+
+async def _report_durability(
+    gate: DurabilityGate, health_servicer: health.aio.HealthServicer, names: Sequence[str]
+) -> None:
+    """NOT_SERVING while the usage spool refuses (cannot write, or full), so Envoy and
+    orchestrators route tenant calls to a replica that can record them."""
+    serving = True
+    while True:
+        await asyncio.sleep(DURABILITY_POLL_SECONDS)
+        now = gate.refusal() is None
+        if now != serving:
+            serving = now
+            status = (
+                health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in names:
+                await health_servicer.set(name, status)
+            log.warning("health changed by usage spool", serving=now)
 
 
 def main(build: Callable[[MeshSettings], Awaitable[ServerSpec]]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from services.common.errors import MakotoError
 
 # Meter names (the CloudEvents `type` of a usage event).
 API_CALLS = "api_calls"
@@ -13,6 +15,10 @@ LLM_PROMPT_TOKENS = "llm_prompt_tokens"
 LLM_COMPLETION_TOKENS = "llm_completion_tokens"
 # One event per tenant, month, budget kind and threshold crossed (80 %, 100 %); not priced.
 LLM_BUDGET_ALERTS = "llm_budget_alerts"
+
+# Dimension `payer` of an event the platform pays for (operator calls); absent: the tenant pays.
+PAYER = "payer"
+PLATFORM_PAYER = "platform"
 
 
 class UsageRecorder(Protocol):
@@ -33,3 +39,12 @@ class UsageRecorder(Protocol):
     ) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class DurabilityGate(Protocol):
+    """A recorder that can tell, before a call does any work, that its usage could not be made
+    durable now (spool unwritable or full). The interceptor refuses such calls up front and the
+    server reports NOT_SERVING while it says so."""
+
+    def refusal(self) -> MakotoError | None: ...

@@ -90,5 +90,5 @@ async def build(
         policies=POLICIES,
         recorder=recorder,
         rate_limiter=limits.api,
-        on_stop=[registry.close, *registry_stops, *limits.closers],
+        on_stop=[servicer.drain, registry.close, *registry_stops, *limits.closers],
     )

@@ -46,6 +46,11 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
         self._limits = limits
         self._background: set[asyncio.Task[None]] = set()
 
+    async def drain(self) -> None:
+        """On shutdown, before the recorder closes: let every usage record still running finish."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _request_timeout(self, context: grpc.aio.ServicerContext) -> float:

@@ -84,4 +84,5 @@ def price(
         lines=lines,
         total=money_sum(line.amount for line in lines),
         final=final,
+        price_plan_effective_from_us=plan.effective_from_us or 0,
     )

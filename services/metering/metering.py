@@ -8,9 +8,11 @@ from decimal import Decimal
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.metering_client import MeterEvent
+from services.common.usage import API_CALLS, PAYER, PLATFORM_PAYER
+from services.metering.billable import billable_status
 from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
 from services.metering.model import Invoice, PricePlan, UsageRow
-from services.metering.periods import Month, to_us
+from services.metering.periods import Month, next_month_start_us, to_us
 from services.metering.ports import PlanResolver, PricePlanStore, UsageStore
 from services.metering.pricing import normalize_plan
 from services.metering.usage_query import UsageQuery, check_range, query_usage
@@ -46,7 +48,8 @@ class Metering:
         month = Month.parse(month_text)
         now = self.now_us()
         plan_id = await self._resolver.plan_id_for(tenant_id)
-        plan = await self._plans.get_plan(plan_id)
+        # The version in force when the month began: a plan change never re-prices a month.
+        plan = await self._plans.plan_in_force(plan_id, month.start_us)
         if plan is None:
             raise FailedPrecondition(
                 f"price plan {plan_id} of tenant {tenant_id} does not exist", reason="PRICE_PLAN_MISSING"
@@ -55,10 +58,28 @@ class Metering:
         counted = [p.meter for p in plan.prices if p.meter not in LEVEL_METERS]
         totals = await self._usage.totals(tenant_id=tenant_id, meters=counted, start_us=start, end_us=end)
         quantities = {meter: Decimal(totals.get(meter, 0)) for meter in counted}
+        if API_CALLS in quantities:
+            quantities[API_CALLS] = Decimal(await self._billable_calls(tenant_id, start, end))
         for meter in (p.meter for p in plan.prices if p.meter in LEVEL_METERS):
             quantities[meter] = await self._level_quantity(tenant_id, meter, start, end, now)
         return price(
             tenant_id=tenant_id, month=str(month), plan=plan, quantities=quantities, final=now >= end
+        )
+
+    async def _billable_calls(self, tenant_id: str, start: int, end: int) -> int:
+        """api_calls the tenant pays for: billable statuses only (services.metering.billable),
+        and never the platform's own calls about the tenant (payer=platform)."""
+        rows = await self._usage.aggregate(
+            tenant_id=tenant_id,
+            meter=API_CALLS,
+            start_us=start,
+            end_us=end,
+            bucket_us=None,
+            group_by=("status", PAYER),
+            limit=1000,
+        )
+        return sum(
+            value for _, (status, payer), value in rows if billable_status(status) and payer != PLATFORM_PAYER
         )
 
     async def _level_quantity(self, tenant_id: str, meter: str, start: int, end: int, now: int) -> Decimal:
@@ -77,6 +98,10 @@ class Metering:
         return plan
 
     async def set_plan(self, plan: PricePlan) -> PricePlan:
+        """Store the plan. A change takes effect at the start of the next UTC month (the running
+        month and every closed one keep the prices they began with); a new plan prices every
+        month (nobody was billed on it yet)."""
         plan = normalize_plan(plan)
-        await self._plans.put_plan(plan)
+        exists = await self._plans.get_plan(plan.plan_id) is not None
+        await self._plans.put_plan(plan, next_month_start_us(self.now_us()) if exists else 0)
         return plan

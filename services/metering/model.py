@@ -39,6 +39,8 @@ class PricePlan:
     currency: str
     prices: tuple[MeterPrice, ...]
     limits: Limits = field(default_factory=Limits)
+    # The version's first priced microsecond (set on versions read for an invoice).
+    effective_from_us: int | None = None
 
     def price_of(self, meter: str) -> MeterPrice | None:
         return next((p for p in self.prices if p.meter == meter), None)
@@ -62,6 +64,8 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     total: Decimal
     final: bool
+    # Which version of the plan priced it (reproducibility): its first priced microsecond.
+    price_plan_effective_from_us: int = 0
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,14 @@ class UsageStore(Protocol):
 class PricePlanStore(Protocol):
     async def get_plan(self, plan_id: str) -> PricePlan | None: ...
 
-    async def put_plan(self, plan: PricePlan) -> None:
-        """Create or replace."""
+    async def put_plan(self, plan: PricePlan, effective_from_us: int) -> None:
+        """Create or replace the plan's latest definition, and record it as the version that
+        prices usage from effective_from_us on (replacing a version with the same start)."""
+        ...
+
+    async def plan_in_force(self, plan_id: str, at_us: int) -> PricePlan | None:
+        """The version pricing the instant at_us: the latest that started at or before it, else
+        (a plan created later) its first version. None if the plan does not exist."""
         ...
 
 

@@ -15,7 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.metering.adapters.database import create_engine, migrate
-from services.metering.adapters.sql_tables import price_plans, tenant_limits, usage_events
+from services.metering.adapters.sql_tables import (
+    price_plan_versions,
+    price_plans,
+    tenant_limits,
+    usage_events,
+)
 from services.metering.model import MeterPrice, PricePlan
 from services.metering.periods import to_us
 from services.metering.ports import AggregateRow
@@ -192,7 +197,27 @@ class SqlMeteringStore:
             limits=Limits.from_json(row["limits"]),
         )
 
-    async def put_plan(self, plan: PricePlan) -> None:
+    async def plan_in_force(self, plan_id: str, at_us: int) -> PricePlan | None:
+        v = price_plan_versions.c
+        base = sa.select(v.currency, v.prices, v.effective_from_us).where(v.plan_id == plan_id)
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    base.where(v.effective_from_us <= at_us).order_by(v.effective_from_us.desc()).limit(1)
+                )
+            ).first()
+            if row is None:
+                row = (await conn.execute(base.order_by(v.effective_from_us).limit(1))).first()
+        if row is None:
+            return None
+        currency, raw_prices, effective = row
+        prices = tuple(
+            MeterPrice(meter=p["meter"], unit_price=Decimal(p["unit_price"]), unit=p["unit"])
+            for p in raw_prices
+        )
+        return PricePlan(plan_id=plan_id, currency=currency, prices=prices, effective_from_us=int(effective))
+
+    async def put_plan(self, plan: PricePlan, effective_from_us: int) -> None:
         values = {
             "plan_id": plan.plan_id,
             "currency": plan.currency,
@@ -208,8 +233,20 @@ class SqlMeteringStore:
             index_elements=[price_plans.c.plan_id],
             set_={k: stmt.excluded[k] for k in ("currency", "prices", "updated_at_us", "limits")},
         )
+        version = self._insert(price_plan_versions).values(
+            plan_id=plan.plan_id,
+            effective_from_us=effective_from_us,
+            currency=plan.currency,
+            prices=values["prices"],
+            created_at_us=values["updated_at_us"],
+        )
+        version = version.on_conflict_do_update(
+            index_elements=[price_plan_versions.c.plan_id, price_plan_versions.c.effective_from_us],
+            set_={k: version.excluded[k] for k in ("currency", "prices", "created_at_us")},
+        )
         async with self._engine.begin() as conn:
             await conn.execute(stmt)
+            await conn.execute(version)
 
     # -- TenantLimitsStore -----------------------------------------------------------------
 

@@ -38,6 +38,18 @@ price_plans = sa.Table(
     sa.Column("limits", sa.JSON, nullable=True),
 )
 
+# Every version of a plan's prices, by the first microsecond it prices (migration 0003).
+# price_plans holds the plan's latest definition (and its limits); invoices read versions.
+price_plan_versions = sa.Table(
+    "price_plan_versions",
+    metadata,
+    sa.Column("plan_id", sa.String(63), primary_key=True),
+    sa.Column("effective_from_us", sa.BigInteger, primary_key=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("prices", sa.JSON, nullable=False),
+    sa.Column("created_at_us", sa.BigInteger, nullable=False),
+)
+
 # Per-tenant overrides of the plan's limits.
 tenant_limits = sa.Table(
     "tenant_limits",

@@ -3,6 +3,7 @@ grpc.aio server, with a small servicer defined here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,8 @@ class Servicer(storage_service_pb2_grpc.StorageServiceServicer):
             raise Aborted("etag mismatch")
         if request.sort_key == "busy":
             raise ResourceExhausted("slow down", retry_after_seconds=2.5)
+        if request.sort_key == "slow":
+            await asyncio.sleep(30)
         if request.sort_key == "bug":
             raise RuntimeError("secret-internal-detail")
         who = current_principal()
@@ -68,6 +71,8 @@ class Servicer(storage_service_pb2_grpc.StorageServiceServicer):
         self, request: objects_pb2.DownloadObjectRequest, context: Any
     ) -> AsyncIterator[objects_pb2.DownloadObjectResponse]:
         yield objects_pb2.DownloadObjectResponse(chunk=b"one")
+        if request.key == "slow":
+            await asyncio.sleep(30)
         if request.key == "fail-midway":
             raise Aborted("changed while reading")
         yield objects_pb2.DownloadObjectResponse(chunk=b"two")

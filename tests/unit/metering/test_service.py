@@ -448,7 +448,7 @@ async def test_default_plan_is_seeded(metering: Metering) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_set_price_plan_changes_the_invoice(metering: Metering) -> None:
+async def test_set_price_plan_prices_from_next_month(metering: Metering) -> None:
     tenant = new_tenant()
     plan_id = f"p{tenant}"
     metering.plans.assign(tenant, plan_id)
@@ -481,12 +481,10 @@ async def test_set_price_plan_changes_the_invoice(metering: Metering) -> None:
         ],
     )
     await metering.stub.SetPricePlan(metering_pb2.SetPricePlanRequest(plan=dearer), metadata=admin(metering))
+    # The change takes effect next month: April (closed) keeps the prices it was billed with.
     inv = await invoice(metering, tenant, "2025-04")
-    assert lines(inv) == {
-        "api_calls": ("5", "call", "0.001", "0.005000"),
-        "images": ("0", "image", "0.04", "0.000000"),
-    }
-    assert inv.total == "0.005000"
+    assert lines(inv) == {"api_calls": ("5", "call", "0.0000005", "0.000002")}
+    assert inv.total == "0.000002"
     got = await metering.stub.GetPricePlan(
         metering_pb2.GetPricePlanRequest(plan_id=plan_id), metadata=admin(metering)
     )

@@ -1,0 +1,233 @@
+"""No service without a record: a real grpc.aio server with the real SpoolingUsageRecorder and no
+MeteringService (so the spool only grows).
+
+* The spool file is capped (usage_spool_max_bytes -> SQLite max_page_count): it fills like a
+  full disk. Every call that answered OK has its api_calls event in the spool; once a write
+  fails, calls answer UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE) and health says NOT_SERVING; when
+  MeteringService drains the spool, health and calls come back.
+* The event cap (usage_spool_max_events): past it, calls are refused up front with
+  USAGE_SPOOL_FULL + RetryInfo; the depth gauge and the "usage spool growing" alert follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from makoto.metering.v1 import metering_pb2
+from makoto.storage.v1 import storage_service_pb2_grpc
+from prometheus_client import REGISTRY
+
+from services.common.config import MeshSettings
+from services.common.identity import Role
+from services.common.metering_client import SpoolingUsageRecorder
+from services.common.policy import tenant_rpc
+from services.common.server import Registration, ServerSpec
+from services.metering.plans import FixedPlanResolver
+from services.metering.server import build as build_metering
+from tests.support import bearer, make_settings, running_server
+from tests.unit.common.test_interceptor import SVC, Servicer, get
+
+
+@asynccontextmanager
+async def storage_like(
+    settings: MeshSettings,
+) -> AsyncIterator[tuple[storage_service_pb2_grpc.StorageServiceStub, health_pb2_grpc.HealthStub]]:
+    recorder = SpoolingUsageRecorder(settings, "storage", flush_interval=0.05)
+    recorder.watch_interval_seconds = 0.1
+    recorder.backoff_base_seconds = 0.02
+    recorder.backoff_max_seconds = 0.1
+
+    async def build(s: MeshSettings) -> ServerSpec:
+        return ServerSpec(
+            name="storage",
+            port=s.storage_port,
+            registrations=[
+                Registration(
+                    storage_service_pb2_grpc.add_StorageServiceServicer_to_server,
+                    Servicer(),
+                    "makoto.storage.v1.StorageService",
+                )
+            ],
+            policies={SVC + "GetItem": tenant_rpc()},
+            recorder=recorder,
+        )
+
+    async with running_server(build, settings):
+        async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+            yield (
+                storage_service_pb2_grpc.StorageServiceStub(channel),
+                health_pb2_grpc.HealthStub(channel),
+            )
+
+
+def reason_of(err: grpc.aio.AioRpcError) -> tuple[str, float | None]:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    reason, retry = "", None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            ri = error_details_pb2.RetryInfo()
+            detail.Unpack(ri)
+            retry = ri.retry_delay.ToMilliseconds() / 1000
+    return reason, retry
+
+
+def spooled_statuses(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        payloads = [bytes(p) for (p,) in conn.execute("SELECT payload FROM events")]
+    finally:
+        conn.close()
+    return [metering_pb2.UsageEvent.FromString(p).dimensions["status"] for p in payloads]
+
+
+async def health_of(health: health_pb2_grpc.HealthStub) -> int:
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    return int(reply.status)
+
+
+async def wait_health(health: health_pb2_grpc.HealthStub, status: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await health_of(health) != status:
+        assert time.monotonic() < deadline, f"health did not become {status}"
+        await asyncio.sleep(0.05)
+
+
+class LogSpy:
+    """Stands in for the recorder's structlog logger: keeps (level, message, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        def emit(msg: str, **fields: Any) -> None:
+            self.lines.append((level, msg, fields))
+
+        return emit
+
+    def logged(self, level: str, msg: str) -> list[dict[str, Any]]:
+        return [f for lv, m, f in self.lines if (lv, m) == (level, msg)]
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> LogSpy:
+    from services.common import metering_client
+
+    logger = LogSpy()
+    monkeypatch.setattr(metering_client, "log", logger)
+    return logger
+
+
+async def test_a_full_spool_refuses_calls_and_no_ok_goes_unrecorded(tmp_path: Path, spy: LogSpy) -> None:
+    settings = make_settings(tmp_path / "home", usage_spool_max_bytes=128 * 1024)
+    md = bearer(settings, Role.MEMBER, "acme")
+    ok = 0
+    async with storage_like(settings) as (stub, health):
+        assert await health_of(health) == health_pb2.HealthCheckResponse.SERVING
+        first_failure: grpc.aio.AioRpcError | None = None
+        for _ in range(5000):
+            try:
+                await stub.GetItem(get(), metadata=md)
+                ok += 1
+            except grpc.aio.AioRpcError as err:
+                first_failure = err
+                break
+        assert first_failure is not None, "the capped spool never filled"
+        assert ok > 100  # the cap holds a few hundred events
+        assert first_failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(first_failure) == ("USAGE_SPOOL_UNAVAILABLE", 5.0)
+        await wait_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # While it cannot write, calls are refused (before any work) with the same reason.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetItem(get(), metadata=md)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(err.value)[0] == "USAGE_SPOOL_UNAVAILABLE"
+        spool = settings.data_dir / "spool" / "storage.sqlite3"
+        # Exactly the calls that answered OK are durable; the refused ones left nothing.
+        assert spooled_statuses(spool) == ["OK"] * ok
+
+        # MeteringService comes up: the spool drains, writes work again, health returns.
+        async with running_server(partial(build_metering, plans=FixedPlanResolver()), settings):
+            await wait_health(health, health_pb2.HealthCheckResponse.SERVING, timeout=20)
+            await stub.GetItem(get(), metadata=md)
+    assert len(spy.logged("error", "usage spool cannot write; refusing metered calls")) >= 1
+
+
+async def test_the_event_cap_refuses_up_front_with_retry_info(tmp_path: Path, spy: LogSpy) -> None:
+    settings = make_settings(tmp_path / "home", usage_spool_max_events=30, usage_spool_warn_events=10)
+    md = bearer(settings, Role.MEMBER, "acme")
+    async with storage_like(settings) as (stub, health):
+        for _ in range(30):
+            await stub.GetItem(get(), metadata=md)
+        depth = REGISTRY.get_sample_value("makoto_usage_spool_events", {"source": "storage"})
+        assert depth == 30
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetItem(get(), metadata=md)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(err.value) == ("USAGE_SPOOL_FULL", 5.0)
+        await wait_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        age = REGISTRY.get_sample_value("makoto_usage_spool_oldest_age_seconds", {"source": "storage"})
+        assert age is not None and age >= 0
+        spool = settings.data_dir / "spool" / "storage.sqlite3"
+        assert spooled_statuses(spool) == ["OK"] * 30
+    growing = spy.logged("error", "usage spool growing")
+    assert len(growing) == 1 and growing[0]["depth"] == 10
+
+
+@pytest.fixture
+def tiny_spool_fs(tmp_path: Path) -> Iterator[MeshSettings]:
+    """Settings whose spool directory is a 1 MiB tmpfs (we run as root here and in CI), nearly
+    filled by another file, as on a disk that runs full; unmounted afterwards."""
+    settings = make_settings(tmp_path / "home")
+    spool_dir = settings.data_dir / "spool"
+    spool_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool_dir)], check=True)
+    try:
+        (spool_dir / "ballast").write_bytes(b"\0" * (1024 * 1024 - 160 * 1024))
+        yield settings
+    finally:
+        # Lazy: detaches now even if a file on it is still open (see README: known limits).
+        subprocess.run(["umount", "-l", str(spool_dir)], check=True)
+
+
+async def test_a_full_filesystem_refuses_calls_and_no_ok_goes_unrecorded(tiny_spool_fs: MeshSettings) -> None:
+    settings = tiny_spool_fs
+    md = bearer(settings, Role.MEMBER, "acme")
+    ok = 0
+    async with storage_like(settings) as (stub, health):
+        failure: grpc.aio.AioRpcError | None = None
+        for _ in range(5000):
+            try:
+                await stub.GetItem(get(), metadata=md)
+                ok += 1
+            except grpc.aio.AioRpcError as err:
+                failure = err
+                break
+        assert failure is not None, "the tiny filesystem never filled"
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(failure)[0] == "USAGE_SPOOL_UNAVAILABLE"
+        await wait_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        spool = settings.data_dir / "spool" / "storage.sqlite3"
+        assert spooled_statuses(spool) == ["OK"] * ok
+        # Space comes back (the operator frees the disk): the spool writes again, health returns.
+        (settings.data_dir / "spool" / "ballast").unlink()
+        await wait_health(health, health_pb2.HealthCheckResponse.SERVING)
+        await stub.GetItem(get(), metadata=md)
+        assert spooled_statuses(spool) == ["OK"] * (ok + 1)
