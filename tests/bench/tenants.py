@@ -4,6 +4,8 @@ local://<name>, as an operator would do it."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 
 import grpc
@@ -63,11 +65,19 @@ async def create_tenant(
 async def set_limits(mesh: BenchMesh, tid: str, *, api_rps: float) -> None:
     """The tenant's API (and every class's) rate: api_rps per second with a burst of the same."""
     rate = metering_pb2.RateLimit(requests_per_second=api_rps, burst=max(1, int(api_rps)))
+    request = metering_pb2.SetTenantLimitsRequest(
+        tenant_id=tid, overrides=metering_pb2.PlanLimits(api=rate, reads=rate, writes=rate, llm=rate)
+    )
     async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
-        await metering_pb2_grpc.MeteringServiceStub(channel).SetTenantLimits(
-            metering_pb2.SetTenantLimitsRequest(
-                tenant_id=tid,
-                overrides=metering_pb2.PlanLimits(api=rate, reads=rate, writes=rate, llm=rate),
-            ),
-            metadata=mesh.metadata(Role.PLATFORM_ADMIN),
-        )
+        stub = metering_pb2_grpc.MeteringServiceStub(channel)
+        for attempt in range(4):
+            try:
+                await stub.SetTenantLimits(request, metadata=mesh.metadata(Role.PLATFORM_ADMIN))
+                return
+            except grpc.aio.AioRpcError as err:
+                # Seen once after the heavy sections: INTERNAL from MeteringService (cause not yet
+                # pinned down; see the stop note). Said on stderr, retried, never silently skipped.
+                if attempt == 3 or err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+                    raise
+                print(f"SetTenantLimits for {tid}: {err.code().name}, retrying", file=sys.stderr)
+                await asyncio.sleep(2.0)
