@@ -79,5 +79,8 @@ async def set_limits(mesh: BenchMesh, tid: str, *, api_rps: float) -> None:
                 # pinned down; see the stop note). Said on stderr, retried, never silently skipped.
                 if attempt == 3 or err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
                     raise
-                print(f"SetTenantLimits for {tid}: {err.code().name}, retrying", file=sys.stderr)
+                log = mesh.settings.home / "logs" / "metering.log"
+                tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+                what = f"SetTenantLimits for {tid}: {err.code().name}, retrying"
+                print(what, *tail, sep="\n", file=sys.stderr)
                 await asyncio.sleep(2.0)
