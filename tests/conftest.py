@@ -8,7 +8,7 @@ from services.common.config import MeshSettings
 from tests.support import make_settings
 
 # One mesh per session for tests/e2e and tests/security (and the Envoy spy).
-pytest_plugins = ["tests.mesh_fixture"]
+pytest_plugins = ["tests.mesh_fixture", "tests.observed_fixture"]
 
 
 @pytest.fixture

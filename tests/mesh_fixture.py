@@ -144,6 +144,12 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Observing: only when asked for (tests/e2e/observed.py), so the default mesh exports nothing.
+    if settings.otlp_endpoint:
+        env["MAKOTO_OTLP_ENDPOINT"] = settings.otlp_endpoint
+        env["MAKOTO_OTLP_FLUSH_SECONDS"] = str(settings.otlp_flush_seconds)
+    if settings.metrics_ports:
+        env["MAKOTO_METRICS_PORTS"] = json.dumps(settings.metrics_ports)
     # Replicas (edge): only when asked for, so the default mesh's environment stays as it was.
     for service in ("storage", "llm"):
         if settings.replicas(service) > 1:

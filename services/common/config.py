@@ -130,6 +130,19 @@ class MeshSettings(BaseSettings):
     # the address this process binds (0.0.0.0 in a container).
     service_hosts: dict[str, str] = Field(default_factory=dict)
 
+    # -- observing (README "Observing") -----------------------------------------------------------
+    # OTLP/gRPC collector (host:port) that Envoy and every service send spans to; "" = no export
+    # (services then still honour the standard OTEL_EXPORTER_OTLP_* variables).
+    otlp_endpoint: str = ""
+    # Seconds between span exports (Envoy's flush interval and the services' batch delay).
+    otlp_flush_seconds: float = Field(default=5.0, gt=0)
+    # Share of requests Envoy starts a sampled trace for (services follow Envoy's decision).
+    trace_sample_percent: float = Field(default=100.0, ge=0, le=100)
+    # Prometheus /metrics port per service, e.g. {"tenant": 9461, "storage": 9462, "llm": 9463,
+    # "metering": 9464, "envoy": 9460} ("envoy": a listener serving Envoy's own stats). A service
+    # not named serves no metrics. Replica i of a service uses its port + 100 * i (as gRPC ports).
+    metrics_ports: dict[str, int] = Field(default_factory=dict)
+
     # -- usage spool (billing) ---------------------------------------------------------------------
     # Most events one service's spool holds (MeteringService unreachable): past it, new tenant
     # calls are refused with UNAVAILABLE (USAGE_SPOOL_FULL) until delivery makes room.
@@ -175,6 +188,13 @@ class MeshSettings(BaseSettings):
         return [base] + [
             extra[i - 1] if i - 1 < len(extra) else base + 100 * i for i in range(1, self.replicas(service))
         ]
+
+    def metrics_port(self, service: str) -> int | None:
+        """This process's /metrics port (None: metrics off for it)."""
+        base = self.metrics_ports.get(service)
+        if not base:
+            return None
+        return base + 100 * self.replica_index
 
     def replica_addresses(self, service: str) -> list[str]:
         return [f"{self.host}:{port}" for port in self.replica_ports(service)]

@@ -26,6 +26,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.tenant_events import NatsLink, all_changes, tenant_of
+from services.common.trace_context import client_interceptors
 
 log = structlog.get_logger("makoto.directory")
 
@@ -71,7 +72,9 @@ class TenantDirectory:
         subject_prefix: str = "makoto",
         name: str = "makoto",
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS, interceptors=client_interceptors()
+        )
         self._stub = directory_pb2_grpc.TenantDirectoryServiceStub(self._channel)
         self._tokens = tokens
         self._poll_ttl = ttl_seconds

@@ -45,6 +45,7 @@ from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import InvalidArgument, MakotoError, Unavailable
 from services.common.interceptor import validate_message
+from services.common.trace_context import client_interceptors
 
 log = structlog.get_logger("makoto.metering_client")
 
@@ -399,6 +400,9 @@ class SpoolingUsageRecorder:
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 5000),
             ],
+            # Delivery is batched in the background (outside any call's trace): no spans there;
+            # a record sent from within a call would carry its trace.
+            interceptors=client_interceptors(),
         )
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
         self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")

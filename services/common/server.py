@@ -86,7 +86,7 @@ async def run_server(
 ) -> None:
     """Run until SIGTERM/SIGINT (or stop_event); then drain in-flight calls and stop."""
     configure_logging(spec.name, settings.log_level)
-    configure_tracing(spec.name)
+    configure_tracing(spec.name, settings)
     verifier = JwtVerifier(settings.jwt_providers())
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     makoto = MakotoInterceptor(

@@ -22,6 +22,7 @@ import yaml
 
 from services.common.config import JwtProvider, MeshSettings
 from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
+from services.mesh import envoy_observability
 from services.mesh.cel import Cel, CelBuilder
 from services.mesh.local_replies import client_content_type_filter, local_reply_config
 from services.mesh.methods import PUBLIC_SERVICES, Access, Method, public_methods
@@ -653,6 +654,12 @@ def render(
         request_headers_timeout=_seconds(settings.envoy_request_headers_timeout_seconds),
         request_timeout=_seconds(settings.envoy_request_timeout_seconds),
         access_log=_access_log(log_dir),
+        # OpenTelemetry tracer (services/mesh/envoy_observability.py), when a collector is set.
+        **(
+            {"tracing": trace}
+            if (trace := envoy_observability.tracing(settings, JWT_FILTER, JWT_PAYLOAD_KEY))
+            else {}
+        ),
         # Envoy's own answers as google.rpc.Status JSON (services/mesh/local_replies.py).
         local_reply_config=local_reply_config(),
         route_config={
@@ -684,6 +691,9 @@ def render(
     )
     clusters = [_cluster(settings, name, port) for name, port in ports.items()]
     clusters += [_jwks_cluster(p) for p in settings.jwt_providers() if p.jwks_path is None and p.jwks_url]
+    clusters += envoy_observability.clusters(settings)
+    stats = envoy_observability.stats_listener(settings)
+    runtime = envoy_observability.runtime(settings)
     return {
         "node": {"id": "makoto-envoy", "cluster": "makoto"},
         "admin": {"address": _socket("127.0.0.1", settings.envoy_admin_port)},
@@ -712,10 +722,12 @@ def render(
                             ]
                         }
                     ],
-                }
+                },
+                *([stats] if stats is not None else []),
             ],
             "clusters": clusters,
         },
+        **({"layered_runtime": runtime} if runtime is not None else {}),
         "overload_manager": {
             "resource_monitors": [
                 {

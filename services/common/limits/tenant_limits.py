@@ -21,6 +21,7 @@ from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from services.common import deadline
 from services.common.errors import MakotoError
 from services.common.limits.model import EffectiveLimits
+from services.common.trace_context import client_interceptors
 
 log = structlog.get_logger("makoto.limits")
 
@@ -92,7 +93,7 @@ class MeteringLimitsClient:
     """Fetches TenantLimits from MeteringService with a service token."""
 
     def __init__(self, address: str, metadata: Callable[[], tuple[tuple[str, str], ...]]) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors())
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
         self._metadata = metadata
 
