@@ -142,6 +142,8 @@ class MeshSettings(BaseSettings):
     # "metering": 9464, "envoy": 9460} ("envoy": a listener serving Envoy's own stats). A service
     # not named serves no metrics. Replica i of a service uses its port + 100 * i (as gRPC ports).
     metrics_ports: dict[str, int] = Field(default_factory=dict)
+    # Tenants a process labels by id in its metrics; later ones are counted as tenant="_other".
+    metrics_max_tenants: int = Field(default=200, ge=0)
 
     # -- usage spool (billing) ---------------------------------------------------------------------
     # Most events one service's spool holds (MeteringService unreachable): past it, new tenant

@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from services.common import deadline
+from services.common import deadline, metrics
 from services.common.errors import (
     LIFECYCLE_REFUSALS,
     InvalidArgument,
@@ -37,7 +37,7 @@ from services.common.errors import (
 )
 from services.common.identity import Principal, Role, reset_principal, set_principal
 from services.common.jwt_verify import JwtVerifier
-from services.common.limits.api_rates import ApiRateLimiter
+from services.common.limits.api_rates import ApiRateLimiter, RateLimited
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.usage import API_CALLS, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
@@ -253,8 +253,10 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         assert state.policy is not None
         try:
             rate_headers = await self._rates.check(state.tenant_id, state.policy.rate_class)
-        except MakotoError:
+        except MakotoError as exc:
             state.authorized = False
+            if isinstance(exc, RateLimited):
+                metrics.rate_limited(self._service, state.tenant_id, state.policy.rate_class)
             raise
         if headers:
             # Unary answers only: on a server stream, early headers would commit a REST client's
@@ -316,7 +318,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             raise UsageNotRecorded("usage could not be recorded durably; try again later") from exc
 
     async def _finish(self, state: CallState, started: float) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        metrics.observe_call(self._service, state.method, state.code, elapsed, state.tenant_id)
+        elapsed_ms = elapsed * 1000
         log.info(
             "rpc",
             service=self._service,

@@ -41,6 +41,7 @@ from google.protobuf.message import DecodeError
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from prometheus_client import Gauge
 
+from services.common import metrics
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import InvalidArgument, MakotoError, Unavailable
@@ -443,6 +444,7 @@ class SpoolingUsageRecorder:
             log.warning("usage spool writes again", source=self._source)
             self._write_error = None
             SPOOL_WRITABLE.labels(self._source).set(1)
+        metrics.usage(tenant_id, meter, value)
         self._check_depth()
         self._unsent_hint += 1
         if self._unsent_hint >= self._batch_size:
@@ -686,6 +688,7 @@ class LocalUsageRecorder:
             time=time,
         )
         await self._store.insert_events([event])
+        metrics.usage(tenant_id, meter, value)
 
     async def close(self) -> None:
         return None

@@ -21,6 +21,7 @@ from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
+from services.common.metrics import MetricsServer
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
 from services.common.usage import DurabilityGate, UsageRecorder
@@ -118,6 +119,8 @@ async def run_server(
         raise SystemExit(f"{spec.name}: cannot bind {settings.host}:{spec.port}")
     if spec.recorder is not None:
         await spec.recorder.start()
+    scrape = MetricsServer(settings, spec.name)
+    scrape.start()
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -159,6 +162,7 @@ async def run_server(
             log.exception("shutdown hook failed")
     if spec.recorder is not None:
         await spec.recorder.close()
+    scrape.stop()
     log.info("stopped", service=spec.name)
 
 

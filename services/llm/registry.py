@@ -59,6 +59,9 @@ class ProviderRegistry:
         # Replaced clients waiting out their grace period.
         self._retiring: dict[asyncio.Task[None], ChatProvider] = {}
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     async def get(self, tenant_id: str) -> TenantLlm:
         """The tenant's provider (the tenant must be active: directory errors pass through)."""
         answer = await self._tenants.require_active(tenant_id)

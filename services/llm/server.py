@@ -6,6 +6,7 @@ from __future__ import annotations
 from makoto.llm.v1 import llm_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common import metrics
 from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
 from services.common.limits.wiring import LimitsParts, build_limits
@@ -80,6 +81,7 @@ async def build(
         default_endpoints=default_endpoints(settings),
         options=options,
     )
+    metrics.watch_cache("llm_providers", registry.__len__)
     limits = limits or build_limits(settings, "llm")
     llm_limits = LlmLimits(limits.counters, limits.cache, recorder)
     servicer = LlmServicer(registry, UsageMeter(recorder), options, llm_limits)

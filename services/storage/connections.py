@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import structlog
 from google.protobuf.message import Message
 
+from services.common import metrics
 from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.errors import Unavailable
@@ -286,6 +287,8 @@ class TenantConnections:
             ttl_seconds=ttl_seconds,
             clock=clock,
         )
+        metrics.watch_cache("storage_objects", self.object_cache.__len__)
+        metrics.watch_cache("storage_items", self.item_cache.__len__)
 
     def _context(self, tenant_id: str) -> AdapterContext:
         return AdapterContext(tenant_id=tenant_id, settings=self._settings, secrets=self._secrets)

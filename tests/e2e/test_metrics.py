@@ -1,0 +1,132 @@
+"""Prometheus metrics: each service's /metrics (and Envoy's, through its stats listener) after a
+few REST calls, with counters moved by exactly the calls made."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.common.identity import Role
+from tests.e2e.test_flows_rest import API, new_tenant_id
+from tests.observed_fixture import ObservedMesh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(observed: ObservedMesh, component: str) -> Samples:
+    r = httpx.get(observed.metrics_url(component), timeout=10)
+    assert r.status_code == 200, r.text
+    out: Samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> None:
+    mesh = observed.mesh
+    tenant = new_tenant_id("metrics")
+    admin = mesh.headers(Role.PLATFORM_ADMIN)
+    member = mesh.headers(Role.TENANT_ADMIN, tenant)
+    root = f"{API}/tenants/{tenant}"
+    with httpx.Client(base_url=mesh.base_url, timeout=30) as c:
+        assert c.post(f"{API}/admin/tenants", json={"tenantId": tenant}, headers=admin).status_code == 200
+        # Writes: a burst of 2, then (almost) nothing: the third quick write is refused.
+        r = c.put(
+            f"{API}/admin/tenants/{tenant}/limits",
+            json={"writes": {"requestsPerSecond": 0.01, "burst": 2}},
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        before = {c_: scrape(observed, c_) for c_ in ("tenant", "storage", "llm", "metering", "envoy")}
+
+        for _ in range(3):
+            assert c.get(root, headers=member).status_code == 200
+        puts = [
+            c.put(f"{root}/objects/k{i}", content=os.urandom(100), headers=member).status_code
+            for i in range(5)
+        ]
+        assert puts.count(200) == 2 and puts.count(429) == 3, puts
+        assert c.get(f"{root}/objects/missing", headers=member).status_code == 404
+        r = c.post(
+            f"{root}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, headers=member
+        )
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert c.get(f"{root}/usage", params={"meter": "api_calls"}, headers=member).status_code == 200
+
+    after = {c_: scrape(observed, c_) for c_ in ("tenant", "storage", "llm", "metering", "envoy")}
+
+    def moved(component: str, name: str, **labels: str) -> float:
+        return value(after[component], name, **labels) - value(before[component], name, **labels)
+
+    # RED per method and status.
+    assert moved("tenant", "makoto_rpc_requests_total", service="tenant", method="GetTenant", code="OK") == 3
+    assert moved("tenant", "makoto_rpc_duration_seconds_count", service="tenant", method="GetTenant") == 3
+    storage = {"service": "storage", "method": "PutObjectContent"}
+    assert moved("storage", "makoto_rpc_requests_total", **storage, code="OK") == 2
+    assert moved("storage", "makoto_rpc_requests_total", **storage, code="RESOURCE_EXHAUSTED") == 3
+    assert (
+        moved(
+            "storage",
+            "makoto_rpc_requests_total",
+            service="storage",
+            method="GetObjectContent",
+            code="NOT_FOUND",
+        )
+        == 1
+    )
+    assert (
+        moved("llm", "makoto_rpc_requests_total", service="llm", method="CreateChatCompletion", code="OK")
+        == 1
+    )
+    assert (
+        moved("metering", "makoto_rpc_requests_total", service="metering", method="QueryUsage", code="OK")
+        == 1
+    )
+    # Latency: every call landed in some bucket, and the +Inf bucket equals the count.
+    count = value(
+        after["llm"], "makoto_rpc_duration_seconds_count", service="llm", method="CreateChatCompletion"
+    )
+    inf = value(
+        after["llm"],
+        "makoto_rpc_duration_seconds_bucket",
+        service="llm",
+        method="CreateChatCompletion",
+        le="+Inf",
+    )
+    assert count == inf >= 1
+
+    # Per tenant: requests by status, usage by meter, rate-limit refusals.
+    tenant_storage = {"service": "storage", "tenant": tenant}
+    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="OK") == 2
+    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="RESOURCE_EXHAUSTED") == 3
+    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="NOT_FOUND") == 1
+    assert moved("storage", "makoto_rate_limit_refusals_total", **tenant_storage, rate_class="writes") == 3
+    # Refused calls are not billed; served ones (the 404 included) are.
+    assert moved("storage", "makoto_tenant_usage_total", tenant=tenant, meter="api_calls") == 3
+    assert moved("llm", "makoto_tenant_usage_total", tenant=tenant, meter="llm_prompt_tokens") == int(
+        usage["promptTokens"]
+    )
+    assert moved("llm", "makoto_tenant_usage_total", tenant=tenant, meter="llm_completion_tokens") == int(
+        usage["completionTokens"]
+    )
+
+    # Spool depth and adapter caches are reported.
+    assert ("makoto_usage_spool_events", frozenset({("source", "storage")})) in after["storage"]
+    assert value(after["storage"], "makoto_adapter_cache_entries", cache="storage_objects") >= 1
+    assert value(after["llm"], "makoto_adapter_cache_entries", cache="llm_providers") >= 1
+
+    # Envoy's own stats, through its stats listener: the calls reached the clusters.
+    storage_rq = moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="storage")
+    assert storage_rq == 6, storage_rq
+    assert moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="llm") == 1
