@@ -33,6 +33,8 @@ IMAGE_HOME = Path("/var/lib/makoto")
 K8S_CONFIG_PATH = REPO_ROOT / "deploy" / "k8s" / "base" / "gateway" / "envoy.json"
 
 SERVICES = ("tenant", "storage", "llm", "metering")
+# /metrics of every MAKOTO container (services and the gateway's stats listener).
+METRICS_PORT = 9464
 
 
 def upstream_hosts(target: Target) -> dict[str, list[str]]:
@@ -51,7 +53,8 @@ def upstream_hosts(target: Target) -> dict[str, list[str]]:
 
 def fleet_settings() -> MeshSettings:
     # Defaults only (ports, limits, timeouts), never the renderer's environment.
-    return MeshSettings.model_construct(home=IMAGE_HOME, host="0.0.0.0")
+    # Envoy's stats are served for Prometheus on the port every MAKOTO container uses (9464).
+    return MeshSettings.model_construct(home=IMAGE_HOME, host="0.0.0.0", metrics_ports={"envoy": METRICS_PORT})
 
 
 def gateway_config(target: Target) -> dict[str, Any]:

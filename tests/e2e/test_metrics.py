@@ -3,13 +3,17 @@ few REST calls, with counters moved by exactly the calls made."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.identity import Role
+from services.mesh.envoy_config import REPO_ROOT
 from tests.e2e.test_flows_rest import API, new_tenant_id
 from tests.observed_fixture import ObservedMesh
 
@@ -130,3 +134,36 @@ def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> No
     storage_rq = moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="storage")
     assert storage_rq == 6, storage_rq
     assert moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="llm") == 1
+
+
+def _queries() -> list[str]:
+    """Every PromQL expression of the dashboard and the SLO rules."""
+    observability = REPO_ROOT / "deploy" / "observability"
+    dashboard = json.loads((observability / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    rules = yaml.safe_load((observability / "slo-rules.yml").read_text())
+    exprs += [r["expr"] for group in rules["groups"] for r in group["rules"]]
+    assert len(exprs) > 20
+    return exprs
+
+
+def test_dashboard_and_rules_query_only_what_the_mesh_exports(observed: ObservedMesh) -> None:
+    """A renamed metric or label would leave a panel silently empty: every name the dashboard and
+    the alert rules use is one the services or Envoy export (after some traffic)."""
+    mesh = observed.mesh
+    tenant = new_tenant_id("dash")
+    with httpx.Client(base_url=mesh.base_url, timeout=30) as c:
+        r = c.post(
+            f"{API}/admin/tenants", json={"tenantId": tenant}, headers=mesh.headers(Role.PLATFORM_ADMIN)
+        )
+        assert r.status_code == 200, r.text
+        member = mesh.headers(Role.TENANT_ADMIN, tenant)
+        assert c.put(f"{API}/tenants/{tenant}/objects/a", content=b"x", headers=member).status_code == 200
+    known: set[str] = set()
+    for component in ("tenant", "storage", "llm", "metering", "envoy"):
+        for name, labels in scrape(observed, component):
+            # The parser names every counter sample *_total; Envoy's own names may not end so.
+            known.update((name, name.removesuffix("_total")))
+            known.update(label for label, _ in labels)
+    used = {m for expr in _queries() for m in re.findall(r"\b((?:makoto|envoy)_[a-z0-9_]+)\b", expr)}
+    assert used - known == set(), sorted(used - known)

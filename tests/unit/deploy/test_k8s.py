@@ -165,6 +165,13 @@ def test_network_policies_deny_by_default_and_only_the_gateway_reaches_services(
     assert from_gateway["ingress"][0]["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}
     ]
+    # Besides the gateway, only Prometheus, and only on the metrics port.
+    assert len(from_gateway["ingress"]) == 2
+    scrape = from_gateway["ingress"][1]
+    assert scrape["ports"] == [{"protocol": "TCP", "port": 9464}]
+    assert scrape["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     # No policy lets anything but the gateway into storage / llm pods.
     for name, p in policies.items():
         spec = p["spec"]
@@ -287,3 +294,21 @@ def test_strategic_merge_merges_named_lists_and_replaces_others() -> None:
         "c": [{"name": "a", "x": 1, "y": [3]}, {"name": "b"}, {"name": "z"}],
         "s": [9],
     }
+
+
+def test_every_workload_is_scraped_on_its_metrics_port(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    _, manifests = overlay
+    deployments = by_kind(manifests, "Deployment")
+    for name in ("tenant", "storage", "llm", "metering", "gateway"):
+        template = deployments[name]["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == "9464", name
+        [container] = template["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"], name
+        if name != "gateway":
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert json.loads(env["MAKOTO_METRICS_PORTS"]) == {name: 9464}, name
+    gateway = json.loads(K8S_CONFIG_PATH.read_text())
+    stats = [listener for listener in gateway["static_resources"]["listeners"] if listener["name"] == "stats"]
+    assert stats[0]["address"]["socket_address"]["port_value"] == 9464
