@@ -54,7 +54,9 @@ def upstream_hosts(target: Target) -> dict[str, list[str]]:
 def fleet_settings() -> MeshSettings:
     # Defaults only (ports, limits, timeouts), never the renderer's environment.
     # Envoy's stats are served for Prometheus on the port every MAKOTO container uses (9464).
-    return MeshSettings.model_construct(home=IMAGE_HOME, host="0.0.0.0", metrics_ports={"envoy": METRICS_PORT})
+    return MeshSettings.model_construct(
+        home=IMAGE_HOME, host="0.0.0.0", metrics_ports={"envoy": METRICS_PORT}
+    )
 
 
 def gateway_config(target: Target) -> dict[str, Any]:
