@@ -1,5 +1,5 @@
 """`makoto`: run the mesh (`up`), one server (`serve`), mint dev tokens (`token`), render Envoy's config,
-and read or set limits and price plans through the API (`limits`, `plans`)."""
+and operate tenants through the API (`tenants`, `usage`, `invoice`, `limits`, `plans`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from services.cli_api import limits_app, plans_app
+from services.cli_ops import invoice, tenants_app, usage
 from services.common.config import MeshSettings
 from services.common.identity import Role
 
@@ -23,6 +24,9 @@ app = typer.Typer(
 )
 app.add_typer(limits_app, name="limits")
 app.add_typer(plans_app, name="plans")
+app.add_typer(tenants_app, name="tenants")
+app.command("usage")(usage)
+app.command("invoice")(invoice)
 
 
 HomeOption = Annotated[
