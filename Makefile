@@ -11,9 +11,11 @@ NODE_STAMP := node_modules/.installed-stamp
 
 setup: $(PY_STAMP) $(NODE_STAMP) .protodeps/.stamp
 
-$(PY_STAMP): pyproject.toml
+$(PY_STAMP): pyproject.toml gen/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# makoto-api (the server's dependency) from the repository's gen/, before the server.
+	$(PY) -m pip install -q -e ./gen
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

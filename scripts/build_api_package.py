@@ -66,14 +66,27 @@ namespaces = true
 '''
 
 
-def stage(into: Path) -> Path:
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+def version() -> str:
+    """makoto-api is versioned with the server distribution (which pins it exactly)."""
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def write_project(into: Path) -> None:
+    """Make `into` (gen/ itself, or a staging copy) the makoto-api project: its pyproject.toml,
+    README and py.typed markers. scripts/gen.py writes them into gen/, so `pip install -e gen`
+    (make setup) installs makoto-api from the repository -- the server's dependency is satisfied
+    without any package index."""
     for pkg in PACKAGES:
-        shutil.copytree(GEN / pkg, into / pkg, ignore=shutil.ignore_patterns("__pycache__"))
         # PEP 561: the messages ship .pyi stubs; py.typed tells type checkers to use them.
         (into / pkg / "py.typed").write_text("")
-    (into / "pyproject.toml").write_text(pyproject(version))
+    (into / "pyproject.toml").write_text(pyproject(version()))
     (into / "README.md").write_text("Generated from the MAKOTO protos (gen/). Do not edit.\n")
+
+
+def stage(into: Path) -> Path:
+    for pkg in PACKAGES:
+        shutil.copytree(GEN / pkg, into / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_project(into)
     return into
 
 

@@ -112,6 +112,11 @@ def generate(out: Path) -> None:
     # buf/validate's grpc file is empty noise.
     for junk in out.rglob("validate_pb2_grpc.py"):
         junk.unlink()
+    # gen/ is also the makoto-api project (the server distribution depends on it).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from build_api_package import write_project
+
+    write_project(out)
 
 
 def main() -> None:

@@ -13,7 +13,10 @@ BUF = ROOT / "node_modules" / ".bin" / "buf"
 
 def _tree(root: Path) -> dict[str, Path]:
     return {
-        str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(root)): p
+        for p in root.rglob("*")
+        # An editable install of gen/ (makoto-api) leaves its egg-info there (git-ignored).
+        if p.is_file() and "__pycache__" not in p.parts and not any(s.endswith(".egg-info") for s in p.parts)
     }
 
 
