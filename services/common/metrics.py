@@ -84,6 +84,7 @@ tenant_label = TenantLabels(200)
 # (service, method, code) -> (requests child, duration child): labels() costs a dict lookup and
 # a lock per call; a call's path is the same few combinations over and over.
 _children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any]] = {}
+_tenant_children: dict[tuple[str, str, grpc.StatusCode], Any] = {}
 
 
 def observe_call(
@@ -98,7 +99,12 @@ def observe_call(
     children[0].inc()
     children[1].observe(seconds)
     if tenant:
-        TENANT_REQUESTS.labels(service, tenant_label(tenant), code.name).inc()
+        # Keyed by the bounded label, so this cache is bounded too.
+        tkey = (service, tenant_label(tenant), code)
+        child = _tenant_children.get(tkey)
+        if child is None:
+            child = _tenant_children[tkey] = TENANT_REQUESTS.labels(tkey[0], tkey[1], code.name)
+        child.inc()
 
 
 def usage(tenant_id: str, meter: str, value: int) -> None:
