@@ -76,11 +76,16 @@ def write_project(into: Path) -> None:
     README and py.typed markers. scripts/gen.py writes them into gen/, so `pip install -e gen`
     (make setup) installs makoto-api from the repository -- the server's dependency is satisfied
     without any package index."""
-    for pkg in PACKAGES:
+    files = {
         # PEP 561: the messages ship .pyi stubs; py.typed tells type checkers to use them.
-        (into / pkg / "py.typed").write_text("")
-    (into / "pyproject.toml").write_text(pyproject(version()))
-    (into / "README.md").write_text("Generated from the MAKOTO protos (gen/). Do not edit.\n")
+        **{into / pkg / "py.typed": "" for pkg in PACKAGES},
+        into / "pyproject.toml": pyproject(version()),
+        into / "README.md": "Generated from the MAKOTO protos (gen/). Do not edit.\n",
+    }
+    for path, text in files.items():
+        # Unchanged files keep their mtime: `make setup` reinstalls only when the project changed.
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
 
 
 def stage(into: Path) -> Path:

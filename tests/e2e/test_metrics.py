@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import httpx
 import pytest
@@ -55,11 +56,18 @@ def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> No
 
         for _ in range(3):
             assert c.get(root, headers=member).status_code == 200
-        puts = [
-            c.put(f"{root}/objects/k{i}", content=os.urandom(100), headers=member).status_code
-            for i in range(5)
-        ]
-        assert puts.count(200) == 2 and puts.count(429) == 3, puts
+        # Writes until three are refused. The storage replica normally has the tenant's limits at
+        # its first call; on a loaded machine that lookup may time out (safe defaults for a TTL),
+        # so the loop does not assume when refusals start -- the counters must match what it saw.
+        puts: list[int] = []
+        deadline = time.monotonic() + 30
+        while puts.count(429) < 3 and time.monotonic() < deadline:
+            r = c.put(f"{root}/objects/k{len(puts)}", content=os.urandom(100), headers=member)
+            puts.append(r.status_code)
+            if r.status_code == 200 and len(puts) > 2:
+                time.sleep(0.2)
+        ok, refused = puts.count(200), puts.count(429)
+        assert refused == 3 and ok + refused == len(puts) and ok >= 2, puts
         assert c.get(f"{root}/objects/missing", headers=member).status_code == 404
         r = c.post(
             f"{root}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, headers=member
@@ -77,8 +85,8 @@ def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> No
     assert moved("tenant", "makoto_rpc_requests_total", service="tenant", method="GetTenant", code="OK") == 3
     assert moved("tenant", "makoto_rpc_duration_seconds_count", service="tenant", method="GetTenant") == 3
     storage = {"service": "storage", "method": "PutObjectContent"}
-    assert moved("storage", "makoto_rpc_requests_total", **storage, code="OK") == 2
-    assert moved("storage", "makoto_rpc_requests_total", **storage, code="RESOURCE_EXHAUSTED") == 3
+    assert moved("storage", "makoto_rpc_requests_total", **storage, code="OK") == ok
+    assert moved("storage", "makoto_rpc_requests_total", **storage, code="RESOURCE_EXHAUSTED") == refused
     assert (
         moved(
             "storage",
@@ -112,12 +120,17 @@ def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> No
 
     # Per tenant: requests by status, usage by meter, rate-limit refusals.
     tenant_storage = {"service": "storage", "tenant": tenant}
-    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="OK") == 2
-    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="RESOURCE_EXHAUSTED") == 3
+    assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="OK") == ok
+    assert (
+        moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="RESOURCE_EXHAUSTED")
+        == refused
+    )
     assert moved("storage", "makoto_tenant_requests_total", **tenant_storage, code="NOT_FOUND") == 1
-    assert moved("storage", "makoto_rate_limit_refusals_total", **tenant_storage, rate_class="writes") == 3
+    assert (
+        moved("storage", "makoto_rate_limit_refusals_total", **tenant_storage, rate_class="writes") == refused
+    )
     # Refused calls are not billed; served ones (the 404 included) are.
-    assert moved("storage", "makoto_tenant_usage_total", tenant=tenant, meter="api_calls") == 3
+    assert moved("storage", "makoto_tenant_usage_total", tenant=tenant, meter="api_calls") == ok + 1
     assert moved("llm", "makoto_tenant_usage_total", tenant=tenant, meter="llm_prompt_tokens") == int(
         usage["promptTokens"]
     )
@@ -132,7 +145,7 @@ def test_service_and_envoy_metrics_count_the_calls(observed: ObservedMesh) -> No
 
     # Envoy's own stats, through its stats listener: the calls reached the clusters.
     storage_rq = moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="storage")
-    assert storage_rq == 6, storage_rq
+    assert storage_rq == len(puts) + 1, storage_rq
     assert moved("envoy", "envoy_cluster_upstream_rq_total", envoy_cluster_name="llm") == 1
 
 
