@@ -54,12 +54,6 @@ def default_endpoints(settings: MeshSettings) -> dict[int, str]:
     }
 
 
-def openai_port(settings: MeshSettings) -> int:
-    """This replica's OpenAI-compatible HTTP port."""
-    ports = settings.openai_ports()
-    return ports[min(settings.replica_index, len(ports) - 1)]
-
-
 def loopback(host: str) -> str:
     # A wildcard bind is reached on loopback; a specific address is reached on itself.
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -98,7 +92,7 @@ async def build(
     servicer = LlmServicer(registry, UsageMeter(recorder), options, llm_limits)
     openai_api = OpenAIApi(
         host=settings.host,
-        port=openai_port(settings),
+        port=settings.llm_openai_port,
         grpc_target=f"{loopback(settings.host)}:{settings.llm_port}",
         verifier=JwtVerifier(settings.jwt_providers()),
         timeout_seconds=options.timeout_seconds,
