@@ -15,6 +15,7 @@ import pytest
 
 from services.common.identity import Role
 from tests.mesh_fixture import RunningMesh
+from tests.security.attacks import BAD_TOKEN_KINDS, bad_token
 from tests.support import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -131,9 +132,9 @@ async def test_rate_limit_answers_429_with_retry_after(mesh: RunningMesh) -> Non
     await create_tenant(mesh, tenant, {"rpmLimit": 1})
     async with sdk(mesh, tenant) as client:
         messages = [{"role": "user", "content": "one"}]
-        await client.chat.completions.create(model="chat", messages=messages)  # type: ignore[arg-type]
+        await client.chat.completions.create(model="chat", messages=messages)
         with pytest.raises(openai.RateLimitError) as caught:
-            await client.chat.completions.create(model="chat", messages=messages)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="chat", messages=messages)
     error = caught.value
     assert error.status_code == 429
     assert int(error.response.headers["retry-after"]) >= 1
@@ -147,7 +148,7 @@ async def test_cross_tenant_and_bad_tokens_are_refused(mesh: RunningMesh, tenant
     # Naming another tenant through the SDK's organization: Envoy refuses it.
     async with sdk(mesh, tenant, organization=other) as client:
         with pytest.raises(openai.PermissionDeniedError):
-            await client.chat.completions.create(model="chat", messages=messages)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="chat", messages=messages)
     # ... and so does the service itself, reached directly (bypassing Envoy).
     direct = f"http://{mesh.settings.host}:{mesh.settings.llm_openai_port}/v1"
     token = mint_token(mesh.settings, role=Role.MEMBER, tenant_id=tenant)
@@ -155,7 +156,7 @@ async def test_cross_tenant_and_bad_tokens_are_refused(mesh: RunningMesh, tenant
         base_url=direct, api_key=token, organization=other, max_retries=0
     ) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:
-            await client.chat.completions.create(model="chat", messages=messages)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="chat", messages=messages)
         assert caught.value.body["type"] == "permission_error"  # type: ignore[index]
     async with openai.AsyncOpenAI(base_url=direct, api_key="not-a-jwt", max_retries=0) as client:
         with pytest.raises(openai.AuthenticationError):
@@ -185,3 +186,18 @@ async def test_openai_calls_are_metered_like_grpc_ones(mesh: RunningMesh) -> Non
                 break
             await asyncio.sleep(0.1)
     assert total == answer.usage.prompt_tokens
+
+
+async def test_bad_tokens_are_401_on_the_service_port_itself(mesh: RunningMesh, tenant: str) -> None:
+    """Bypassing Envoy: the OpenAI listener refuses every kind of bad token, even one claiming
+    platform-admin, before any work (no usage left behind is checked by the gRPC twin test)."""
+    direct = f"http://{mesh.settings.host}:{mesh.settings.llm_openai_port}"
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=direct, timeout=30) as client:
+        for kind in BAD_TOKEN_KINDS:
+            for role in (Role.MEMBER, Role.PLATFORM_ADMIN):
+                token = bad_token(mesh, kind, role, tenant)
+                headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+                r = await client.post("/v1/chat/completions", json=body, headers=headers)
+                assert r.status_code == 401, (kind, role, r.text)
+                assert r.json()["error"]["type"] == "authentication_error"
