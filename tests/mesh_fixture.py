@@ -136,6 +136,7 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             "MAKOTO_TENANT_PORT": str(settings.tenant_port),
             "MAKOTO_STORAGE_PORT": str(settings.storage_port),
             "MAKOTO_LLM_PORT": str(settings.llm_port),
+            "MAKOTO_LLM_OPENAI_PORT": str(settings.llm_openai_port),
             "MAKOTO_METERING_PORT": str(settings.metering_port),
             "MAKOTO_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
             "MAKOTO_SIMULATOR_PORT": str(settings.simulator_port),
@@ -156,6 +157,8 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             env[f"MAKOTO_{service.upper()}_REPLICAS"] = str(settings.replicas(service))
             env[f"MAKOTO_{service.upper()}_REPLICA_PORTS"] = json.dumps(settings.replica_ports(service)[1:])
             env["MAKOTO_DRAIN_DELAY_SECONDS"] = str(settings.drain_delay_seconds)
+    if settings.replicas("llm") > 1:
+        env["MAKOTO_LLM_OPENAI_REPLICA_PORTS"] = json.dumps(settings.openai_ports()[1:])
     return env
 
 
@@ -263,6 +266,7 @@ def start_mesh(
         "llm_replicas": llm_replicas,
         "storage_replica_ports": [free_port() for _ in range(storage_replicas - 1)],
         "llm_replica_ports": [free_port() for _ in range(llm_replicas - 1)],
+        "llm_openai_replica_ports": [free_port() for _ in range(llm_replicas - 1)],
         "drain_delay_seconds": 2.5,
     }
     values.update(overrides)

@@ -29,6 +29,7 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
         "tenant_port": free_port(),
         "storage_port": free_port(),
         "llm_port": free_port(),
+        "llm_openai_port": free_port(),
         "metering_port": free_port(),
         "envoy_port": free_port(),
         "envoy_admin_port": free_port(),

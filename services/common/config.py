@@ -100,6 +100,10 @@ class MeshSettings(BaseSettings):
     # + 100 * replica (storage: 50152, 50252, ...).
     storage_replica_ports: list[int] = Field(default_factory=list)
     llm_replica_ports: list[int] = Field(default_factory=list)
+    # LLMService's OpenAI-compatible HTTP API (Envoy routes /v1/* to it): replica i listens on
+    # llm_openai_replica_ports[i-1], else llm_openai_port + 100 * i.
+    llm_openai_port: int = 50063
+    llm_openai_replica_ports: list[int] = Field(default_factory=list)
     # Which replica this process is (0 = the first); the launcher sets it per child.
     replica_index: int = Field(default=0, ge=0)
     # On SIGTERM a replicated service answers NOT_SERVING to health checks for this long before it
@@ -197,6 +201,12 @@ class MeshSettings(BaseSettings):
         if not base:
             return None
         return base + 100 * self.replica_index
+    def openai_ports(self) -> list[int]:
+        """The OpenAI-compatible HTTP port of every LLMService replica, replica 0 first."""
+        base, extra = self.llm_openai_port, self.llm_openai_replica_ports
+        return [base] + [
+            extra[i - 1] if i - 1 < len(extra) else base + 100 * i for i in range(1, self.replicas("llm"))
+        ]
 
     def replica_addresses(self, service: str) -> list[str]:
         return [f"{self.host}:{port}" for port in self.replica_ports(service)]

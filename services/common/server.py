@@ -7,7 +7,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -43,6 +43,12 @@ class Registration:
     full_name: str
 
 
+class Listener(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class ServerSpec:
     name: str
@@ -52,6 +58,9 @@ class ServerSpec:
     recorder: UsageRecorder | None = None
     # The tenant API rate-limit step (None: no API rate limits on this server).
     rate_limiter: ApiRateLimiter | None = None
+    # Other listeners of the process (LLMService's OpenAI-compatible HTTP API): started after the
+    # gRPC server, stopped (their in-flight requests drained) before it.
+    listeners: list[Listener] = field(default_factory=list)
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -122,6 +131,8 @@ async def run_server(
     scrape = MetricsServer(settings, spec.name)
     scrape.start()
     await server.start()
+    for listener in spec.listeners:
+        await listener.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", service=spec.name, address=f"{settings.host}:{bound}")
@@ -148,6 +159,8 @@ async def run_server(
         # Other replicas can take the traffic: keep serving until Envoy's health check has seen
         # NOT_SERVING and moved new calls away, so a rolling restart fails no call.
         await asyncio.sleep(settings.drain_delay_seconds)
+    for listener in spec.listeners:
+        await listener.stop()
     # Calls still running when the grace period ends are cut by the server: mark them so their
     # api_calls record says so (a little early, so the mark is set before grpc cancels them).
     cut_mark = loop.call_later(max(0.0, settings.shutdown_grace_seconds - 0.1), makoto.begin_shutdown)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.common.config import MeshSettings
-from services.mesh.envoy_config import DESCRIPTOR_PATH, OPENAPI_DOC, REPO_ROOT, render
+from services.mesh.envoy_config import DESCRIPTOR_PATH, OPENAI_CLUSTER, OPENAPI_DOC, REPO_ROOT, render
 from services.mesh.processes import envoy_binary
 
 Target = Literal["compose", "k8s"]
@@ -42,13 +42,17 @@ def upstream_hosts(target: Target) -> dict[str, list[str]]:
     (`storage`, `storage-2`: each needs its own MAKOTO_REPLICA_INDEX, hence its own usage spool);
     Kubernetes has one headless Service per Deployment whose A records are the ready pods."""
     if target == "compose":
-        return {
+        hosts = {
             "tenant": ["tenant"],
             "storage": ["storage", "storage-2"],
             "llm": ["llm", "llm-2"],
             "metering": ["metering"],
         }
-    return {name: [name] for name in SERVICES}
+    else:
+        hosts = {name: [name] for name in SERVICES}
+    # LLMService's OpenAI-compatible HTTP listener runs in the same pods/containers.
+    hosts[OPENAI_CLUSTER] = hosts["llm"]
+    return hosts
 
 
 def fleet_settings() -> MeshSettings:

@@ -15,6 +15,7 @@ tenant's monthly budget (tokens and/or money).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -49,6 +50,10 @@ class Charge:
     nanos: int = 0
     over: bool = False
     settled: bool = field(default=False)
+    # Streamed tokens not yet charged in the shared store, and how many may wait: a quarter of
+    # the budget room seen at the last charge (so the chunk that crosses is still the one seen).
+    pending: int = 0
+    flush_at: int = 1
 
 
 class LlmLimits:
@@ -100,9 +105,14 @@ class LlmLimits:
         return charge
 
     async def add_output(self, tenant_id: str, charge: Charge, tokens: int) -> bool:
-        """Charge streamed completion tokens; True once the budget is crossed."""
+        """Charge streamed completion tokens; True once the budget is crossed. Far from the
+        budget, chunks are charged in batches (one shared-store round trip per chunk cost more
+        than the rest of a stream); near it, chunk by chunk."""
         if tokens > 0:
-            await self._charge(tenant_id, charge, tokens, charge.limits.completion_price)
+            charge.pending += tokens
+            if charge.pending >= charge.flush_at:
+                pending, charge.pending = charge.pending, 0
+                await self._charge(tenant_id, charge, pending, charge.limits.completion_price)
         return charge.over
 
     async def settle(self, tenant_id: str, charge: Charge, prompt: int, completion: int) -> None:
@@ -134,6 +144,7 @@ class LlmLimits:
         budget_nanos = (
             to_nanos(eff.limits.llm_monthly_spend) if eff.limits.llm_monthly_spend is not None else None
         )
+        charge.flush_at = self._flush_at(eff, budget_tokens, budget_nanos, new_tokens, new_nanos)
         if tokens > 0 or nanos > 0:
             for kind, budget, before, after in (
                 ("tokens", budget_tokens, new_tokens - tokens, new_tokens),
@@ -147,6 +158,21 @@ class LlmLimits:
                     mark = budget * threshold / 100
                     if before < mark <= after:
                         await self._alert(tenant_id, eff.month, kind, threshold)
+
+    @staticmethod
+    def _flush_at(
+        eff: EffectiveLimits, budget_tokens: int | None, budget_nanos: int | None, used: int, spent: int
+    ) -> int:
+        room: int | None = None
+        if budget_tokens is not None:
+            room = budget_tokens - used
+        per_token = to_nanos(eff.completion_price)
+        if budget_nanos is not None and per_token > 0:
+            by_spend = (budget_nanos - spent) // per_token
+            room = by_spend if room is None else min(room, by_spend)
+        if room is None:
+            return sys.maxsize  # no budget: the final settle charges the stream
+        return max(1, room // 4)
 
     async def _refund_all(self, tenant_id: str, charge: Charge) -> None:
         await self._add(tenant_id, charge, -charge.tokens, -charge.nanos)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from services.common.usage import LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS, UsageRecorder
@@ -23,15 +25,25 @@ class UsageMeter:
         if estimated:
             # The provider never reported usage (stream cut short): the offline estimate is billed.
             log.info("billing estimated usage", model=model, provider=provider)
-        for meter, value in (
-            (LLM_PROMPT_TOKENS, usage.prompt_tokens),
-            (LLM_COMPLETION_TOKENS, usage.completion_tokens),
-        ):
-            if value <= 0:
-                continue
-            try:
-                await self._recorder.record(
-                    meter=meter, tenant_id=tenant_id, value=value, dimensions=dimensions
-                )
-            except Exception:  # metering must never fail the call it measures
-                log.exception("usage record failed", meter=meter)
+        meters = [
+            (meter, value)
+            for meter, value in (
+                (LLM_PROMPT_TOKENS, usage.prompt_tokens),
+                (LLM_COMPLETION_TOKENS, usage.completion_tokens),
+            )
+            if value > 0
+        ]
+        # Both at once: the spool commits events that arrive together in one write (one thread
+        # hop and one SQLite transaction per call instead of two).
+        outcomes = await asyncio.gather(
+            *(
+                self._recorder.record(meter=meter, tenant_id=tenant_id, value=value, dimensions=dimensions)
+                for meter, value in meters
+            ),
+            return_exceptions=True,
+        )
+        for (meter, _), outcome in zip(meters, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):  # metering must never fail the call it measures
+                log.error("usage record failed", meter=meter, exc_info=outcome)

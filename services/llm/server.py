@@ -9,6 +9,7 @@ from makoto.tenant.v1 import tenant_pb2
 from services.common import metrics
 from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
+from services.common.jwt_verify import JwtVerifier
 from services.common.limits.wiring import LimitsParts, build_limits
 from services.common.policy import MethodPolicy, tenant_rpc
 from services.common.secrets import SecretResolver
@@ -20,6 +21,7 @@ from services.llm.adapters.openai_provider import build_openai
 from services.llm.config import LlmSettings
 from services.llm.limits import LlmLimits
 from services.llm.metering import UsageMeter
+from services.llm.openai_api import OpenAIApi
 from services.llm.ports import TenantResolver
 from services.llm.registry import ProviderFactory, ProviderRegistry
 from services.llm.service import LlmServicer
@@ -51,6 +53,11 @@ def default_endpoints(settings: MeshSettings) -> dict[int, str]:
         tenant_pb2.LLM_PROVIDER_AZURE_OPENAI: root,
         tenant_pb2.LLM_PROVIDER_ANTHROPIC: root,
     }
+
+
+def loopback(host: str) -> str:
+    # A wildcard bind is reached on loopback; a specific address is reached on itself.
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 async def build(
@@ -85,6 +92,15 @@ async def build(
     limits = limits or build_limits(settings, "llm")
     llm_limits = LlmLimits(limits.counters, limits.cache, recorder)
     servicer = LlmServicer(registry, UsageMeter(recorder), options, llm_limits)
+    openai_api = OpenAIApi(
+        host=settings.host,
+        port=settings.llm_openai_port,
+        grpc_target=f"{loopback(settings.host)}:{settings.llm_port}",
+        verifier=JwtVerifier(settings.jwt_providers()),
+        timeout_seconds=options.timeout_seconds,
+        max_body_bytes=settings.max_message_bytes,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
     return ServerSpec(
         name="llm",
         port=settings.llm_port,
@@ -92,5 +108,6 @@ async def build(
         policies=POLICIES,
         recorder=recorder,
         rate_limiter=limits.api,
+        listeners=[openai_api],
         on_stop=[servicer.drain, registry.close, *registry_stops, *limits.closers],
     )

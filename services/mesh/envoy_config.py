@@ -619,6 +619,80 @@ def _openapi_route(doc: Path) -> dict[str, Any]:
     }
 
 
+# -- the OpenAI-compatible API (LLMService's HTTP listener) -------------------------------------
+
+OPENAI_CLUSTER = "llm_openai"
+OPENAI_PREFIX = "/v1/"
+OPENAI_ORG_HEADER = "openai-organization"
+
+
+def _openai_route(settings: MeshSettings) -> dict[str, Any]:
+    """/v1/* (OpenAI's paths) to LLMService's HTTP listener, untranscoded. jwt_authn has
+    verified the token; RBAC lets the call through when it names no tenant (the token's is used)
+    or names the token's own tenant in OpenAI-Organization. The service checks both again."""
+    cel = CelBuilder()
+    requested = cel.path("request", "headers", OPENAI_ORG_HEADER)
+    own = cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, TENANT_CLAIM)
+    no_org = {"not_rule": {"header": {"name": OPENAI_ORG_HEADER, "present_match": True}}}
+    timeout = _seconds(unary_timeout(settings, "llm"))
+    return {
+        "name": "openai",
+        "match": {"prefix": OPENAI_PREFIX},
+        "route": {
+            "cluster": OPENAI_CLUSTER,
+            # Streams (SSE) run as long as they produce; the idle timeout ends a silent one.
+            "timeout": "0s",
+            "idle_timeout": timeout,
+            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+        },
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_json_transcoder": _typed(
+                "envoy.config.route.v3.FilterConfig", disabled=True
+            ),
+            RBAC_FILTER: _typed(
+                "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+                rbac={
+                    "rules": {
+                        "action": "ALLOW",
+                        "policies": {
+                            "openai-token-tenant": {"permissions": [no_org], "principals": [{"any": True}]},
+                            "openai-named-tenant": _policy(cel.eq(requested, own)),
+                        },
+                    }
+                },
+            ),
+        },
+    }
+
+
+def _openai_cluster(settings: MeshSettings) -> dict[str, Any]:
+    host = _upstream_host(settings.host)
+    return {
+        "name": OPENAI_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": OPENAI_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket(host, p)}} for p in settings.openai_ports()
+                    ]
+                }
+            ],
+        },
+        # A replica that refuses connections (died, restarting) is skipped until it is back.
+        "outlier_detection": {
+            "consecutive_local_origin_failure": 2,
+            "split_external_local_origin_errors": True,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+        },
+    }
+
+
 def render(
     settings: MeshSettings,
     *,
@@ -671,6 +745,7 @@ def render(
                     "routes": [
                         *([_openapi_route(openapi)] if openapi is not None else []),
                         *(_route(settings, m) for m in methods),
+                        _openai_route(settings),
                     ],
                 }
             ],
@@ -690,6 +765,7 @@ def render(
         ],
     )
     clusters = [_cluster(settings, name, port) for name, port in ports.items()]
+    clusters.append(_openai_cluster(settings))
     clusters += [_jwks_cluster(p) for p in settings.jwt_providers() if p.jwks_path is None and p.jwks_url]
     clusters += envoy_observability.clusters(settings)
     stats = envoy_observability.stats_listener(settings)

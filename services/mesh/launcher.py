@@ -104,7 +104,17 @@ def replica_specs(
                 name=name,
                 argv=python_module(f"services.{service}"),
                 log_path=log_dir / f"{name}.log",
-                env={**env, f"MAKOTO_{service.upper()}_PORT": str(port), "MAKOTO_REPLICA_INDEX": str(index)},
+                env={
+                    **env,
+                    f"MAKOTO_{service.upper()}_PORT": str(port),
+                    "MAKOTO_REPLICA_INDEX": str(index),
+                    # LLMService's OpenAI-compatible listener: one port per replica too.
+                    **(
+                        {"MAKOTO_LLM_OPENAI_PORT": str(settings.openai_ports()[index])}
+                        if service == "llm"
+                        else {}
+                    ),
+                },
                 service=service,
                 replica=index,
                 address=f"{settings.host}:{port}",

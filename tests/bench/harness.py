@@ -45,6 +45,11 @@ class Config:
     item_warmup: int = 20
     item_concurrency: int = 16
     backend_timeout_s: float = 240.0
+    # Section 6 (LLM gateway): chats at c=1 and c=16, streams at c=1, warm-up chats per path.
+    llm_requests_c1: int = 300
+    llm_requests_c16: int = 2000
+    llm_stream_requests: int = 200
+    llm_warmup: int = 100
 
     @classmethod
     def quick(cls) -> Config:
@@ -60,6 +65,10 @@ class Config:
             item_ops={"sqlite": 50, "postgres": 50, "dynamodb": 30, "cosmos": 30},
             item_warmup=5,
             backend_timeout_s=60.0,
+            llm_requests_c1=40,
+            llm_requests_c16=200,
+            llm_stream_requests=20,
+            llm_warmup=20,
         )
 
 
@@ -93,7 +102,8 @@ def _start_one(env: Environment, stack: contextlib.ExitStack, name: str, start: 
     return started
 
 
-def start_everything(env: Environment, stack: contextlib.ExitStack) -> None:
+def start_everything(env: Environment, stack: contextlib.ExitStack, emulators: bool = True) -> None:
+    """The mesh; and, with `emulators`, the cloud emulators the storage sections use."""
     from tests.contract.emulators import start_azurite, start_moto
     from tests.contract.item_emulators import start_cosmos
 
@@ -101,6 +111,8 @@ def start_everything(env: Environment, stack: contextlib.ExitStack) -> None:
     env.mesh = start_mesh(env.root / "mesh")
     stack.callback(stop_mesh, env.mesh)
     say(f"mesh ready: Envoy {env.mesh.envoy_target}, StorageService {env.mesh.address('storage')}")
+    if not emulators:
+        return
     for attr, name, start, backends in (
         ("moto", "moto_server", start_moto, ("s3", "dynamodb")),
         ("azurite", "azurite-blob", start_azurite, ("azure_blob",)),

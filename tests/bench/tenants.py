@@ -34,6 +34,7 @@ async def create_tenant(
     cloud: tenant_pb2.CloudProvider = tenant_pb2.CLOUD_PROVIDER_LOCAL,
     object_store: tenant_pb2.ObjectStoreBinding | None = None,
     item_store: tenant_pb2.ItemStoreBinding | None = None,
+    llm: tenant_pb2.LlmBinding | None = None,
 ) -> str:
     """An ACTIVE tenant; absent bindings are the embedded defaults (local objects, SQLite items)."""
     tid = tenant_id(prefix)
@@ -42,6 +43,8 @@ async def create_tenant(
         bindings.object_store.CopyFrom(object_store)
     if item_store is not None:
         bindings.item_store.CopyFrom(item_store)
+    if llm is not None:
+        bindings.llm.CopyFrom(llm)
     async with grpc.aio.insecure_channel(mesh.address("tenant")) as channel:
         stub = tenant_pb2_grpc.TenantServiceStub(channel)
         tenant = await stub.CreateTenant(

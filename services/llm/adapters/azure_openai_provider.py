@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import openai
 
+from services.llm.adapters.openai_http import OpenAIHttp
 from services.llm.adapters.openai_provider import OpenAIProvider
 from services.llm.ports import ProviderConfig
 
@@ -17,4 +18,15 @@ def build_azure_openai(config: ProviderConfig) -> OpenAIProvider:
         max_retries=config.max_retries,
         timeout=config.timeout_seconds,
     )
-    return OpenAIProvider(client, secret=config.api_key, name="azure_openai", max_tokens_param="max_tokens")
+    http = OpenAIHttp(
+        provider="azure_openai",
+        secret=config.api_key,
+        base_url=config.endpoint,
+        headers={"api-key": config.api_key},
+        max_retries=config.max_retries,
+        timeout_seconds=config.timeout_seconds,
+        azure_api_version=config.api_version,
+    )
+    return OpenAIProvider(
+        client, http=http, secret=config.api_key, name="azure_openai", max_tokens_param="max_tokens"
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 
-import httpx2
 import structlog
 
 from services.common.errors import (
@@ -29,7 +29,7 @@ CREDENTIALS_REJECTED = "LLM_CREDENTIALS_REJECTED"
 _MAX_MESSAGE = 500
 
 
-def retry_after_seconds(headers: httpx2.Headers | None, default: float = 1.0) -> float:
+def retry_after_seconds(headers: Mapping[str, str] | None, default: float = 1.0) -> float:
     """Retry-After (seconds or HTTP date) or retry-after-ms, else the default."""
     if headers is None:
         return default
@@ -79,7 +79,7 @@ def status_error(
     provider: str,
     model: str,
     message: str,
-    headers: httpx2.Headers | None,
+    headers: Mapping[str, str] | None,
     request_id: str | None = None,
     quota_exhausted: bool = False,
 ) -> MakotoError:

@@ -1,5 +1,6 @@
-"""OpenAI (and any OpenAI-compatible endpoint, such as the mesh's simulator) through the
-official `openai` SDK. The Azure OpenAI adapter is a preset of this one with another client."""
+"""OpenAI (and any OpenAI-compatible endpoint, such as the mesh's simulator): chat and streamed
+chat over aiohttp directly (services/llm/adapters/openai_http.py says why), everything else
+through the official `openai` SDK. The Azure OpenAI adapter is a preset of this one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import httpx2
 import openai
 
 from services.common import deadline
+from services.llm.adapters.http_errors import unreadable
 from services.llm.adapters.openai_errors import map_openai_error
+from services.llm.adapters.openai_http import OpenAIHttp
 from services.llm.ports import (
     Capabilities,
     ChatDelta,
@@ -32,12 +35,14 @@ class OpenAIProvider:
         self,
         client: openai.AsyncOpenAI,
         *,
+        http: OpenAIHttp,
         secret: str,
         name: str = "openai",
         # OpenAI wants max_completion_tokens (o-series refuse max_tokens); Azure's GA API max_tokens.
         max_tokens_param: str = "max_completion_tokens",
     ) -> None:
         self._client = client
+        self._http = http
         self._secret = secret
         self._name = name
         self._max_tokens_param = max_tokens_param
@@ -61,72 +66,75 @@ class OpenAIProvider:
         # `from None`: the SDK's own exception text may carry a masked key; keep it out of chains.
         raise map_openai_error(exc, provider=self._name, model=model, secret=self._secret) from None
 
-    def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
+    def _chat_body(self, request: ChatRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
         for m in request.messages:
             item = {"role": m.role, "content": m.content}
             if m.name:
                 item["name"] = m.name
             messages.append(item)
-        args: dict[str, Any] = {"model": request.model, "messages": messages}
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
         if request.temperature is not None:
-            args["temperature"] = request.temperature
+            body["temperature"] = request.temperature
         if request.max_tokens is not None:
-            args[self._max_tokens_param] = request.max_tokens
+            body[self._max_tokens_param] = request.max_tokens
         if request.user:
-            args["user"] = request.user
-        if request.request_timeout is not None:
-            args["timeout"] = request.request_timeout
-        return args
+            body["user"] = request.user
+        return body
 
     async def chat(self, request: ChatRequest) -> ChatResult:
+        answer = await self._http.chat(request.model, self._chat_body(request), request.request_timeout)
         try:
-            answer = await self._sdk().chat.completions.create(**self._chat_args(request))
-        except _ERRORS as exc:
-            self._fail(exc, request.model)
-        return ChatResult(
-            id=answer.id,
-            model=answer.model,
-            choices=[
-                Choice(
-                    index=c.index,
-                    content=c.message.content or "",
-                    finish_reason=c.finish_reason or "",
-                    role=c.message.role,
-                )
-                for c in answer.choices
-            ],
-            usage=Usage(answer.usage.prompt_tokens, answer.usage.completion_tokens) if answer.usage else None,
-            created=answer.created,
-        )
+            usage = answer.get("usage")
+            return ChatResult(
+                id=answer.get("id") or "",
+                model=answer.get("model") or request.model,
+                choices=[
+                    Choice(
+                        index=c.get("index", i),
+                        content=c["message"].get("content") or "",
+                        finish_reason=c.get("finish_reason") or "",
+                        role=c["message"].get("role") or "assistant",
+                    )
+                    for i, c in enumerate(answer["choices"])
+                ],
+                usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]) if usage else None,
+                created=int(answer.get("created") or 0),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise unreadable(self._name, request.model, exc) from None
 
     async def stream_chat(self, request: ChatRequest) -> AsyncGenerator[ChatDelta, None]:
+        body = {**self._chat_body(request), "stream": True, "stream_options": {"include_usage": True}}
+        events = self._http.stream(request.model, body, request.request_timeout)
         try:
-            stream = await self._sdk().chat.completions.create(
-                **self._chat_args(request), stream=True, stream_options={"include_usage": True}
-            )
-        except _ERRORS as exc:
-            self._fail(exc, request.model)
-        try:
-            async for chunk in stream:
-                for choice in chunk.choices:
-                    text = (choice.delta.content or "") if choice.delta else ""
-                    if text or choice.finish_reason:
+            async for chunk in events:
+                try:
+                    chunk_id, model = chunk.get("id") or "", chunk.get("model") or ""
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") or ""
+                        finish = choice.get("finish_reason") or ""
+                        if text or finish:
+                            yield ChatDelta(
+                                id=chunk_id,
+                                model=model,
+                                index=choice.get("index", 0),
+                                text=text,
+                                finish_reason=finish,
+                            )
+                    usage = chunk.get("usage")
+                    if usage:
                         yield ChatDelta(
-                            id=chunk.id,
-                            model=chunk.model,
-                            index=choice.index,
-                            text=text,
-                            finish_reason=choice.finish_reason or "",
+                            id=chunk_id,
+                            model=model,
+                            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
                         )
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    yield ChatDelta(id=chunk.id, model=chunk.model, usage=usage)
-        except _ERRORS as exc:
-            self._fail(exc, request.model)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise unreadable(self._name, request.model, exc) from None
         finally:
             # Also on cancellation or an early aclose(): stop reading and free the connection.
-            await stream.close()
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def embed(
         self, model: str, inputs: Sequence[str], *, request_timeout: float | None = None
@@ -179,6 +187,7 @@ class OpenAIProvider:
             self._fail(exc, "")
 
     async def close(self) -> None:
+        await self._http.close()
         await self._client.close()
 
     def is_closed(self) -> bool:
@@ -192,4 +201,12 @@ def build_openai(config: ProviderConfig) -> OpenAIProvider:
         max_retries=config.max_retries,
         timeout=config.timeout_seconds,
     )
-    return OpenAIProvider(client, secret=config.api_key)
+    http = OpenAIHttp(
+        provider="openai",
+        secret=config.api_key,
+        base_url=config.endpoint,
+        headers={"authorization": f"Bearer {config.api_key}"},
+        max_retries=config.max_retries,
+        timeout_seconds=config.timeout_seconds,
+    )
+    return OpenAIProvider(client, http=http, secret=config.api_key)

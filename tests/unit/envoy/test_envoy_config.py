@@ -3,6 +3,7 @@ reference is what the renderer produces, and the rendered routes say what envoy/
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from services.common.config import JwtProvider, MeshSettings
 from services.common.dev_issuer import ensure_signing_key
 from services.mesh.envoy_config import (
     DESCRIPTOR_PATH,
+    OPENAI_CLUSTER,
     REFERENCE_PATH,
     REPO_ROOT,
     reference_config,
@@ -201,7 +203,8 @@ def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
     routes = {r["name"]: r for r in _hcm(rendered)["route_config"]["virtual_hosts"][0]["routes"]}
     methods = public_methods(DESCRIPTOR_PATH)
     routed = [m for m in methods if m.access is not Access.INTERNAL]
-    assert set(routes) == {m.full_name for m in routed}
+    # Plus one route that is no gRPC method: the OpenAI-compatible API (its own test below).
+    assert set(routes) == {m.full_name for m in routed} | {"openai"}
     assert "makoto.metering.v1.MeteringService.RecordUsage" not in routes
     assert not [n for n in routes if "TenantDirectoryService" in n]
     for m in routed:
@@ -263,7 +266,8 @@ def test_tenant_fields(rendered: dict[str, Any]) -> None:
 
 def test_clusters_are_http2_with_grpc_health_checks(rendered: dict[str, Any]) -> None:
     clusters = {c["name"]: c for c in rendered["static_resources"]["clusters"]}
-    assert set(clusters) == set(PUBLIC_SERVICES)
+    assert set(clusters) == {*PUBLIC_SERVICES, OPENAI_CLUSTER}
+    del clusters[OPENAI_CLUSTER]  # plain HTTP/1.1 (LLMService's OpenAI-compatible listener)
     for name, cluster in clusters.items():
         opts = cluster["typed_extension_protocol_options"][
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -278,6 +282,31 @@ def test_clusters_are_http2_with_grpc_health_checks(rendered: dict[str, Any]) ->
     assert {k: v["value"] for k, v in health["cluster_min_healthy_percentages"].items()} == {
         c: 100.0 for c in PUBLIC_SERVICES
     }
+
+
+def test_openai_route_goes_untranscoded_to_the_llm_http_listener(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", llm_replicas=2, llm_openai_replica_ports=[41002])
+    config = render(settings)
+    [route] = [r for r in _hcm(config)["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "openai"]
+    assert route["match"] == {"prefix": "/v1/"}
+    assert route["route"]["cluster"] == OPENAI_CLUSTER
+    assert route["route"]["timeout"] == "0s"  # SSE streams; the idle timeout ends a silent one
+    per_filter = route["typed_per_filter_config"]
+    assert per_filter["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    policies = per_filter["envoy.filters.http.rbac"]["rbac"]["rules"]["policies"]
+    # Either no tenant named (the token's is used) or the token's own tenant named.
+    [no_org] = policies["openai-token-tenant"]["permissions"]
+    assert no_org["not_rule"]["header"] == {"name": "openai-organization", "present_match": True}
+    condition = json.dumps(policies["openai-named-tenant"]["condition"])
+    assert "openai-organization" in condition and "tenant_id" in condition
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    [group] = clusters[OPENAI_CLUSTER]["load_assignment"]["endpoints"]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in group["lb_endpoints"]]
+    assert ports == [settings.llm_openai_port, 41002]
+    # The /v1 paths are not public: jwt_authn's catch-all rule requires a token for them.
+    rules = _filter(config, "envoy.filters.http.jwt_authn")["rules"]
+    assert not [r for r in rules if r["match"].get("path", "").startswith("/v1/")]
+    assert rules[-1]["match"] == {"prefix": "/"} and "requires" in rules[-1]
 
 
 def test_access_log_has_no_query_string_or_headers(rendered: dict[str, Any]) -> None:
