@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
+from services.common.secrets.resolver import SecretResolver
 from services.common.server import Registration, ServerSpec
 from services.common.tenant_events import NatsLink
 from services.common.usage import UsageRecorder
@@ -18,6 +19,9 @@ from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
 from services.tenant.policies import POLICIES
+from services.tenant.provisioning.journal import SqlJournal
+from services.tenant.provisioning.plan import Planner
+from services.tenant.provisioning.workflow import WorkflowProvisioner
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -52,7 +56,10 @@ async def build(
             link.start()
             on_stop.insert(0, link.close)
             notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
-        tenants = TenantManager(store, LocalProvisioner(settings.data_dir), identity, notifier)
+        # Provisioning runs as journaled steps (services/tenant/provisioning): resumed by recover().
+        planner = Planner(LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings))
+        provisioner = WorkflowProvisioner(planner, SqlJournal(engine))
+        tenants = TenantManager(store, provisioner, identity, notifier)
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
     except BaseException:
