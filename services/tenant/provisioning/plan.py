@@ -1,10 +1,11 @@
 """Which steps a tenant's provisioning runs, from its bindings and cloud provider.
 
 - always: the tenant's local directory (the embedded defaults' objects and SQLite items);
-- a binding with option `managed = "true"` is created and owned by the platform: an S3 bucket or
-  a DynamoDB table (names from the binding, else the platform's naming convention, the same the
-  storage adapters use). Without it a cloud binding names a resource the tenant brings: nothing
-  is created or removed (the behaviour before the workflow existed);
+- a binding with option `managed = "true"` is created and owned by the platform: an S3 bucket,
+  a DynamoDB table, an Azure Blob container or a Cosmos DB database (names from the binding,
+  else the platform's naming convention, the same the storage adapters use). Without it a
+  cloud binding names a resource the tenant brings: nothing is created or removed (the
+  behaviour before the workflow existed);
 - an AWS tenant also gets its Secrets Manager path (when MAKOTO_AWS_PROVISION_SECRETS_PATH) and
   its Cognito group (when MAKOTO_AWS_COGNITO_USER_POOL_ID names the platform's user pool).
 """
@@ -17,7 +18,7 @@ from makoto.tenant.v1 import tenant_pb2
 
 from services.tenant.adapters.local_provisioner import LocalProvisioner
 from services.tenant.model import CloudProvider, TenantRecord
-from services.tenant.provisioning import aws
+from services.tenant.provisioning import aws, azure
 from services.tenant.provisioning.local_step import LocalDirectoryStep
 from services.tenant.provisioning.workflow import Step
 
@@ -61,6 +62,10 @@ class Planner:
         if items.backend == tenant_pb2.ITEM_BACKEND_DYNAMODB and managed(items.options):
             table = items.database or f"makoto-{tid}-items"
             steps.append(aws.DynamoDbTableStep(tid, aws.item_target(items), self._secrets, table))
+        if objects.backend == tenant_pb2.OBJECT_BACKEND_AZURE_BLOB and managed(objects.options):
+            steps.append(azure.BlobContainerStep(tid, objects, self._secrets))
+        if items.backend == tenant_pb2.ITEM_BACKEND_COSMOS and managed(items.options):
+            steps.append(azure.CosmosDatabaseStep(tid, items, self._secrets))
         if tenant.cloud_provider == CloudProvider.AWS:
             target = aws.platform_target(self._aws)
             if self._aws.provision_secrets_path:

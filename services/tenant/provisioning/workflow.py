@@ -18,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from services.common.errors import MakotoError
 from services.tenant.model import TenantRecord
 from services.tenant.ports import ProvisioningError
 from services.tenant.provisioning.journal import OperationState, SqlJournal, StepRecord, StepState
@@ -57,8 +58,8 @@ Planner = Callable[[TenantRecord], Sequence[Step]]
 
 def describe(exc: BaseException) -> str:
     """A short, secret-free reason: our own errors keep their message; SDK errors give their code."""
-    if isinstance(exc, ProvisioningError | StepFailed):
-        return str(exc)
+    if isinstance(exc, ProvisioningError | StepFailed | MakotoError):
+        return str(exc)  # ours: written to be shown (MakotoError messages never carry secrets)
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")

@@ -37,7 +37,7 @@ _FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
     "connect_timeout_seconds": (0.1, 120.0),
     "read_timeout_seconds": (0.1, 3600.0),
 }
-_BOOL_OPTIONS = ("auto_provision",)
+_BOOL_OPTIONS = ("auto_provision", "managed")
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 
 
