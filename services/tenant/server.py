@@ -18,6 +18,7 @@ from services.tenant.adapters.sql_store import SqlTenantStore
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
+from services.tenant.operations import OperationReader
 from services.tenant.policies import POLICIES
 from services.tenant.provisioning.journal import SqlJournal
 from services.tenant.provisioning.plan import Planner
@@ -58,7 +59,8 @@ async def build(
             notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
         # Provisioning runs as journaled steps (services/tenant/provisioning): resumed by recover().
         planner = Planner(LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings))
-        provisioner = WorkflowProvisioner(planner, SqlJournal(engine))
+        journal = SqlJournal(engine)
+        provisioner = WorkflowProvisioner(planner, journal)
         tenants = TenantManager(store, provisioner, identity, notifier)
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
@@ -72,7 +74,7 @@ async def build(
         registrations=[
             Registration(
                 tenant_pb2_grpc.add_TenantServiceServicer_to_server,
-                TenantService(tenants, UserManager(tenants, identity)),
+                TenantService(tenants, UserManager(tenants, identity), OperationReader(tenants, journal)),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),
             Registration(

@@ -252,6 +252,28 @@ async def test_a_failed_step_removes_what_was_created_and_names_the_step(
     assert own in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert names(tid)["table"] in aws.client("dynamodb").list_tables()["TableNames"]
 
+    # The operation says the same: done, error naming the step, step-level progress.
+    listed = await api.stub.ListOperations(
+        tenant_pb2.ListOperationsRequest(tenant_id=tid), metadata=api.admin
+    )
+    [operation] = listed.operations
+    assert operation.done and operation.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert operation.error.message == created.state_reason
+    metadata = tenant_pb2.ProvisioningMetadata()
+    assert operation.metadata.Unpack(metadata)
+    assert metadata.failed_step == f"aws.dynamodb_table:makoto-{tid}-items"
+    steps = {s.name.split(":")[0]: (s.state, s.preexisting) for s in metadata.steps}
+    assert steps == {
+        "local.tenant_directory": (tenant_pb2.STEP_STATE_REMOVED, False),
+        "aws.s3_bucket": (tenant_pb2.STEP_STATE_DONE, True),  # the tenant's own: left alone
+        "aws.dynamodb_table": (tenant_pb2.STEP_STATE_FAILED, True),
+    }
+    again = await api.stub.GetOperation(
+        tenant_pb2.GetOperationRequest(tenant_id=tid, operation_id=operation.name.rsplit("/", 1)[1]),
+        metadata=bearer(api.settings, "tenant-admin", tid),
+    )
+    assert again == operation
+
 
 # -- the process dies at any step ----------------------------------------------------------------
 
