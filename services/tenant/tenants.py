@@ -26,7 +26,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.tenant import bindings as binding_rules
-from services.tenant import paging
+from services.tenant import paging, residency
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
 from services.tenant.ports import (
     ChangeNotifier,
@@ -99,6 +99,7 @@ class TenantManager:
             if earlier is not None:
                 return earlier
         binding_rules.check(spec.bindings, "tenant.bindings")
+        residency.check(spec.region, spec.bindings)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
         chosen["bindings"] = binding_rules.with_defaults(spec.bindings)
@@ -221,6 +222,10 @@ class TenantManager:
             changes = build_changes(tenant)
             if not changes:
                 return tenant
+            if "region" in changes or "bindings" in changes:
+                residency.check(
+                    changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
+                )
             if "bindings" in changes:
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:
