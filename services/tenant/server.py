@@ -12,6 +12,7 @@ from services.common.secrets.resolver import SecretResolver
 from services.common.server import Registration, ServerSpec
 from services.common.tenant_events import NatsLink
 from services.common.usage import UsageRecorder
+from services.tenant.adapters.cognito_identity import CognitoIdentityProvider
 from services.tenant.adapters.local_identity import LocalIdentityProvider
 from services.tenant.adapters.local_provisioner import LocalProvisioner
 from services.tenant.adapters.sql_store import SqlTenantStore
@@ -20,6 +21,8 @@ from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
 from services.tenant.operations import OperationReader
 from services.tenant.policies import POLICIES
+from services.tenant.ports import IdentityProvider
+from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
 from services.tenant.provisioning.journal import SqlJournal
 from services.tenant.provisioning.plan import Planner
 from services.tenant.provisioning.workflow import WorkflowProvisioner
@@ -51,14 +54,26 @@ async def build(
     try:
         await migrate(engine)
         store = SqlTenantStore(engine)
-        identity = LocalIdentityProvider(engine)
+        platform_aws = PlatformAwsSettings()
+        identity: IdentityProvider
+        if platform_aws.cognito_user_pool_id:
+            # Tenant users live in the platform's Cognito user pool (tokens come from Cognito).
+            cognito = CognitoIdentityProvider(
+                platform_target(platform_aws), platform_aws.cognito_user_pool_id
+            )
+            on_stop.append(cognito.close)
+            identity = cognito
+        else:
+            identity = LocalIdentityProvider(engine)
         notifier = None
         if link is not None:
             link.start()
             on_stop.insert(0, link.close)
             notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
         # Provisioning runs as journaled steps (services/tenant/provisioning): resumed by recover().
-        planner = Planner(LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings))
+        planner = Planner(
+            LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings), platform_aws
+        )
         journal = SqlJournal(engine)
         provisioner = WorkflowProvisioner(planner, journal)
         tenants = TenantManager(store, provisioner, identity, notifier)

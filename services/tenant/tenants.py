@@ -169,12 +169,14 @@ class TenantManager:
         return await self._offboard(tenant)
 
     async def _offboard(self, tenant: TenantRecord) -> TenantRecord:
+        # Users first: a Cognito identity store finds them through the tenant's group, which
+        # deprovisioning removes.
+        removed = await self._identity.remove_all(tenant.tenant_id)
         try:
             await self._provisioner.deprovision(tenant)
         except ProvisioningError as exc:
             log.warning("deprovisioning failed", tenant_id=tenant.tenant_id, reason=str(exc))
             raise Unavailable(str(exc), reason="DEPROVISIONING_FAILED") from exc
-        removed = await self._identity.remove_all(tenant.tenant_id)
         done = await self._move(tenant, State.DELETED, reason="")
         log.info("tenant offboarded", tenant_id=tenant.tenant_id, users_removed=removed)
         return done
