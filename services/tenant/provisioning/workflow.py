@@ -125,6 +125,9 @@ class WorkflowProvisioner:
                 log.warning("provisioning step failed", tenant_id=tenant_id, step=step.name, reason=reason)
                 await self._journal.mark(tenant_id, step.name, StepState.FAILED, reason)
                 records = {r.step: r for r in await self._journal.steps(tenant_id)}
+                # Compensate this run only: steps an earlier run finished (a re-bind adds steps
+                # to an ACTIVE tenant) hold the tenant's live data and stay.
+                records = {n: r for n, r in records.items() if r.operation_id == operation_id}
                 problems = await self._undo(tenant_id, steps, records, offboarding=False)
                 message = f"step {step.name} failed: {reason}"
                 if problems:

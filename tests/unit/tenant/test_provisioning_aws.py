@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
@@ -376,3 +377,44 @@ async def test_provisioning_resumes_after_dying_at_every_step(
         assert remains(aws, tid) == {"bucket": False, "table": False, "secret": False, "group": False}
     finally:
         await engine.dispose()
+
+
+async def test_a_failed_rebind_leaves_the_live_resources_alone(api: Api, aws: Aws) -> None:
+    tid = new_tenant()
+    ref = credentials_ref(api.settings)
+    first = aws_bindings(aws.endpoint, ref)
+    first.ClearField("item_store")  # SQLite items at first
+    created = await api.stub.CreateTenant(
+        tenant_pb2.CreateTenantRequest(
+            tenant=tenant_pb2.Tenant(
+                tenant_id=tid, cloud_provider=tenant_pb2.CLOUD_PROVIDER_AWS, bindings=first
+            )
+        ),
+        metadata=api.admin,
+    )
+    assert created.state == tenant_pb2.TENANT_STATE_ACTIVE, created.state_reason
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=names(tid)["bucket"], Key="keep.txt", Body=b"live data")
+    # Re-bind items to a managed DynamoDB table whose step fails (another key schema).
+    aws.client("dynamodb").create_table(
+        TableName=names(tid)["table"],
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.UpdateTenant(
+            tenant_pb2.UpdateTenantRequest(
+                tenant=tenant_pb2.Tenant(tenant_id=tid, bindings=aws_bindings(aws.endpoint, ref)),
+                update_mask=field_mask_pb2.FieldMask(paths=["bindings.item_store"]),
+            ),
+            metadata=api.admin,
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "aws.dynamodb_table" in (err.value.details() or "")
+    # The bucket, its object, the secrets path and the group from the first run are all there.
+    assert s3.get_object(Bucket=names(tid)["bucket"], Key="keep.txt")["Body"].read() == b"live data"
+    assert remains(aws, tid) == {"bucket": True, "table": True, "secret": True, "group": True}
+    after = await api.stub.GetTenant(tenant_pb2.GetTenantRequest(tenant_id=tid), metadata=api.admin)
+    assert after.state == tenant_pb2.TENANT_STATE_ACTIVE
+    assert after.bindings.item_store.backend == tenant_pb2.ITEM_BACKEND_SQLITE
