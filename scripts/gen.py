@@ -68,20 +68,25 @@ def run_protoc(args: list[str]) -> None:
         raise SystemExit(f"protoc failed ({rc}): {' '.join(args)}")
 
 
-def include_dirs() -> list[str]:
+def include_dirs(tmp: Path) -> list[str]:
     import google.api  # googleapis-common-protos
     import grpc_tools
 
     googleapis_root = Path(google.api.__path__[0]).parent.parent
     wkt = Path(grpc_tools.__file__).parent / "_proto"
-    return [str(PROTO), str(googleapis_root), str(wkt)]
+    # The wheel ships google/longrunning/operations.proto as operations_proto.proto (its
+    # descriptor keeps the canonical name): give protoc the canonical path.
+    alias = tmp / "aliases" / "google" / "longrunning" / "operations.proto"
+    alias.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(googleapis_root / "google" / "longrunning" / "operations_proto.proto", alias)
+    return [str(PROTO), str(googleapis_root), str(wkt), str(tmp / "aliases")]
 
 
 def generate(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vset = Path(tmp) / "validate.binpb"
         vset.write_bytes(_validate_descriptor_set())
-        incs = [f"-I{d}" for d in include_dirs()]
+        incs = [f"-I{d}" for d in include_dirs(Path(tmp))]
         files = proto_files()
         out.mkdir(parents=True, exist_ok=True)
         # Python messages, .pyi stubs and gRPC stubs for our protos plus buf/validate.

@@ -169,16 +169,21 @@ def _googleapis_root() -> Path:
     return Path(google.api.__path__[0]).parent.parent
 
 
+# Import path -> file in the googleapis wheel, where the two differ.
+ALIASES = {"google/longrunning/operations.proto": "google/longrunning/operations_proto.proto"}
+
+
 def _closure(roots: list[Path], search: Path) -> set[str]:
-    """Files under `search` that the protos in `roots` import, transitively."""
+    """Files under `search` that the protos in `roots` import, transitively (import paths)."""
     found: set[str] = set()
     pending = [m for root in roots for p in root.rglob("*.proto") for m in _IMPORT.findall(p.read_text())]
     while pending:
         name = pending.pop()
-        if name in found or not (search / name).is_file():
+        source = search / ALIASES.get(name, name)
+        if name in found or not source.is_file():
             continue
         found.add(name)
-        pending += _IMPORT.findall((search / name).read_text())
+        pending += _IMPORT.findall(source.read_text())
     return found
 
 
@@ -191,7 +196,7 @@ def write(out: Path = DEFAULT_OUT) -> None:
     for name in sorted(_closure([ROOT / "proto"], googleapis)):
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(googleapis / name, target)
+        shutil.copyfile(googleapis / ALIASES.get(name, name), target)
     fd = descriptor_pb2.FileDescriptorProto.FromString(validate_pb.desc().proto.to_binary())
     target = out / fd.name
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +163,10 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
 
 
 def spawn_launcher(
-    settings: MeshSettings, log: Path, ready_timeout: float = READY_TIMEOUT_S
+    settings: MeshSettings,
+    log: Path,
+    ready_timeout: float = READY_TIMEOUT_S,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`python -m services.cli up` for these settings, as `make up` runs it (output to log).
     Shared by the test fixture and the benchmarks (tests/bench/mesh.py)."""
@@ -184,7 +187,7 @@ def spawn_launcher(
                 str(ready_timeout),
             ],
             cwd=REPO_ROOT,
-            env=_mesh_env(settings),
+            env={**_mesh_env(settings), **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -247,6 +250,7 @@ def start_mesh(
     *,
     storage_replicas: int = 1,
     llm_replicas: int = 1,
+    extra_env: Mapping[str, str] | None = None,
     **overrides: object,
 ) -> RunningMesh:
     """Start a mesh of its own (as `make up` does) under `root` on free ports, with N replicas of
@@ -272,7 +276,7 @@ def start_mesh(
     values.update(overrides)
     settings = make_settings(root / "home", **values)
     launcher_log = root / "launcher.log"
-    process = spawn_launcher(settings, launcher_log)
+    process = spawn_launcher(settings, launcher_log, extra_env=extra_env)
     running = RunningMesh(settings=settings, home=settings.home, process=process, launcher_log=launcher_log)
     try:
         _wait_healthy(running)

@@ -47,6 +47,8 @@ ACCESS: dict[str, Access] = {
     "makoto.tenant.v1.TenantService.InviteUser": Access.TENANT_OR_ADMIN,
     "makoto.tenant.v1.TenantService.ListUsers": Access.TENANT_OR_ADMIN,
     "makoto.tenant.v1.TenantService.RemoveUser": Access.TENANT_OR_ADMIN,
+    "makoto.tenant.v1.TenantService.GetOperation": Access.TENANT_OR_ADMIN,
+    "makoto.tenant.v1.TenantService.ListOperations": Access.TENANT_OR_ADMIN,
     # StorageService: tenant data, the tenant's own callers only.
     "makoto.storage.v1.StorageService.UploadObject": Access.TENANT,
     "makoto.storage.v1.StorageService.PutObjectContent": Access.TENANT,

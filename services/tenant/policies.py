@@ -21,5 +21,8 @@ POLICIES: dict[str, MethodPolicy] = {
     # Managing users: tenant-admin of that tenant, or platform-admin; members are refused.
     _T + "InviteUser": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
     _T + "RemoveUser": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    # Provisioning progress: the tenant's admins and the platform operator.
+    _T + "GetOperation": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    _T + "ListOperations": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
     _D + "ResolveTenant": internal_rpc(tenant_field="tenant_id"),
 }

@@ -91,3 +91,34 @@ users = sa.Table(
     sa.UniqueConstraint("tenant_id", "email", name="uq_users_tenant_id_email"),
     sa.Index("ix_users_tenant_id_user_id", "tenant_id", "user_id"),
 )
+
+# Provisioning journal (migration 0002): one row per named step a tenant's provisioning ran.
+# `preexisting` is probed before the step first creates anything: a resource that was there
+# before (brought by the tenant) is never removed by compensation or offboarding.
+provisioning_steps = sa.Table(
+    "provisioning_steps",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), primary_key=True),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("operation_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("preexisting", sa.Boolean(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("update_time", UtcDateTime(), nullable=False),
+)
+
+# Long-running operations (provisioning, offboarding) with their outcome.
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("operation_id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failed_step", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("create_time", UtcDateTime(), nullable=False),
+    sa.Column("update_time", UtcDateTime(), nullable=False),
+    sa.Index("ix_operations_tenant_id_operation_id", "tenant_id", "operation_id"),
+)

@@ -8,16 +8,24 @@ from collections.abc import Awaitable, Callable
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
+from services.common.secrets.resolver import SecretResolver
 from services.common.server import Registration, ServerSpec
 from services.common.tenant_events import NatsLink
 from services.common.usage import UsageRecorder
+from services.tenant.adapters.cognito_identity import CognitoIdentityProvider
 from services.tenant.adapters.local_identity import LocalIdentityProvider
 from services.tenant.adapters.local_provisioner import LocalProvisioner
 from services.tenant.adapters.sql_store import SqlTenantStore
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
+from services.tenant.operations import OperationReader
 from services.tenant.policies import POLICIES
+from services.tenant.ports import IdentityProvider
+from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
+from services.tenant.provisioning.journal import SqlJournal
+from services.tenant.provisioning.plan import Planner
+from services.tenant.provisioning.workflow import WorkflowProvisioner
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -46,13 +54,29 @@ async def build(
     try:
         await migrate(engine)
         store = SqlTenantStore(engine)
-        identity = LocalIdentityProvider(engine)
+        platform_aws = PlatformAwsSettings()
+        identity: IdentityProvider
+        if platform_aws.cognito_user_pool_id:
+            # Tenant users live in the platform's Cognito user pool (tokens come from Cognito).
+            cognito = CognitoIdentityProvider(
+                platform_target(platform_aws), platform_aws.cognito_user_pool_id
+            )
+            on_stop.append(cognito.close)
+            identity = cognito
+        else:
+            identity = LocalIdentityProvider(engine)
         notifier = None
         if link is not None:
             link.start()
             on_stop.insert(0, link.close)
             notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
-        tenants = TenantManager(store, LocalProvisioner(settings.data_dir), identity, notifier)
+        # Provisioning runs as journaled steps (services/tenant/provisioning): resumed by recover().
+        planner = Planner(
+            LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings), platform_aws
+        )
+        journal = SqlJournal(engine)
+        provisioner = WorkflowProvisioner(planner, journal)
+        tenants = TenantManager(store, provisioner, identity, notifier)
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
     except BaseException:
@@ -65,7 +89,7 @@ async def build(
         registrations=[
             Registration(
                 tenant_pb2_grpc.add_TenantServiceServicer_to_server,
-                TenantService(tenants, UserManager(tenants, identity)),
+                TenantService(tenants, UserManager(tenants, identity), OperationReader(tenants, journal)),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),
             Registration(

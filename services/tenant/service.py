@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TypeAlias
 
 import grpc
+from google.longrunning import operations_pb2
 from makoto.tenant.v1 import tenant_pb2
 
 from services.tenant import convert, updates
+from services.tenant.operations import OperationReader
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
 
@@ -19,9 +21,10 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class TenantService:
-    def __init__(self, tenants: TenantManager, users: UserManager) -> None:
+    def __init__(self, tenants: TenantManager, users: UserManager, operations: OperationReader) -> None:
         self._tenants = tenants
         self._users = users
+        self._operations = operations
 
     async def CreateTenant(
         self, request: tenant_pb2.CreateTenantRequest, context: Context
@@ -92,3 +95,15 @@ class TenantService:
     ) -> tenant_pb2.RemoveUserResponse:
         await self._users.remove(request.tenant_id, request.user_id)
         return tenant_pb2.RemoveUserResponse()
+
+    async def GetOperation(
+        self, request: tenant_pb2.GetOperationRequest, context: Context
+    ) -> operations_pb2.Operation:
+        return await self._operations.get(request.tenant_id, request.operation_id)
+
+    async def ListOperations(
+        self, request: tenant_pb2.ListOperationsRequest, context: Context
+    ) -> operations_pb2.ListOperationsResponse:
+        return await self._operations.list(
+            request.tenant_id, page_size=request.page_size, page_token=request.page_token
+        )

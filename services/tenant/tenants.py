@@ -26,7 +26,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.tenant import bindings as binding_rules
-from services.tenant import paging
+from services.tenant import paging, residency
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
 from services.tenant.ports import (
     ChangeNotifier,
@@ -99,6 +99,7 @@ class TenantManager:
             if earlier is not None:
                 return earlier
         binding_rules.check(spec.bindings, "tenant.bindings")
+        residency.check(spec.region, spec.bindings)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
         chosen["bindings"] = binding_rules.with_defaults(spec.bindings)
@@ -168,12 +169,14 @@ class TenantManager:
         return await self._offboard(tenant)
 
     async def _offboard(self, tenant: TenantRecord) -> TenantRecord:
+        # Users first: a Cognito identity store finds them through the tenant's group, which
+        # deprovisioning removes.
+        removed = await self._identity.remove_all(tenant.tenant_id)
         try:
             await self._provisioner.deprovision(tenant)
         except ProvisioningError as exc:
             log.warning("deprovisioning failed", tenant_id=tenant.tenant_id, reason=str(exc))
             raise Unavailable(str(exc), reason="DEPROVISIONING_FAILED") from exc
-        removed = await self._identity.remove_all(tenant.tenant_id)
         done = await self._move(tenant, State.DELETED, reason="")
         log.info("tenant offboarded", tenant_id=tenant.tenant_id, users_removed=removed)
         return done
@@ -221,6 +224,10 @@ class TenantManager:
             changes = build_changes(tenant)
             if not changes:
                 return tenant
+            if "region" in changes or "bindings" in changes:
+                residency.check(
+                    changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
+                )
             if "bindings" in changes:
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:

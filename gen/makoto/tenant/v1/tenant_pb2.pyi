@@ -3,6 +3,7 @@ import datetime
 from buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.longrunning import operations_pb2 as _operations_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -59,6 +60,14 @@ class UserRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USER_ROLE_UNSPECIFIED: _ClassVar[UserRole]
     USER_ROLE_TENANT_ADMIN: _ClassVar[UserRole]
     USER_ROLE_MEMBER: _ClassVar[UserRole]
+
+class StepState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_STATE_UNSPECIFIED: _ClassVar[StepState]
+    STEP_STATE_STARTED: _ClassVar[StepState]
+    STEP_STATE_DONE: _ClassVar[StepState]
+    STEP_STATE_FAILED: _ClassVar[StepState]
+    STEP_STATE_REMOVED: _ClassVar[StepState]
 TENANT_STATE_UNSPECIFIED: TenantState
 TENANT_STATE_PROVISIONING: TenantState
 TENANT_STATE_ACTIVE: TenantState
@@ -87,6 +96,11 @@ LLM_PROVIDER_ANTHROPIC: LlmProvider
 USER_ROLE_UNSPECIFIED: UserRole
 USER_ROLE_TENANT_ADMIN: UserRole
 USER_ROLE_MEMBER: UserRole
+STEP_STATE_UNSPECIFIED: StepState
+STEP_STATE_STARTED: StepState
+STEP_STATE_DONE: StepState
+STEP_STATE_FAILED: StepState
+STEP_STATE_REMOVED: StepState
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "display_name", "state", "cloud_provider", "region", "features", "bindings", "price_plan_id", "create_time", "update_time", "etag", "state_reason")
@@ -309,3 +323,51 @@ class RemoveUserRequest(_message.Message):
 class RemoveUserResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetOperationRequest(_message.Message):
+    __slots__ = ("tenant_id", "operation_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    operation_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., operation_id: _Optional[str] = ...) -> None: ...
+
+class ListOperationsRequest(_message.Message):
+    __slots__ = ("tenant_id", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ProvisioningStep(_message.Message):
+    __slots__ = ("name", "state", "reason", "preexisting", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREEXISTING_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: StepState
+    reason: str
+    preexisting: bool
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., reason: _Optional[str] = ..., preexisting: _Optional[bool] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ProvisioningMetadata(_message.Message):
+    __slots__ = ("tenant_id", "kind", "steps", "failed_step", "create_time", "update_time")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_STEP_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    kind: str
+    steps: _containers.RepeatedCompositeFieldContainer[ProvisioningStep]
+    failed_step: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[ProvisioningStep, _Mapping]]] = ..., failed_step: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

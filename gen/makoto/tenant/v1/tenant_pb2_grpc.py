@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from makoto.tenant.v1 import tenant_pb2 as makoto_dot_tenant_dot_v1_dot_tenant__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -85,6 +86,16 @@ class TenantServiceStub:
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.SerializeToString,
                 response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.FromString,
                 _registered_method=True)
+        self.GetOperation = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/GetOperation',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.GetOperationRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ListOperations = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/ListOperations',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.FromString,
+                _registered_method=True)
 
 
 class TenantServiceServicer:
@@ -161,6 +172,22 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOperation(self, request, context):
+        """Reads one provisioning operation of a tenant (google.longrunning.Operation): step-level
+        progress in `metadata` (ProvisioningMetadata), the Tenant as `response` when it succeeded,
+        `error` naming the failed step when it did not. Tenant-admin of that tenant or platform-admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperations(self, request, context):
+        """Lists a tenant's provisioning operations, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +240,16 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.RemoveUser,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.FromString,
                     response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.SerializeToString,
+            ),
+            'GetOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperation,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.GetOperationRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'ListOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperations,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +523,60 @@ class TenantService:
             '/makoto.tenant.v1.TenantService/RemoveUser',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.SerializeToString,
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/GetOperation',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.GetOperationRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/ListOperations',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,7 @@ _FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
     "connect_timeout_seconds": (0.1, 120.0),
     "read_timeout_seconds": (0.1, 3600.0),
 }
-_BOOL_OPTIONS = ("auto_provision",)
+_BOOL_OPTIONS = ("auto_provision", "managed")
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 
 
@@ -127,6 +127,9 @@ def binding_violations(
         elif name in _BOOL_OPTIONS:
             if value.lower() not in ("true", "false"):
                 out.append((where, "must be true or false"))
+        elif name == "location":  # the account's Azure region (TenantService's residency check)
+            if not re.fullmatch(r"[a-z0-9]{2,40}", value):
+                out.append((where, "must be an Azure region name such as japaneast"))
         else:
             out.append((where, "unknown option for the azure_blob backend"))
     return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -204,6 +204,15 @@ class CosmosItemStore:
                 reason="BINDING_INVALID",
                 metadata={"binding": "item_store", "backend": "cosmos"},
             )
+
+    async def database_exists(self) -> bool:
+        """Whether the binding's database exists (a query: the emulator answers reads of missing
+        resources with 500)."""
+        client = await self._cosmos()
+        query = client.query_databases(
+            "SELECT * FROM r WHERE r.id = @id", parameters=[{"name": "@id", "value": self._config.database}]
+        )
+        return bool(await self._guard(_collect(query)))
 
     async def deprovision(self) -> None:
         """Drop the platform's database (or, for a database the binding names, only the
@@ -478,6 +487,10 @@ class CosmosItemStore:
                 "transaction cancelled: an item changed concurrently", reason="TRANSACTION_CONFLICT"
             ) from None
         return [_stored(results[b]["resourceBody"]) for b in puts]
+
+
+async def _collect(items: AsyncIterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item async for item in items]
 
 
 def _batch_error(exc: CosmosBatchOperationError, origin: Sequence[int]) -> Exception:

@@ -44,8 +44,9 @@ _FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
     "connect_timeout_seconds": (0.1, 120.0),
     "read_timeout_seconds": (0.1, 3600.0),
 }
-_BOOL_OPTIONS = ("conditional_writes", "auto_provision")
-_OTHER_OPTIONS = ("preset",)
+_BOOL_OPTIONS = ("conditional_writes", "auto_provision", "managed")
+# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
+_OTHER_OPTIONS = ("preset", "kms_key_id")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -117,6 +118,9 @@ def binding_violations(
         elif name == "preset":
             if value not in PRESETS:
                 out.append((where, f"must be one of {sorted(PRESETS)}"))
+        elif name == "kms_key_id":
+            if not 1 <= len(value) <= 2048:
+                out.append((where, "must be a KMS key id, alias or ARN"))
         else:
             out.append((where, "unknown option for the s3 backend"))
     return out
