@@ -201,6 +201,7 @@ class MeshSettings(BaseSettings):
         if not base:
             return None
         return base + 100 * self.replica_index
+
     def openai_ports(self) -> list[int]:
         """The OpenAI-compatible HTTP port of every LLMService replica, replica 0 first."""
         base, extra = self.llm_openai_port, self.llm_openai_replica_ports
