@@ -102,6 +102,16 @@ class MeshSettings(BaseSettings):
     llm_replica_ports: list[int] = Field(default_factory=list)
     # Which replica this process is (0 = the first); the launcher sets it per child.
     replica_index: int = Field(default=0, ge=0)
+    # -- workers (services/common/workers.py) ----------------------------------------------------
+    # Worker processes per server process, all on the server's one port (SO_REUSEPORT): a
+    # service uses that many cores. 1 = the process serves itself. Production profiles set
+    # storage and llm to the number of CPUs; `make up` keeps 1.
+    tenant_workers: int = Field(default=1, ge=1)
+    storage_workers: int = Field(default=1, ge=1)
+    llm_workers: int = Field(default=1, ge=1)
+    metering_workers: int = Field(default=1, ge=1)
+    # Which worker this process is (0 = the first); the supervisor sets it per worker.
+    worker_index: int = Field(default=0, ge=0)
     # On SIGTERM a replicated service answers NOT_SERVING to health checks for this long before it
     # stops taking calls, so Envoy's health check (1 s interval) moves traffic away first.
     drain_delay_seconds: float = Field(default=2.5, ge=0)
@@ -164,6 +174,14 @@ class MeshSettings(BaseSettings):
             "metering": self.metering_port,
         }[service]
         return f"{self.service_hosts.get(service, self.host)}:{port}"
+
+    def workers(self, service: str) -> int:
+        return {
+            "tenant": self.tenant_workers,
+            "storage": self.storage_workers,
+            "llm": self.llm_workers,
+            "metering": self.metering_workers,
+        }.get(service, 1)
 
     def replicas(self, service: str) -> int:
         return {"storage": self.storage_replicas, "llm": self.llm_replicas}.get(service, 1)
