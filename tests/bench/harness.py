@@ -93,7 +93,7 @@ def _start_one(env: Environment, stack: contextlib.ExitStack, name: str, start: 
     return started
 
 
-def start_everything(env: Environment, stack: contextlib.ExitStack) -> None:
+def start_everything(env: Environment, stack: contextlib.ExitStack, emulators: bool = True) -> None:
     from tests.contract.emulators import start_azurite, start_moto
     from tests.contract.item_emulators import start_cosmos
 
@@ -101,6 +101,8 @@ def start_everything(env: Environment, stack: contextlib.ExitStack) -> None:
     env.mesh = start_mesh(env.root / "mesh")
     stack.callback(stop_mesh, env.mesh)
     say(f"mesh ready: Envoy {env.mesh.envoy_target}, StorageService {env.mesh.address('storage')}")
+    if not emulators:  # the sections asked for need none (--only getitem / limits / workers)
+        return
     for attr, name, start, backends in (
         ("moto", "moto_server", start_moto, ("s3", "dynamodb")),
         ("azurite", "azurite-blob", start_azurite, ("azure_blob",)),

@@ -33,6 +33,7 @@ from tests.bench.section_getitem import bench_getitem
 from tests.bench.section_items import bench_items
 from tests.bench.section_limits import bench_limits
 from tests.bench.section_objects import bench_objects
+from tests.bench.section_workers import bench_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -42,25 +43,28 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-SECTIONS = ("getitem", "objects", "items", "limits")
+SECTIONS = ("getitem", "objects", "items", "limits", "workers")
 
 
 async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
     tables: list[Table] = []
     async with postgres_database(env):
         if "getitem" in only:
-            say("1/5 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
+            say("1/6 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
             tables.append(await bench_getitem(cfg, env))
         if "objects" in only:
-            say("2-3/5 objects ...")
+            say("2-3/6 objects ...")
             t2, t3 = await bench_objects(cfg, env)
             tables += [t2, t3]
         if "items" in only:
-            say("4/5 items ...")
+            say("4/6 items ...")
             tables.append(await bench_items(cfg, env))
         if "limits" in only:
-            say("5/5 tenant limits: limiter cost, noisy neighbour ...")
+            say("5/6 tenant limits: limiter cost, noisy neighbour ...")
             tables += list(await bench_limits(cfg, env))
+        if "workers" in only:
+            say("6/6 StorageService with 1 and 2 workers ...")
+            tables.append(await bench_workers(cfg, env))
     return tables
 
 
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(shutil.rmtree, root, True)
-            start_everything(env, stack)
+            start_everything(env, stack, emulators=bool(only & {"objects", "items"}))
             tables = asyncio.run(run_all(cfg, env, only))
             say("stopping everything ...")
     except KeyboardInterrupt:
