@@ -226,11 +226,16 @@ class _Spool:
         cur = self._db().execute("SELECT seq, id, payload FROM events ORDER BY seq LIMIT ?", (limit,))
         return [(int(s), str(i), bytes(p)) for s, i, p in cur.fetchall()]
 
-    def _delete(self, seqs: list[int]) -> None:
+    def _delete(self, seqs: list[int], contiguous: bool = False) -> None:
         db = self._db()
         with db:
             db.execute("BEGIN IMMEDIATE")
-            cur = db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+            if contiguous and seqs:
+                # A batch read as the spool's first rows by seq: every row from its lowest to its
+                # highest seq is in it (new rows get higher seqs), so one range delete is exact.
+                cur = db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (min(seqs), max(seqs)))
+            else:
+                cur = db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         self.depth = max(0, self.depth - max(0, cur.rowcount))
 
     def _bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
@@ -303,8 +308,8 @@ class _Spool:
     async def read(self, limit: int) -> list[tuple[int, str, bytes]]:
         return await self._call(self._read, limit)
 
-    async def delete(self, seqs: list[int]) -> None:
-        await self._call(self._delete, seqs)
+    async def delete(self, seqs: list[int], *, contiguous: bool = False) -> None:
+        await self._call(self._delete, seqs, contiguous)
 
     async def bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
         await self._call(self._bury, seq, event_id, payload, reason)
@@ -632,7 +637,8 @@ class SpoolingUsageRecorder:
         except _Rejected:
             await self._isolate(good)
             return
-        await self._spool.delete([g[0] for g in good])
+        # rows came from read(): the spool's first rows by seq (undecodable ones already buried).
+        await self._spool.delete([g[0] for g in good], contiguous=True)
 
     async def _isolate(self, rows: Sequence[tuple[int, str, bytes, metering_pb2.UsageEvent]]) -> None:
         """The server refused a batch as invalid: send one by one; set aside only the refused."""
