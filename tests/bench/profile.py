@@ -424,6 +424,9 @@ def render(tables: list[Table], started: dt.datetime, svg_dir: Path, load: tuple
         f"{load[2]:.2f} on {os.cpu_count()} CPUs). Run at {started:%Y-%m-%d %H:%M} UTC; git "
         f"{_git_commit()}. Flame graphs (SVG) and collapsed stacks of this run: `{_rel(svg_dir)}/`.",
         "",
+        "What the profile showed before the issue-10 cuts, what was cut and what is left: README.md, "
+        "section Benchmarks.",
+        "",
     ]
     return "\n".join(head) + "\n".join(t.markdown() for t in tables)
 
