@@ -150,6 +150,11 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             env[f"MAKOTO_{service.upper()}_REPLICAS"] = str(settings.replicas(service))
             env[f"MAKOTO_{service.upper()}_REPLICA_PORTS"] = json.dumps(settings.replica_ports(service)[1:])
             env["MAKOTO_DRAIN_DELAY_SECONDS"] = str(settings.drain_delay_seconds)
+    # Workers per server process: likewise only when asked for.
+    for service in ("tenant", "storage", "llm", "metering"):
+        count = getattr(settings, f"{service}_workers")
+        if count != 1:
+            env[f"MAKOTO_{service.upper()}_WORKERS"] = str(count)
     return env
 
 
