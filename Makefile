@@ -7,7 +7,7 @@ BUF := node_modules/.bin/buf
 PY_STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: setup up test gen lint fmt bench clean check-gen api-package
+.PHONY: setup up test gen lint fmt bench profile clean check-gen api-package
 
 setup: $(PY_STAMP) $(NODE_STAMP) .protodeps/.stamp
 
@@ -55,6 +55,10 @@ fmt: setup
 ## Benchmarks: ratios against same-run baselines; writes docs/benchmarks.md.
 bench: setup
 	$(PY) -m tests.bench.run
+
+## Profile: CPU per GetItem per process, and py-spy flame graphs of each service; writes docs/profile.md.
+profile: setup
+	$(PY) -m tests.bench.profile
 
 ## Build the makoto-api client wheel (gen/ messages, stubs, .pyi, py.typed) into dist/.
 api-package: setup

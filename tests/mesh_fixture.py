@@ -159,6 +159,11 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             env["MAKOTO_DRAIN_DELAY_SECONDS"] = str(settings.drain_delay_seconds)
     if settings.replicas("llm") > 1:
         env["MAKOTO_LLM_OPENAI_REPLICA_PORTS"] = json.dumps(settings.openai_ports()[1:])
+    # Workers per server process: likewise only when asked for.
+    for service in ("tenant", "storage", "llm", "metering"):
+        count = getattr(settings, f"{service}_workers")
+        if count != 1:
+            env[f"MAKOTO_{service.upper()}_WORKERS"] = str(count)
     return env
 
 

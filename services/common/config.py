@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -106,6 +107,16 @@ class MeshSettings(BaseSettings):
     llm_openai_replica_ports: list[int] = Field(default_factory=list)
     # Which replica this process is (0 = the first); the launcher sets it per child.
     replica_index: int = Field(default=0, ge=0)
+    # -- workers (services/common/workers.py) ----------------------------------------------------
+    # Worker processes per server process, all on the server's one port (SO_REUSEPORT): a
+    # service uses that many cores. 1 = the process serves itself; 0 = one per CPU (what the
+    # production profiles in deploy/ set for storage and llm); `make up` keeps 1.
+    tenant_workers: int = Field(default=1, ge=0)
+    storage_workers: int = Field(default=1, ge=0)
+    llm_workers: int = Field(default=1, ge=0)
+    metering_workers: int = Field(default=1, ge=0)
+    # Which worker this process is (0 = the first); the supervisor sets it per worker.
+    worker_index: int = Field(default=0, ge=0)
     # On SIGTERM a replicated service answers NOT_SERVING to health checks for this long before it
     # stops taking calls, so Envoy's health check (1 s interval) moves traffic away first.
     drain_delay_seconds: float = Field(default=2.5, ge=0)
@@ -183,6 +194,15 @@ class MeshSettings(BaseSettings):
             "metering": self.metering_port,
         }[service]
         return f"{self.service_hosts.get(service, self.host)}:{port}"
+
+    def workers(self, service: str) -> int:
+        count = {
+            "tenant": self.tenant_workers,
+            "storage": self.storage_workers,
+            "llm": self.llm_workers,
+            "metering": self.metering_workers,
+        }.get(service, 1)
+        return count or len(os.sched_getaffinity(0))
 
     def replicas(self, service: str) -> int:
         return {"storage": self.storage_replicas, "llm": self.llm_replicas}.get(service, 1)

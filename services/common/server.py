@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import deadline
+from services.common import deadline, workers
 from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
@@ -23,7 +23,7 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.metrics import MetricsServer
 from services.common.policy import MethodPolicy
-from services.common.telemetry import configure_logging, configure_tracing
+from services.common.telemetry import configure_logging, configure_tracing, otlp_requested
 from services.common.usage import DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.server")
@@ -83,11 +83,13 @@ class _ReflectionPool:
             return self._pool.FindMethodByName(symbol).containing_service.file
 
 
-def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
+def server_options(settings: MeshSettings, service: str = "") -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Off for a single process, so a port clash (another mesh on the port) fails loudly;
+        # on for workers, which share their port on purpose.
+        ("grpc.so_reuseport", 1 if settings.workers(service) > 1 else 0),
     ]
 
 
@@ -108,11 +110,13 @@ async def run_server(
             spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
         ),
         rate_limiter=spec.rate_limiter,
+        worker=settings.worker_index if settings.workers(spec.name) > 1 else None,
+        tracing=otlp_requested(settings),
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         makoto,
     ]
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings, spec.name))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [r.full_name for r in spec.registrations]
@@ -198,9 +202,15 @@ async def _report_durability(
             log.warning("health changed by usage spool", serving=now)
 
 
-def main(build: Callable[[MeshSettings], Awaitable[ServerSpec]]) -> None:
-    """Entry point used by `python -m services.<name>`."""
+def main(build: Callable[[MeshSettings], Awaitable[ServerSpec]], service: str | None = None) -> None:
+    """Entry point used by `python -m services.<name>`. With MAKOTO_<NAME>_WORKERS > 1 this
+    process supervises that many workers on its port instead (services/common/workers.py)."""
     settings = MeshSettings()
+    name = service or build.__module__.split(".")[1]
+    if settings.workers(name) > 1 and not workers.is_worker():
+        configure_logging(name, settings.log_level)
+        supervisor = workers.Supervisor(name, settings.workers(name), settings.shutdown_grace_seconds)
+        raise SystemExit(supervisor.run())
 
     async def _run() -> None:
         spec = await build(settings)

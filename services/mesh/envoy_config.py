@@ -40,6 +40,9 @@ _BODY_HEADROOM = 64 * 1024
 # HTTP/2 flow-control windows towards the services: a slow REST client back-pressures the
 # service instead of filling Envoy's memory.
 _UPSTREAM_WINDOW = MiB
+# Streams per upstream connection to a service running several workers on one port: the kernel
+# spreads connections (not calls) over the workers, so under load Envoy must open several.
+_WORKER_STREAMS = 4
 # Request buffer of client-streaming routes: one maximal chunk message (1 MiB) plus framing.
 _STREAM_BUFFER = 2 * MiB
 # Unary route timeouts per cluster; streaming routes have none (clients' grpc-timeout still applies).
@@ -447,6 +450,12 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
 
 def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, Any]:
     host = _upstream_host(settings.host)
+    http2: dict[str, Any] = {
+        "initial_stream_window_size": _UPSTREAM_WINDOW,
+        "initial_connection_window_size": _UPSTREAM_WINDOW,
+    }
+    if settings.workers(name) > 1:
+        http2["max_concurrent_streams"] = _WORKER_STREAMS
     return {
         "name": name,
         "type": "STATIC",
@@ -484,12 +493,7 @@ def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, A
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                explicit_http_config={
-                    "http2_protocol_options": {
-                        "initial_stream_window_size": _UPSTREAM_WINDOW,
-                        "initial_connection_window_size": _UPSTREAM_WINDOW,
-                    }
-                },
+                explicit_http_config={"http2_protocol_options": http2},
             )
         },
         "health_checks": [

@@ -97,13 +97,26 @@ class AdapterCache(Generic[A, B]):
         self._last_sweep = clock()
         self._closed = False
         self.builds = 0  # adapters built so far (observability, tests)
+        self._digests: dict[str, tuple[B, str]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _digest(self, tenant_id: str, binding: B) -> str:
+        """The binding's fingerprint, remembered while the directory hands out the same binding
+        object (a SHA-256 of the serialized binding on every call was measurable)."""
+        memo = self._digests.get(tenant_id)
+        if memo is not None and memo[0] is binding:
+            return memo[1]
+        digest = hashlib.sha256(binding.SerializeToString(deterministic=True)).hexdigest()[:16]
+        if len(self._digests) >= 4 * self._max:
+            self._digests.clear()
+        self._digests[tenant_id] = (binding, digest)
+        return digest
+
     @asynccontextmanager
     async def lease(self, tenant_id: str, binding: B, etag: str) -> AsyncIterator[Lease[A]]:
-        digest = hashlib.sha256(binding.SerializeToString(deterministic=True)).hexdigest()[:16]
+        digest = self._digest(tenant_id, binding)
         entry = await self._acquire(tenant_id, binding, f"{etag}:{digest}")
         try:
             yield Lease(entry.adapter, entry.backend)

@@ -53,6 +53,21 @@ class BenchMesh:
                 return child.pid
         raise RuntimeError(f"no {module} process under the launcher (pid {self.process.pid})")
 
+    def server_pids(self, service: str) -> list[int]:
+        """Every process running `python -m services.<service>` (replicas and their workers)."""
+        module = f"services.{service}"
+        pids = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue
+            if module in cmd and cmd[cmd.index(module) - 1] == "-m":
+                pids.append(child.pid)
+        if not pids:
+            raise RuntimeError(f"no {module} process under the launcher (pid {self.process.pid})")
+        return pids
+
     def envoy_pid(self) -> int:
         for child in psutil.Process(self.process.pid).children(recursive=True):
             try:

@@ -34,6 +34,7 @@ from tests.bench.section_items import bench_items
 from tests.bench.section_limits import bench_limits
 from tests.bench.section_llm import bench_llm
 from tests.bench.section_objects import bench_objects
+from tests.bench.section_workers import bench_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -43,28 +44,31 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-SECTIONS = ("getitem", "objects", "items", "limits", "llm")
+SECTIONS = ("getitem", "objects", "items", "limits", "llm", "workers")
 
 
 async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
     tables: list[Table] = []
     async with postgres_database(env):
         if "getitem" in only:
-            say("1/6 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
+            say("1/7 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
             tables.append(await bench_getitem(cfg, env))
         if "objects" in only:
-            say("2-3/6 objects ...")
+            say("2-3/7 objects ...")
             t2, t3 = await bench_objects(cfg, env)
             tables += [t2, t3]
         if "items" in only:
-            say("4/6 items ...")
+            say("4/7 items ...")
             tables.append(await bench_items(cfg, env))
         if "limits" in only:
-            say("5/6 tenant limits: limiter cost, noisy neighbour ...")
+            say("5/7 tenant limits: limiter cost, noisy neighbour ...")
             tables += list(await bench_limits(cfg, env))
         if "llm" in only:
-            say("6/6 LLM gateway vs the upstream alone and LiteLLM ...")
+            say("6/7 LLM gateway vs the upstream alone and LiteLLM ...")
             tables.append(await bench_llm(cfg, env))
+        if "workers" in only:
+            say("7/7 StorageService with 1 and 2 workers ...")
+            tables.append(await bench_workers(cfg, env))
     return tables
 
 

@@ -145,3 +145,47 @@ async def test_a_tenant_over_its_limit_is_refused_without_asking_redis(tmp_path:
     finally:
         await store.close()
         redis.stop()
+
+
+class _CountingCounters(SharedCounters):
+    """The real store, counting the acquire round trips it makes."""
+
+    acquires = 0
+
+    async def acquire(self, buckets):  # type: ignore[no-untyped-def]
+        self.acquires += 1
+        return await super().acquire(buckets)
+
+
+@pytest.mark.parametrize("url", [MACHINE_REDIS, None], ids=["redis", "local"])
+async def test_concurrent_calls_share_round_trips_and_exactly_the_burst_passes(url: str | None) -> None:
+    from makoto.metering.v1 import metering_pb2
+
+    from services.common.limits.api_rates import ApiRateLimiter, RateLimited
+    from services.common.limits.model import DEFAULTS, Limits, Rate
+    from services.common.limits.tenant_limits import TenantLimitsCache
+
+    async def fetch(tenant_id: str) -> metering_pb2.TenantLimits:
+        # 25 at once, refilling far too slowly to matter during the test.
+        return metering_pb2.TenantLimits(
+            tenant_id=tenant_id, effective=Limits(api=Rate(0.01, 25)).over(DEFAULTS).to_proto()
+        )
+
+    store = _CountingCounters(url, prefix=f"makoto-test-{uuid.uuid4().hex[:10]}:")
+    limiter = ApiRateLimiter(store, TenantLimitsCache(fetch, ttl_seconds=60))
+    try:
+        results = await asyncio.gather(
+            *(limiter.check("crowd", "reads") for _ in range(40)), return_exceptions=True
+        )
+        admitted = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, RateLimited)]
+        # Grouping changes how often the store is asked, never who passes: exactly the burst.
+        assert len(admitted) == 25 and len(refused) == 15
+        remaining = sorted(int(dict(h)["x-ratelimit-remaining"]) for h in admitted)
+        assert remaining == list(range(25))  # as if taken one by one
+        # 40 calls at once: one round trip for the first, then the group that queued behind it
+        # in halving chunks once it no longer fits (each refused chunk is one round trip). The
+        # local fallback answers without waiting, so nothing queues there.
+        assert store.acquires <= (15 if url else 40)
+    finally:
+        await store.close()
