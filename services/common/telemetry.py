@@ -81,6 +81,7 @@ def instrument_backends() -> None:
     """Client spans (and W3C traceparent on the wire where the protocol carries headers) for the
     backends: HTTP (httpx2: the LLM SDKs; httpx), PostgreSQL (asyncpg) and AWS
     (botocore)."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
@@ -89,6 +90,7 @@ def instrument_backends() -> None:
     for instrumentor in (
         HTTPX2ClientInstrumentor(),
         HTTPXClientInstrumentor(),
+        AioHttpClientInstrumentor(),  # the LLM adapters' chat path (adapters/openai_http.py)
         AsyncPGInstrumentor(),
         BotocoreInstrumentor(),
     ):
