@@ -17,7 +17,6 @@ from services.tenant.adapters.sql_store import SqlTenantStore
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
-from services.tenant.policies import POLICIES
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -74,7 +73,6 @@ async def build(
                 directory_pb2.DESCRIPTOR.services_by_name["TenantDirectoryService"].full_name,
             ),
         ],
-        policies=POLICIES,
         recorder=recorder,
         on_stop=on_stop,
     )
