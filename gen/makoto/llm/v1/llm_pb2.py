@@ -24,12 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from makoto.api.v1 import access_pb2 as makoto_dot_api_dot_v1_dot_access__pb2
+from makoto.api.v1 import rules_pb2 as makoto_dot_api_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17makoto/llm/v1/llm.proto\x12\rmakoto.llm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1amakoto/api/v1/access.proto\"t\n\x0b\x43hatMessage\x12\x32\n\x04role\x18\x01 \x01(\tB$\xbaH!r\x1fR\x06systemR\x04userR\tassistantR\x04tool\x12\x1a\n\x07\x63ontent\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@\x12\x15\n\x04name\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\xb3\x02\n\x1b\x43reateChatCompletionRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x39\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.makoto.llm.v1.ChatMessageB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\x12\x31\n\x0btemperature\x18\x04 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\x00@)\x00\x00\x00\x00\x00\x00\x00\x00H\x00\x88\x01\x01\x12$\n\nmax_tokens\x18\x05 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\x80\xe8\x07 \x00H\x01\x88\x01\x01\x12\x16\n\x04user\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"T\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"_\n\nChatChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x07message\x18\x02 \x01(\x0b\x32\x1a.makoto.llm.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xc4\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12*\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x19.makoto.llm.v1.ChatChoice\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\t\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12(\n\x05usage\x18\x06 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\"\x8a\x01\n\x17\x43reateEmbeddingsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12$\n\x05input\x18\x03 \x03(\tB\x15\xbaH\x12\x92\x01\x0f\x08\x01\x10\x80\x10\"\x08r\x06\x10\x01(\x80\x80\x04\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x02\"{\n\x18\x43reateEmbeddingsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x18.makoto.llm.v1.Embedding\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\"\xc5\x01\n\x14GenerateImageRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1b\n\x06prompt\x18\x03 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01(\x80\xfa\x01\x12/\n\x04size\x18\x04 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^([0-9]{2,4}x[0-9]{2,4})?$\x12\x14\n\x01n\x18\x05 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x04(\x00\"G\n\x0eGeneratedImage\x12\x10\n\x08\x62\x36\x34_json\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0erevised_prompt\x18\x03 \x01(\t\"F\n\x15GenerateImageResponse\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.makoto.llm.v1.GeneratedImage\"E\n\x11ListModelsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\"4\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.makoto.llm.v1.Model\"\x9a\x01\n\x12\x43ountTokensRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x17\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x39\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.makoto.llm.v1.ChatMessageB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"<\n\x13\x43ountTokensResponse\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x0e\n\x06method\x18\x02 \x01(\t2\x8c\x08\n\nLLMService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12*.makoto.llm.v1.CreateChatCompletionRequest\x1a\x1d.makoto.llm.v1.ChatCompletion\"L\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x31\",/api/v1/tenants/{tenant_id}/chat/completions:\x01*\x12\xbd\x01\n\x14StreamChatCompletion\x12*.makoto.llm.v1.CreateChatCompletionRequest\x1a\".makoto.llm.v1.ChatCompletionChunk\"S\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x38\"3/api/v1/tenants/{tenant_id}/chat/completions:stream:\x01*0\x01\x12\xab\x01\n\x10\x43reateEmbeddings\x12&.makoto.llm.v1.CreateEmbeddingsRequest\x1a\'.makoto.llm.v1.CreateEmbeddingsResponse\"F\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02+\"&/api/v1/tenants/{tenant_id}/embeddings:\x01*\x12\xa7\x01\n\rGenerateImage\x12#.makoto.llm.v1.GenerateImageRequest\x1a$.makoto.llm.v1.GenerateImageResponse\"K\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x30\"+/api/v1/tenants/{tenant_id}/images:generate:\x01*\x12\x92\x01\n\nListModels\x12 .makoto.llm.v1.ListModelsRequest\x1a!.makoto.llm.v1.ListModelsResponse\"?\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02$\x12\"/api/v1/tenants/{tenant_id}/models\x12\x9e\x01\n\x0b\x43ountTokens\x12!.makoto.llm.v1.CountTokensRequest\x1a\".makoto.llm.v1.CountTokensResponse\"H\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02-\"(/api/v1/tenants/{tenant_id}/tokens:count:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17makoto/llm/v1/llm.proto\x12\rmakoto.llm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\"t\n\x0b\x43hatMessage\x12\x32\n\x04role\x18\x01 \x01(\tB$\xbaH!r\x1fR\x06systemR\x04userR\tassistantR\x04tool\x12\x1a\n\x07\x63ontent\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@\x12\x15\n\x04name\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\xb7\x02\n\x1b\x43reateChatCompletionRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x05model\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12=\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.makoto.llm.v1.ChatMessageB\x0f\xe2\x41\x01\x02\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\x12\x35\n\x0btemperature\x18\x04 \x01(\x01\x42\x1b\xe2\x41\x01\x01\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\x00@)\x00\x00\x00\x00\x00\x00\x00\x00H\x00\x88\x01\x01\x12(\n\nmax_tokens\x18\x05 \x01(\x05\x42\x0f\xe2\x41\x01\x01\xbaH\x08\x1a\x06\x18\x80\xe8\x07 \x00H\x01\x88\x01\x01\x12\x1a\n\x04user\x18\x06 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"T\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"_\n\nChatChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x07message\x18\x02 \x01(\x0b\x32\x1a.makoto.llm.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xc4\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12*\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x19.makoto.llm.v1.ChatChoice\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\t\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12(\n\x05usage\x18\x06 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\"\x82\x01\n\x17\x43reateEmbeddingsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x05model\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12(\n\x05input\x18\x03 \x03(\tB\x19\xe2\x41\x01\x02\xbaH\x12\x92\x01\x0f\x08\x01\x10\x80\x10\"\x08r\x06\x10\x01(\x80\x80\x04\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x02\"{\n\x18\x43reateEmbeddingsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x18.makoto.llm.v1.Embedding\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.makoto.llm.v1.TokenUsage\"\xc5\x01\n\x14GenerateImageRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x05model\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12\x1f\n\x06prompt\x18\x03 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x06\x10\x01(\x80\xfa\x01\x12\x33\n\x04size\x18\x04 \x01(\tB%\xe2\x41\x01\x01\xbaH\x1er\x1c\x32\x1a^([0-9]{2,4}x[0-9]{2,4})?$\x12\x18\n\x01n\x18\x05 \x01(\x05\x42\r\xe2\x41\x01\x01\xbaH\x06\x1a\x04\x18\x04(\x00\"G\n\x0eGeneratedImage\x12\x10\n\x08\x62\x36\x34_json\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0erevised_prompt\x18\x03 \x01(\t\"F\n\x15GenerateImageResponse\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.makoto.llm.v1.GeneratedImage\"5\n\x11ListModelsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"4\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.makoto.llm.v1.Model\"\x92\x01\n\x12\x43ountTokensRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x05model\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\x12=\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.makoto.llm.v1.ChatMessageB\x0f\xe2\x41\x01\x02\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"<\n\x13\x43ountTokensResponse\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x0e\n\x06method\x18\x02 \x01(\t2\x8c\x08\n\nLLMService\x12\xaf\x01\n\x14\x43reateChatCompletion\x12*.makoto.llm.v1.CreateChatCompletionRequest\x1a\x1d.makoto.llm.v1.ChatCompletion\"L\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x31\",/api/v1/tenants/{tenant_id}/chat/completions:\x01*\x12\xbd\x01\n\x14StreamChatCompletion\x12*.makoto.llm.v1.CreateChatCompletionRequest\x1a\".makoto.llm.v1.ChatCompletionChunk\"S\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x38\"3/api/v1/tenants/{tenant_id}/chat/completions:stream:\x01*0\x01\x12\xab\x01\n\x10\x43reateEmbeddings\x12&.makoto.llm.v1.CreateEmbeddingsRequest\x1a\'.makoto.llm.v1.CreateEmbeddingsResponse\"F\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02+\"&/api/v1/tenants/{tenant_id}/embeddings:\x01*\x12\xa7\x01\n\rGenerateImage\x12#.makoto.llm.v1.GenerateImageRequest\x1a$.makoto.llm.v1.GenerateImageResponse\"K\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x03\x82\xd3\xe4\x93\x02\x30\"+/api/v1/tenants/{tenant_id}/images:generate:\x01*\x12\x92\x01\n\nListModels\x12 .makoto.llm.v1.ListModelsRequest\x1a!.makoto.llm.v1.ListModelsResponse\"?\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02$\x12\"/api/v1/tenants/{tenant_id}/models\x12\x9e\x01\n\x0b\x43ountTokens\x12!.makoto.llm.v1.CountTokensRequest\x1a\".makoto.llm.v1.CountTokensResponse\"H\xa2\x86\x19\x11\n\x02\x02\x03\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02-\"(/api/v1/tenants/{tenant_id}/tokens:count:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,41 +45,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE'].fields_by_name['name']._loaded_options = None
   _globals['_CHATMESSAGE'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030@'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['model']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['messages']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['messages']._serialized_options = b'\272H\010\222\001\005\010\001\020\350\007'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['messages']._serialized_options = b'\342A\001\002\272H\010\222\001\005\010\001\020\350\007'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['temperature']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['temperature']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\000\000@)\000\000\000\000\000\000\000\000'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['temperature']._serialized_options = b'\342A\001\001\272H\024\022\022\031\000\000\000\000\000\000\000@)\000\000\000\000\000\000\000\000'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['max_tokens']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['max_tokens']._serialized_options = b'\272H\010\032\006\030\200\350\007 \000'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['max_tokens']._serialized_options = b'\342A\001\001\272H\010\032\006\030\200\350\007 \000'
   _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['user']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['user']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
   _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['model']._loaded_options = None
-  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
   _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['input']._loaded_options = None
-  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['input']._serialized_options = b'\272H\022\222\001\017\010\001\020\200\020\"\010r\006\020\001(\200\200\004'
+  _globals['_CREATEEMBEDDINGSREQUEST'].fields_by_name['input']._serialized_options = b'\342A\001\002\272H\022\222\001\017\010\001\020\200\020\"\010r\006\020\001(\200\200\004'
   _globals['_GENERATEIMAGEREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_GENERATEIMAGEREQUEST'].fields_by_name['model']._loaded_options = None
-  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
   _globals['_GENERATEIMAGEREQUEST'].fields_by_name['prompt']._loaded_options = None
-  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['prompt']._serialized_options = b'\272H\010r\006\020\001(\200\372\001'
+  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['prompt']._serialized_options = b'\342A\001\002\272H\010r\006\020\001(\200\372\001'
   _globals['_GENERATEIMAGEREQUEST'].fields_by_name['size']._loaded_options = None
-  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['size']._serialized_options = b'\272H\036r\0342\032^([0-9]{2,4}x[0-9]{2,4})?$'
+  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['size']._serialized_options = b'\342A\001\001\272H\036r\0342\032^([0-9]{2,4}x[0-9]{2,4})?$'
   _globals['_GENERATEIMAGEREQUEST'].fields_by_name['n']._loaded_options = None
-  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['n']._serialized_options = b'\272H\006\032\004\030\004(\000'
+  _globals['_GENERATEIMAGEREQUEST'].fields_by_name['n']._serialized_options = b'\342A\001\001\272H\006\032\004\030\004(\000'
   _globals['_LISTMODELSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_LISTMODELSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_LISTMODELSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_COUNTTOKENSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_COUNTTOKENSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_COUNTTOKENSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_COUNTTOKENSREQUEST'].fields_by_name['model']._loaded_options = None
-  _globals['_COUNTTOKENSREQUEST'].fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_COUNTTOKENSREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
   _globals['_COUNTTOKENSREQUEST'].fields_by_name['messages']._loaded_options = None
-  _globals['_COUNTTOKENSREQUEST'].fields_by_name['messages']._serialized_options = b'\272H\010\222\001\005\010\001\020\350\007'
+  _globals['_COUNTTOKENSREQUEST'].fields_by_name['messages']._serialized_options = b'\342A\001\002\272H\010\222\001\005\010\001\020\350\007'
   _globals['_LLMSERVICE'].methods_by_name['CreateChatCompletion']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['CreateChatCompletion']._serialized_options = b'\242\206\031\021\n\002\002\003\032\ttenant_id(\003\202\323\344\223\0021\",/api/v1/tenants/{tenant_id}/chat/completions:\001*'
   _globals['_LLMSERVICE'].methods_by_name['StreamChatCompletion']._loaded_options = None
@@ -90,40 +92,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LLMSERVICE'].methods_by_name['ListModels']._serialized_options = b'\242\206\031\021\n\002\002\003\032\ttenant_id(\001\202\323\344\223\002$\022\"/api/v1/tenants/{tenant_id}/models'
   _globals['_LLMSERVICE'].methods_by_name['CountTokens']._loaded_options = None
   _globals['_LLMSERVICE'].methods_by_name['CountTokens']._serialized_options = b'\242\206\031\021\n\002\002\003\032\ttenant_id(\001\202\323\344\223\002-\"(/api/v1/tenants/{tenant_id}/tokens:count:\001*'
-  _globals['_CHATMESSAGE']._serialized_start=187
-  _globals['_CHATMESSAGE']._serialized_end=303
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=306
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=613
-  _globals['_TOKENUSAGE']._serialized_start=615
-  _globals['_TOKENUSAGE']._serialized_end=699
-  _globals['_CHATCHOICE']._serialized_start=701
-  _globals['_CHATCHOICE']._serialized_end=796
-  _globals['_CHATCOMPLETION']._serialized_start=799
-  _globals['_CHATCOMPLETION']._serialized_end=995
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=998
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=1176
-  _globals['_CREATEEMBEDDINGSREQUEST']._serialized_start=1179
-  _globals['_CREATEEMBEDDINGSREQUEST']._serialized_end=1317
-  _globals['_EMBEDDING']._serialized_start=1319
-  _globals['_EMBEDDING']._serialized_end=1361
-  _globals['_CREATEEMBEDDINGSRESPONSE']._serialized_start=1363
-  _globals['_CREATEEMBEDDINGSRESPONSE']._serialized_end=1486
-  _globals['_GENERATEIMAGEREQUEST']._serialized_start=1489
-  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1686
-  _globals['_GENERATEDIMAGE']._serialized_start=1688
-  _globals['_GENERATEDIMAGE']._serialized_end=1759
-  _globals['_GENERATEIMAGERESPONSE']._serialized_start=1761
-  _globals['_GENERATEIMAGERESPONSE']._serialized_end=1831
-  _globals['_LISTMODELSREQUEST']._serialized_start=1833
-  _globals['_LISTMODELSREQUEST']._serialized_end=1902
-  _globals['_MODEL']._serialized_start=1904
-  _globals['_MODEL']._serialized_end=1956
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1958
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2016
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=2019
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=2173
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=2175
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=2235
-  _globals['_LLMSERVICE']._serialized_start=2238
-  _globals['_LLMSERVICE']._serialized_end=3274
+  _globals['_CHATMESSAGE']._serialized_start=247
+  _globals['_CHATMESSAGE']._serialized_end=363
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=366
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=677
+  _globals['_TOKENUSAGE']._serialized_start=679
+  _globals['_TOKENUSAGE']._serialized_end=763
+  _globals['_CHATCHOICE']._serialized_start=765
+  _globals['_CHATCHOICE']._serialized_end=860
+  _globals['_CHATCOMPLETION']._serialized_start=863
+  _globals['_CHATCOMPLETION']._serialized_end=1059
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=1062
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=1240
+  _globals['_CREATEEMBEDDINGSREQUEST']._serialized_start=1243
+  _globals['_CREATEEMBEDDINGSREQUEST']._serialized_end=1373
+  _globals['_EMBEDDING']._serialized_start=1375
+  _globals['_EMBEDDING']._serialized_end=1417
+  _globals['_CREATEEMBEDDINGSRESPONSE']._serialized_start=1419
+  _globals['_CREATEEMBEDDINGSRESPONSE']._serialized_end=1542
+  _globals['_GENERATEIMAGEREQUEST']._serialized_start=1545
+  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1742
+  _globals['_GENERATEDIMAGE']._serialized_start=1744
+  _globals['_GENERATEDIMAGE']._serialized_end=1815
+  _globals['_GENERATEIMAGERESPONSE']._serialized_start=1817
+  _globals['_GENERATEIMAGERESPONSE']._serialized_end=1887
+  _globals['_LISTMODELSREQUEST']._serialized_start=1889
+  _globals['_LISTMODELSREQUEST']._serialized_end=1942
+  _globals['_MODEL']._serialized_start=1944
+  _globals['_MODEL']._serialized_end=1996
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1998
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2056
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=2059
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=2205
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=2207
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=2267
+  _globals['_LLMSERVICE']._serialized_start=2270
+  _globals['_LLMSERVICE']._serialized_end=3306
 # @@protoc_insertion_point(module_scope)

@@ -24,11 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from makoto.api.v1 import access_pb2 as makoto_dot_api_dot_v1_dot_access__pb2
+from makoto.api.v1 import rules_pb2 as makoto_dot_api_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!makoto/metering/v1/metering.proto\x12\x12makoto.metering.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amakoto/api/v1/access.proto\"\x81\x03\n\nUsageEvent\x12\x16\n\x02id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x19\n\x06source\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12+\n\x04type\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12.\n\x07subject\x18\x04 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x30\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\r\n\x05value\x18\x06 \x01(\x03\x12o\n\ndimensions\x18\x07 \x03(\x0b\x32..makoto.metering.v1.UsageEvent.DimensionsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$*\x05r\x03\x18\x80\x02\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x12RecordUsageRequest\x12;\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.makoto.metering.v1.UsageEventB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\";\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\xc4\x02\n\x11QueryUsageRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12,\n\x05meter\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x06window\x18\x05 \x01(\x0e\x32\x1f.makoto.metering.v1.UsageWindowB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x36\n\x08group_by\x18\x06 \x03(\tB$\xbaH!\x92\x01\x1e\x10\x04\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\"\xe1\x01\n\x08UsageRow\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x05group\x18\x03 \x03(\x0b\x32\'.makoto.metering.v1.UsageRow.GroupEntry\x12\r\n\x05value\x18\x04 \x01(\x03\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x12QueryUsageResponse\x12\r\n\x05meter\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.makoto.metering.v1.UsageRow\"w\n\x11GetInvoiceRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x30\n\x05month\x18\x02 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^[0-9]{4}-(0[1-9]|1[0-2])$\"d\n\x0fInvoiceLineItem\x12\r\n\x05meter\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x12\n\nunit_price\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\"\xab\x01\n\x07Invoice\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rprice_plan_id\x18\x04 \x01(\t\x12\x37\n\nline_items\x18\x05 \x03(\x0b\x32#.makoto.metering.v1.InvoiceLineItem\x12\r\n\x05total\x18\x06 \x01(\t\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\"\x94\x01\n\nMeterPrice\x12,\n\x05meter\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12\x41\n\nunit_price\x18\x02 \x01(\tB-\xbaH*r(2&^(0|[1-9][0-9]{0,17})(\\.[0-9]{1,18})?$\x12\x15\n\x04unit\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18 \"\xca\x01\n\tPricePlan\x12.\n\x07plan_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{0,62}$\x12#\n\x08\x63urrency\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{3}$\x12\x38\n\x06prices\x18\x03 \x03(\x0b\x32\x1e.makoto.metering.v1.MeterPriceB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12.\n\x06limits\x18\x04 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\"^\n\tRateLimit\x12\x34\n\x13requests_per_second\x18\x01 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x80\x84.A!\x00\x00\x00\x00\x00\x00\x00\x00\x12\x1b\n\x05\x62urst\x18\x02 \x01(\x05\x42\x0c\xbaH\t\x1a\x07\x18\x80\xad\xe2\x04(\x01\"\xce\x04\n\nPlanLimits\x12*\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12,\n\x05reads\x18\x02 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12-\n\x06writes\x18\x03 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12*\n\x03llm\x18\x04 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12\x32\n\x15llm_tokens_per_minute\x18\x05 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x01H\x00\x88\x01\x01\x12\x31\n\x12llm_monthly_tokens\x18\x06 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01(\x01H\x01\x88\x01\x01\x12L\n\x11llm_monthly_spend\x18\x07 \x01(\tB,\xbaH)r\'2%^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,9})?$H\x02\x88\x01\x01\x12.\n\x10max_object_bytes\x18\x08 \x01(\x03\x42\x0f\xbaH\x0c\"\n\x18\x80\x80\x80\x80\x80\xa0\x01(\x01H\x03\x88\x01\x01\x12\x32\n\x13storage_quota_bytes\x18\t \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\x80\x80\x80\x80\x80\x80\x80\x02(\x01H\x04\x88\x01\x01\x42\x18\n\x16_llm_tokens_per_minuteB\x15\n\x13_llm_monthly_tokensB\x14\n\x12_llm_monthly_spendB\x13\n\x11_max_object_bytesB\x16\n\x14_storage_quota_bytes\"J\n\x16GetTenantLimitsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\"}\n\x16SetTenantLimitsRequest\x12\x30\n\ttenant_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{2,62}$\x12\x31\n\toverrides\x18\x02 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\"\xaf\x01\n\x0fLlmBudgetStatus\x12\r\n\x05month\x18\x01 \x01(\t\x12\x13\n\x0btokens_used\x18\x02 \x01(\x03\x12\x1d\n\x10tokens_remaining\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nspend_used\x18\x04 \x01(\t\x12\x1c\n\x0fspend_remaining\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x13\n\x11_tokens_remainingB\x12\n\x10_spend_remaining\"\xea\x02\n\x0cTenantLimits\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rprice_plan_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x31\n\teffective\x18\x04 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\x12\x31\n\toverrides\x18\x05 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\x12\x37\n\nllm_budget\x18\x06 \x01(\x0b\x32#.makoto.metering.v1.LlmBudgetStatus\x12\x1a\n\x12storage_bytes_used\x18\x07 \x01(\x03\x12\x1f\n\x17storage_bytes_remaining\x18\x08 \x01(\x03\x12\x1e\n\x16llm_prompt_token_price\x18\t \x01(\t\x12\"\n\x1allm_completion_token_price\x18\n \x01(\t\"E\n\x13GetPricePlanRequest\x12.\n\x07plan_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{0,62}$\"J\n\x13SetPricePlanRequest\x12\x33\n\x04plan\x18\x01 \x01(\x0b\x32\x1d.makoto.metering.v1.PricePlanB\x06\xbaH\x03\xc8\x01\x01*p\n\x0bUsageWindow\x12\x1c\n\x18USAGE_WINDOW_UNSPECIFIED\x10\x00\x12\x15\n\x11USAGE_WINDOW_HOUR\x10\x01\x12\x14\n\x10USAGE_WINDOW_DAY\x10\x02\x12\x16\n\x12USAGE_WINDOW_MONTH\x10\x03\x32\xb8\x08\n\x0fMeteringService\x12\x66\n\x0bRecordUsage\x12&.makoto.metering.v1.RecordUsageRequest\x1a\'.makoto.metering.v1.RecordUsageResponse\"\x06\xa2\x86\x19\x02 \x01\x12\x9e\x01\n\nQueryUsage\x12%.makoto.metering.v1.QueryUsageRequest\x1a&.makoto.metering.v1.QueryUsageResponse\"A\xa2\x86\x19\x14\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02#\x12!/api/v1/tenants/{tenant_id}/usage\x12\x9e\x01\n\nGetInvoice\x12%.makoto.metering.v1.GetInvoiceRequest\x1a\x1b.makoto.metering.v1.Invoice\"L\xa2\x86\x19\x14\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02.\x12,/api/v1/tenants/{tenant_id}/invoices/{month}\x12\x8a\x01\n\x0cGetPricePlan\x12\'.makoto.metering.v1.GetPricePlanRequest\x1a\x1d.makoto.metering.v1.PricePlan\"2\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02%\x12#/api/v1/admin/price-plans/{plan_id}\x12\x95\x01\n\x0cSetPricePlan\x12\'.makoto.metering.v1.SetPricePlanRequest\x1a\x1d.makoto.metering.v1.PricePlan\"=\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02\x30\x1a(/api/v1/admin/price-plans/{plan.plan_id}:\x04plan\x12\xa4\x01\n\x0fGetTenantLimits\x12*.makoto.metering.v1.GetTenantLimitsRequest\x1a .makoto.metering.v1.TenantLimits\"C\xa2\x86\x19\x15\n\x02\x02\x03\x12\x02\x01\x04\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02$\x12\"/api/v1/tenants/{tenant_id}/limits\x12\xae\x01\n\x0fSetTenantLimits\x12*.makoto.metering.v1.SetTenantLimitsRequest\x1a .makoto.metering.v1.TenantLimits\"M\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x35\x1a(/api/v1/admin/tenants/{tenant_id}/limits:\toverridesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!makoto/metering/v1/metering.proto\x12\x12makoto.metering.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\"\xed\x02\n\nUsageEvent\x12\x16\n\x02id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x19\n\x06source\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12+\n\x04type\x18\x03 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12\x1a\n\x07subject\x18\x04 \x01(\tB\t\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x30\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\r\n\x05value\x18\x06 \x01(\x03\x12o\n\ndimensions\x18\x07 \x03(\x0b\x32..makoto.metering.v1.UsageEvent.DimensionsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$*\x05r\x03\x18\x80\x02\x1a\x31\n\x0f\x44imensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x12RecordUsageRequest\x12?\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.makoto.metering.v1.UsageEventB\x0f\xe2\x41\x01\x02\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\";\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\xcc\x02\n\x11QueryUsageRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x30\n\x05meter\x18\x02 \x01(\tB!\xe2\x41\x01\x02\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12=\n\x06window\x18\x05 \x01(\x0e\x32\x1f.makoto.metering.v1.UsageWindowB\x0c\xe2\x41\x01\x01\xbaH\x05\x82\x01\x02\x10\x01\x12:\n\x08group_by\x18\x06 \x03(\tB(\xe2\x41\x01\x01\xbaH!\x92\x01\x1e\x10\x04\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\"\xe1\x01\n\x08UsageRow\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x05group\x18\x03 \x03(\x0b\x32\'.makoto.metering.v1.UsageRow.GroupEntry\x12\r\n\x05value\x18\x04 \x01(\x03\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x12QueryUsageResponse\x12\r\n\x05meter\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.makoto.metering.v1.UsageRow\"k\n\x11GetInvoiceRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x34\n\x05month\x18\x02 \x01(\tB%\xe2\x41\x01\x02\xbaH\x1er\x1c\x32\x1a^[0-9]{4}-(0[1-9]|1[0-2])$\"d\n\x0fInvoiceLineItem\x12\r\n\x05meter\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x12\n\nunit_price\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\"\xab\x01\n\x07Invoice\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rprice_plan_id\x18\x04 \x01(\t\x12\x37\n\nline_items\x18\x05 \x03(\x0b\x32#.makoto.metering.v1.InvoiceLineItem\x12\r\n\x05total\x18\x06 \x01(\t\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\"\x94\x01\n\nMeterPrice\x12,\n\x05meter\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$\x12\x41\n\nunit_price\x18\x02 \x01(\tB-\xbaH*r(2&^(0|[1-9][0-9]{0,17})(\\.[0-9]{1,18})?$\x12\x15\n\x04unit\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18 \"\xca\x01\n\tPricePlan\x12.\n\x07plan_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{0,62}$\x12#\n\x08\x63urrency\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{3}$\x12\x38\n\x06prices\x18\x03 \x03(\x0b\x32\x1e.makoto.metering.v1.MeterPriceB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12.\n\x06limits\x18\x04 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\"^\n\tRateLimit\x12\x34\n\x13requests_per_second\x18\x01 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x80\x84.A!\x00\x00\x00\x00\x00\x00\x00\x00\x12\x1b\n\x05\x62urst\x18\x02 \x01(\x05\x42\x0c\xbaH\t\x1a\x07\x18\x80\xad\xe2\x04(\x01\"\xce\x04\n\nPlanLimits\x12*\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12,\n\x05reads\x18\x02 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12-\n\x06writes\x18\x03 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12*\n\x03llm\x18\x04 \x01(\x0b\x32\x1d.makoto.metering.v1.RateLimit\x12\x32\n\x15llm_tokens_per_minute\x18\x05 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x01H\x00\x88\x01\x01\x12\x31\n\x12llm_monthly_tokens\x18\x06 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01(\x01H\x01\x88\x01\x01\x12L\n\x11llm_monthly_spend\x18\x07 \x01(\tB,\xbaH)r\'2%^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,9})?$H\x02\x88\x01\x01\x12.\n\x10max_object_bytes\x18\x08 \x01(\x03\x42\x0f\xbaH\x0c\"\n\x18\x80\x80\x80\x80\x80\xa0\x01(\x01H\x03\x88\x01\x01\x12\x32\n\x13storage_quota_bytes\x18\t \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\x80\x80\x80\x80\x80\x80\x80\x02(\x01H\x04\x88\x01\x01\x42\x18\n\x16_llm_tokens_per_minuteB\x15\n\x13_llm_monthly_tokensB\x14\n\x12_llm_monthly_spendB\x13\n\x11_max_object_bytesB\x16\n\x14_storage_quota_bytes\":\n\x16GetTenantLimitsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"s\n\x16SetTenantLimitsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x37\n\toverrides\x18\x02 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimitsB\x04\xe2\x41\x01\x01\"\xaf\x01\n\x0fLlmBudgetStatus\x12\r\n\x05month\x18\x01 \x01(\t\x12\x13\n\x0btokens_used\x18\x02 \x01(\x03\x12\x1d\n\x10tokens_remaining\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nspend_used\x18\x04 \x01(\t\x12\x1c\n\x0fspend_remaining\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x13\n\x11_tokens_remainingB\x12\n\x10_spend_remaining\"\xea\x02\n\x0cTenantLimits\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rprice_plan_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x31\n\teffective\x18\x04 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\x12\x31\n\toverrides\x18\x05 \x01(\x0b\x32\x1e.makoto.metering.v1.PlanLimits\x12\x37\n\nllm_budget\x18\x06 \x01(\x0b\x32#.makoto.metering.v1.LlmBudgetStatus\x12\x1a\n\x12storage_bytes_used\x18\x07 \x01(\x03\x12\x1f\n\x17storage_bytes_remaining\x18\x08 \x01(\x03\x12\x1e\n\x16llm_prompt_token_price\x18\t \x01(\t\x12\"\n\x1allm_completion_token_price\x18\n \x01(\t\"I\n\x13GetPricePlanRequest\x12\x32\n\x07plan_id\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9-]{0,62}$\"N\n\x13SetPricePlanRequest\x12\x37\n\x04plan\x18\x01 \x01(\x0b\x32\x1d.makoto.metering.v1.PricePlanB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01*p\n\x0bUsageWindow\x12\x1c\n\x18USAGE_WINDOW_UNSPECIFIED\x10\x00\x12\x15\n\x11USAGE_WINDOW_HOUR\x10\x01\x12\x14\n\x10USAGE_WINDOW_DAY\x10\x02\x12\x16\n\x12USAGE_WINDOW_MONTH\x10\x03\x32\xb8\x08\n\x0fMeteringService\x12\x66\n\x0bRecordUsage\x12&.makoto.metering.v1.RecordUsageRequest\x1a\'.makoto.metering.v1.RecordUsageResponse\"\x06\xa2\x86\x19\x02 \x01\x12\x9e\x01\n\nQueryUsage\x12%.makoto.metering.v1.QueryUsageRequest\x1a&.makoto.metering.v1.QueryUsageResponse\"A\xa2\x86\x19\x14\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02#\x12!/api/v1/tenants/{tenant_id}/usage\x12\x9e\x01\n\nGetInvoice\x12%.makoto.metering.v1.GetInvoiceRequest\x1a\x1b.makoto.metering.v1.Invoice\"L\xa2\x86\x19\x14\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02.\x12,/api/v1/tenants/{tenant_id}/invoices/{month}\x12\x8a\x01\n\x0cGetPricePlan\x12\'.makoto.metering.v1.GetPricePlanRequest\x1a\x1d.makoto.metering.v1.PricePlan\"2\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02%\x12#/api/v1/admin/price-plans/{plan_id}\x12\x95\x01\n\x0cSetPricePlan\x12\'.makoto.metering.v1.SetPricePlanRequest\x1a\x1d.makoto.metering.v1.PricePlan\"=\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02\x30\x1a(/api/v1/admin/price-plans/{plan.plan_id}:\x04plan\x12\xa4\x01\n\x0fGetTenantLimits\x12*.makoto.metering.v1.GetTenantLimitsRequest\x1a .makoto.metering.v1.TenantLimits\"C\xa2\x86\x19\x15\n\x02\x02\x03\x12\x02\x01\x04\x1a\ttenant_id(\x01\x82\xd3\xe4\x93\x02$\x12\"/api/v1/tenants/{tenant_id}/limits\x12\xae\x01\n\x0fSetTenantLimits\x12*.makoto.metering.v1.SetTenantLimitsRequest\x1a .makoto.metering.v1.TenantLimits\"M\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x35\x1a(/api/v1/admin/tenants/{tenant_id}/limits:\toverridesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,27 +46,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGEEVENT'].fields_by_name['type']._loaded_options = None
   _globals['_USAGEEVENT'].fields_by_name['type']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
   _globals['_USAGEEVENT'].fields_by_name['subject']._loaded_options = None
-  _globals['_USAGEEVENT'].fields_by_name['subject']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_USAGEEVENT'].fields_by_name['subject']._serialized_options = b'\272H\006r\004\360\206\031\001'
   _globals['_USAGEEVENT'].fields_by_name['time']._loaded_options = None
   _globals['_USAGEEVENT'].fields_by_name['time']._serialized_options = b'\272H\003\310\001\001'
   _globals['_USAGEEVENT'].fields_by_name['dimensions']._loaded_options = None
   _globals['_USAGEEVENT'].fields_by_name['dimensions']._serialized_options = b'\272H(\232\001%\020\020\"\032r\0302\026^[a-z][a-z0-9_]{0,62}$*\005r\003\030\200\002'
   _globals['_RECORDUSAGEREQUEST'].fields_by_name['events']._loaded_options = None
-  _globals['_RECORDUSAGEREQUEST'].fields_by_name['events']._serialized_options = b'\272H\010\222\001\005\010\001\020\350\007'
+  _globals['_RECORDUSAGEREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002\272H\010\222\001\005\010\001\020\350\007'
   _globals['_QUERYUSAGEREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_QUERYUSAGEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_QUERYUSAGEREQUEST'].fields_by_name['meter']._loaded_options = None
-  _globals['_QUERYUSAGEREQUEST'].fields_by_name['meter']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['meter']._serialized_options = b'\342A\001\002\272H\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['start_time']._loaded_options = None
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\001'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['end_time']._loaded_options = None
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\001'
   _globals['_QUERYUSAGEREQUEST'].fields_by_name['window']._loaded_options = None
-  _globals['_QUERYUSAGEREQUEST'].fields_by_name['window']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['window']._serialized_options = b'\342A\001\001\272H\005\202\001\002\020\001'
   _globals['_QUERYUSAGEREQUEST'].fields_by_name['group_by']._loaded_options = None
-  _globals['_QUERYUSAGEREQUEST'].fields_by_name['group_by']._serialized_options = b'\272H!\222\001\036\020\004\"\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
+  _globals['_QUERYUSAGEREQUEST'].fields_by_name['group_by']._serialized_options = b'\342A\001\001\272H!\222\001\036\020\004\"\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
   _globals['_USAGEROW_GROUPENTRY']._loaded_options = None
   _globals['_USAGEROW_GROUPENTRY']._serialized_options = b'8\001'
   _globals['_GETINVOICEREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_GETINVOICEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_GETINVOICEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_GETINVOICEREQUEST'].fields_by_name['month']._loaded_options = None
-  _globals['_GETINVOICEREQUEST'].fields_by_name['month']._serialized_options = b'\272H\036r\0342\032^[0-9]{4}-(0[1-9]|1[0-2])$'
+  _globals['_GETINVOICEREQUEST'].fields_by_name['month']._serialized_options = b'\342A\001\002\272H\036r\0342\032^[0-9]{4}-(0[1-9]|1[0-2])$'
   _globals['_METERPRICE'].fields_by_name['meter']._loaded_options = None
   _globals['_METERPRICE'].fields_by_name['meter']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
   _globals['_METERPRICE'].fields_by_name['unit_price']._loaded_options = None
@@ -92,13 +98,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANLIMITS'].fields_by_name['storage_quota_bytes']._loaded_options = None
   _globals['_PLANLIMITS'].fields_by_name['storage_quota_bytes']._serialized_options = b'\272H\r\"\013\030\200\200\200\200\200\200\200\002(\001'
   _globals['_GETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_GETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_GETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{2,62}$'
+  _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
+  _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['overrides']._loaded_options = None
+  _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['overrides']._serialized_options = b'\342A\001\001'
   _globals['_GETPRICEPLANREQUEST'].fields_by_name['plan_id']._loaded_options = None
-  _globals['_GETPRICEPLANREQUEST'].fields_by_name['plan_id']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9-]{0,62}$'
+  _globals['_GETPRICEPLANREQUEST'].fields_by_name['plan_id']._serialized_options = b'\342A\001\002\272H\032r\0302\026^[a-z][a-z0-9-]{0,62}$'
   _globals['_SETPRICEPLANREQUEST'].fields_by_name['plan']._loaded_options = None
-  _globals['_SETPRICEPLANREQUEST'].fields_by_name['plan']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_SETPRICEPLANREQUEST'].fields_by_name['plan']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_METERINGSERVICE'].methods_by_name['RecordUsage']._loaded_options = None
   _globals['_METERINGSERVICE'].methods_by_name['RecordUsage']._serialized_options = b'\242\206\031\002 \001'
   _globals['_METERINGSERVICE'].methods_by_name['QueryUsage']._loaded_options = None
@@ -113,50 +121,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METERINGSERVICE'].methods_by_name['GetTenantLimits']._serialized_options = b'\242\206\031\025\n\002\002\003\022\002\001\004\032\ttenant_id(\001\202\323\344\223\002$\022\"/api/v1/tenants/{tenant_id}/limits'
   _globals['_METERINGSERVICE'].methods_by_name['SetTenantLimits']._loaded_options = None
   _globals['_METERINGSERVICE'].methods_by_name['SetTenantLimits']._serialized_options = b'\242\206\031\016\022\001\001\032\ttenant_id\202\323\344\223\0025\032(/api/v1/admin/tenants/{tenant_id}/limits:\toverrides'
-  _globals['_USAGEWINDOW']._serialized_start=3680
-  _globals['_USAGEWINDOW']._serialized_end=3792
-  _globals['_USAGEEVENT']._serialized_start=178
-  _globals['_USAGEEVENT']._serialized_end=563
-  _globals['_USAGEEVENT_DIMENSIONSENTRY']._serialized_start=514
-  _globals['_USAGEEVENT_DIMENSIONSENTRY']._serialized_end=563
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=565
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=646
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=648
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=707
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=710
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=1034
-  _globals['_USAGEROW']._serialized_start=1037
-  _globals['_USAGEROW']._serialized_end=1262
-  _globals['_USAGEROW_GROUPENTRY']._serialized_start=1218
-  _globals['_USAGEROW_GROUPENTRY']._serialized_end=1262
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=1264
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=1343
-  _globals['_GETINVOICEREQUEST']._serialized_start=1345
-  _globals['_GETINVOICEREQUEST']._serialized_end=1464
-  _globals['_INVOICELINEITEM']._serialized_start=1466
-  _globals['_INVOICELINEITEM']._serialized_end=1566
-  _globals['_INVOICE']._serialized_start=1569
-  _globals['_INVOICE']._serialized_end=1740
-  _globals['_METERPRICE']._serialized_start=1743
-  _globals['_METERPRICE']._serialized_end=1891
-  _globals['_PRICEPLAN']._serialized_start=1894
-  _globals['_PRICEPLAN']._serialized_end=2096
-  _globals['_RATELIMIT']._serialized_start=2098
-  _globals['_RATELIMIT']._serialized_end=2192
-  _globals['_PLANLIMITS']._serialized_start=2195
-  _globals['_PLANLIMITS']._serialized_end=2785
-  _globals['_GETTENANTLIMITSREQUEST']._serialized_start=2787
-  _globals['_GETTENANTLIMITSREQUEST']._serialized_end=2861
-  _globals['_SETTENANTLIMITSREQUEST']._serialized_start=2863
-  _globals['_SETTENANTLIMITSREQUEST']._serialized_end=2988
-  _globals['_LLMBUDGETSTATUS']._serialized_start=2991
-  _globals['_LLMBUDGETSTATUS']._serialized_end=3166
-  _globals['_TENANTLIMITS']._serialized_start=3169
-  _globals['_TENANTLIMITS']._serialized_end=3531
-  _globals['_GETPRICEPLANREQUEST']._serialized_start=3533
-  _globals['_GETPRICEPLANREQUEST']._serialized_end=3602
-  _globals['_SETPRICEPLANREQUEST']._serialized_start=3604
-  _globals['_SETPRICEPLANREQUEST']._serialized_end=3678
-  _globals['_METERINGSERVICE']._serialized_start=3795
-  _globals['_METERINGSERVICE']._serialized_end=4875
+  _globals['_USAGEWINDOW']._serialized_start=3702
+  _globals['_USAGEWINDOW']._serialized_end=3814
+  _globals['_USAGEEVENT']._serialized_start=238
+  _globals['_USAGEEVENT']._serialized_end=603
+  _globals['_USAGEEVENT_DIMENSIONSENTRY']._serialized_start=554
+  _globals['_USAGEEVENT_DIMENSIONSENTRY']._serialized_end=603
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=605
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=690
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=692
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=751
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=754
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=1086
+  _globals['_USAGEROW']._serialized_start=1089
+  _globals['_USAGEROW']._serialized_end=1314
+  _globals['_USAGEROW_GROUPENTRY']._serialized_start=1270
+  _globals['_USAGEROW_GROUPENTRY']._serialized_end=1314
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=1316
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1395
+  _globals['_GETINVOICEREQUEST']._serialized_start=1397
+  _globals['_GETINVOICEREQUEST']._serialized_end=1504
+  _globals['_INVOICELINEITEM']._serialized_start=1506
+  _globals['_INVOICELINEITEM']._serialized_end=1606
+  _globals['_INVOICE']._serialized_start=1609
+  _globals['_INVOICE']._serialized_end=1780
+  _globals['_METERPRICE']._serialized_start=1783
+  _globals['_METERPRICE']._serialized_end=1931
+  _globals['_PRICEPLAN']._serialized_start=1934
+  _globals['_PRICEPLAN']._serialized_end=2136
+  _globals['_RATELIMIT']._serialized_start=2138
+  _globals['_RATELIMIT']._serialized_end=2232
+  _globals['_PLANLIMITS']._serialized_start=2235
+  _globals['_PLANLIMITS']._serialized_end=2825
+  _globals['_GETTENANTLIMITSREQUEST']._serialized_start=2827
+  _globals['_GETTENANTLIMITSREQUEST']._serialized_end=2885
+  _globals['_SETTENANTLIMITSREQUEST']._serialized_start=2887
+  _globals['_SETTENANTLIMITSREQUEST']._serialized_end=3002
+  _globals['_LLMBUDGETSTATUS']._serialized_start=3005
+  _globals['_LLMBUDGETSTATUS']._serialized_end=3180
+  _globals['_TENANTLIMITS']._serialized_start=3183
+  _globals['_TENANTLIMITS']._serialized_end=3545
+  _globals['_GETPRICEPLANREQUEST']._serialized_start=3547
+  _globals['_GETPRICEPLANREQUEST']._serialized_end=3620
+  _globals['_SETPRICEPLANREQUEST']._serialized_start=3622
+  _globals['_SETPRICEPLANREQUEST']._serialized_end=3700
+  _globals['_METERINGSERVICE']._serialized_start=3817
+  _globals['_METERINGSERVICE']._serialized_end=4897
 # @@protoc_insertion_point(module_scope)
