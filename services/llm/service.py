@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 
-from services.common import deadline
+from services.common import deadline, paging
 from services.common.breaker import breakers
 from services.common.errors import FailedPrecondition
 from services.llm.adapters.http_errors import CREDENTIALS_REJECTED
@@ -276,7 +276,10 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
             models.extend(
                 llm_pb2.Model(id=model_id, provider=name) for model_id in sorted(set(listed) - aliased)
             )
-        return llm_pb2.ListModelsResponse(models=models)
+        page, next_token = paging.offset_page(
+            models, request.page_size, request.page_token, request.tenant_id, default=paging.MAX_PAGE_SIZE
+        )
+        return llm_pb2.ListModelsResponse(models=page, next_page_token=next_token)
 
     async def CountTokens(
         self, request: llm_pb2.CountTokensRequest, context: grpc.aio.ServicerContext

@@ -204,7 +204,9 @@ class StorageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetItems(self, request, context):
-        """Reads up to 100 items.
+        """Reads up to 100 items. Absent keys are listed in missing_keys (not NOT_FOUND as AIP-231
+        asks: an absent key is an ordinary answer of a key-value store); any backend failure fails
+        the whole call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
