@@ -36,8 +36,9 @@ gen: setup
 up: setup
 	$(PY) -m services.cli up
 
-## Run every test (unit, contract, e2e, security).
+## Run every test (unit, contract, e2e, security), after the import contracts (pyproject.toml).
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Proto lint/format (buf, offline), ruff and mypy --strict.
@@ -46,6 +47,7 @@ lint: setup
 	$(BUF) format --diff --exit-code proto
 	$(VENV)/bin/ruff check services tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: setup
 	$(BUF) format -w proto

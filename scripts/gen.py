@@ -138,9 +138,21 @@ def main() -> None:
                 else:
                     child.unlink()
     generate(out)
+    check_access(out / "makoto.binpb")
     print(f"generated {len(proto_files())} protos into {os.path.relpath(out)}", file=sys.stderr)
     if out.resolve() == (ROOT / "gen").resolve():
         write_derived()
+
+
+def check_access(descriptor_set: Path) -> None:
+    """Every RPC must say who may call it (the makoto.api.v1.access option): Envoy and the
+    services' interceptors are built from it, so a method without one stops the build."""
+    from services.common.access import contract_services, problems
+    from services.mesh.methods import load_descriptor_set
+
+    found = problems(contract_services(load_descriptor_set(descriptor_set)))
+    if found:
+        raise SystemExit("access rules missing or wrong:\n  " + "\n  ".join(found))
 
 
 def write_derived() -> None:

@@ -1,4 +1,5 @@
-"""Who may call which RPC: one table per server, checked by the auth step of the interceptor."""
+"""What the interceptor checks for one RPC. The policies themselves are written in the contract
+(the `(makoto.api.v1.access)` option) and read by services/common/access.py."""
 
 from __future__ import annotations
 
@@ -20,45 +21,6 @@ class MethodPolicy:
     metered: bool = True
     # Rate-limit class on top of the tenant's overall API rate: "reads", "writes", "llm" or None.
     rate_class: str | None = None
-
-
-def tenant_rpc(
-    *,
-    admin_reads: bool = False,
-    roles: frozenset[Role] = TENANT_ROLES,
-    rate_class: str | None = None,
-    service_reads: bool = False,
-) -> MethodPolicy:
-    """A tenant-scoped call: the token's tenant must equal the request's tenant_id.
-    admin_reads lets a platform-admin act on any tenant (control-plane and billing reads);
-    service_reads lets other services ask about any tenant too."""
-    cross = frozenset({Role.PLATFORM_ADMIN}) if admin_reads else frozenset()
-    if service_reads:
-        cross |= {Role.SERVICE}
-    return MethodPolicy(roles=roles | cross, cross_tenant_roles=cross, rate_class=rate_class)
-
-
-def stream_tenant_rpc(tenant_field: str, rate_class: str | None = None) -> MethodPolicy:
-    """Client-streaming call whose tenant id sits in a sub-message (e.g. header.tenant_id)."""
-    return MethodPolicy(roles=TENANT_ROLES, tenant_field=tenant_field, rate_class=rate_class)
-
-
-def admin_rpc(tenant_field: str | None = None) -> MethodPolicy:
-    return MethodPolicy(
-        roles=frozenset({Role.PLATFORM_ADMIN}),
-        tenant_field=tenant_field,
-        cross_tenant_roles=frozenset({Role.PLATFORM_ADMIN}),
-    )
-
-
-def internal_rpc(tenant_field: str | None = None) -> MethodPolicy:
-    """Service-to-service only; never routed by Envoy."""
-    return MethodPolicy(
-        roles=frozenset({Role.SERVICE}),
-        tenant_field=tenant_field,
-        cross_tenant_roles=frozenset({Role.SERVICE}),
-        metered=False,
-    )
 
 
 # Public without a token: health and reflection (operators use grpcurl).

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import deadline, workers
+from services.common.access import policies_for
 from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
@@ -54,7 +55,9 @@ class ServerSpec:
     name: str
     port: int
     registrations: Sequence[Registration]
-    policies: dict[str, MethodPolicy]
+    # Who may call which method: by default read from the contract's access options of the
+    # registered services; tests may pass their own table.
+    policies: dict[str, MethodPolicy] | None = None
     recorder: UsageRecorder | None = None
     # The tenant API rate-limit step (None: no API rate limits on this server).
     rate_limiter: ApiRateLimiter | None = None
@@ -63,6 +66,12 @@ class ServerSpec:
     listeners: list[Listener] = field(default_factory=list)
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def contract_policies(registrations: Sequence[Registration]) -> dict[str, MethodPolicy]:
+    """The interceptor's table for the registered services, from their access options."""
+    pool = descriptor_pool.Default()
+    return policies_for(*(pool.FindServiceByName(r.full_name) for r in registrations))
 
 
 class _ReflectionPool:
@@ -104,7 +113,7 @@ async def run_server(
     makoto = MakotoInterceptor(
         service_name=spec.name,
         verifier=verifier,
-        policies=spec.policies,
+        policies=spec.policies if spec.policies is not None else contract_policies(spec.registrations),
         recorder=spec.recorder,
         deadlines=deadline.policy_for(
             spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds

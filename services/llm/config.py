@@ -12,7 +12,9 @@ class LlmSettings(BaseSettings):
     max_retries: int = 2
     # Ceiling for one provider call; a caller's shorter gRPC deadline wins.
     timeout_seconds: float = 60.0
-    # A replaced tenant client (bindings changed) is closed after this, letting in-flight calls end.
-    retired_client_grace_seconds: float = 120.0
+    # Tenant clients cached at most (least recently used closed first), and for how long before
+    # they are rebuilt (credentials re-read). A replaced client closes after its last call.
+    max_tenants: int = 256
+    client_ttl_seconds: float = 900.0
     # Azure OpenAI api-version when the binding leaves it empty.
     azure_default_api_version: str = "2024-10-21"

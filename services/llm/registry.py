@@ -1,20 +1,19 @@
-"""Per-tenant provider clients, built from the tenant's LLM binding and cached.
-
-A client is rebuilt when the directory's etag for the tenant changes (bindings or state
-changed) or after the provider rejected its credentials (the secret may have been rotated).
-A replaced client is closed after a grace period so calls still using it can finish.
+"""Per-tenant provider clients, built from the tenant's LLM binding and cached in the shared
+adapter cache (services/common/adapter_cache.py): bounded LRU + TTL, rebuilt when the
+directory's etag or the binding changes or after the provider rejected its credentials (the
+secret may have been rotated), single-flight builds, closed after the last call leasing it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common.adapter_cache import AdapterCache
 from services.common.errors import FailedPrecondition
 from services.common.secrets import SecretResolver
 from services.llm.config import LlmSettings
@@ -31,12 +30,14 @@ PROVIDER_NAMES: dict[int, str] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class TenantLlm:
     tenant_id: str
-    etag: str
     binding: tenant_pb2.LlmBinding
     provider: ChatProvider
+
+    async def close(self) -> None:
+        await self.provider.close()
 
 
 class ProviderRegistry:
@@ -54,44 +55,33 @@ class ProviderRegistry:
         self._factories = dict(factories)
         self._default_endpoints = dict(default_endpoints)
         self._options = options
-        self._entries: dict[str, TenantLlm] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        # Replaced clients waiting out their grace period.
-        self._retiring: dict[asyncio.Task[None], ChatProvider] = {}
+        self.cache: AdapterCache[TenantLlm, tenant_pb2.LlmBinding] = AdapterCache(
+            "llm",
+            self._build,
+            lambda b: PROVIDER_NAMES.get(b.provider, "unspecified"),
+            max_entries=options.max_tenants,
+            ttl_seconds=options.client_ttl_seconds,
+        )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.cache)
 
-    async def get(self, tenant_id: str) -> TenantLlm:
-        """The tenant's provider (the tenant must be active: directory errors pass through)."""
+    @asynccontextmanager
+    async def lease(self, tenant_id: str) -> AsyncIterator[TenantLlm]:
+        """The tenant's client for one call (the tenant must be active: directory errors pass
+        through); it stays open until the call ends."""
         answer = await self._tenants.require_active(tenant_id)
-        entry = self._entries.get(tenant_id)
-        if entry is not None and entry.etag == answer.etag:
-            return entry
-        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
-        async with lock:
-            entry = self._entries.get(tenant_id)
-            if entry is not None and entry.etag == answer.etag:
-                return entry
-            fresh = await self._build(tenant_id, answer.etag, answer.bindings.llm, entry)
-            self._entries[tenant_id] = fresh
-            if entry is not None:
-                self._retire(entry.provider)
-            return fresh
+        async with self.cache.lease(tenant_id, answer.bindings.llm, answer.etag) as lease:
+            yield lease.store
 
     async def require_active(self, tenant_id: str) -> None:
         await self._tenants.require_active(tenant_id)
 
-    def invalidate(self, tenant_id: str, provider: ChatProvider) -> None:
-        """Forget the tenant's client if it is still `provider` (next call re-reads the secret)."""
-        entry = self._entries.get(tenant_id)
-        if entry is not None and entry.provider is provider:
-            del self._entries[tenant_id]
-            self._retire(provider)
+    def invalidate(self, tenant: TenantLlm) -> None:
+        """Forget the tenant's client if it is still this one (the next call re-reads the secret)."""
+        self.cache.invalidate(tenant.tenant_id, tenant)
 
-    async def _build(
-        self, tenant_id: str, etag: str, binding: tenant_pb2.LlmBinding, previous: TenantLlm | None
-    ) -> TenantLlm:
+    async def _build(self, tenant_id: str, binding: tenant_pb2.LlmBinding) -> TenantLlm:
         kind = binding.provider
         if kind == tenant_pb2.LLM_PROVIDER_UNSPECIFIED:
             raise FailedPrecondition("the tenant has no LLM binding", reason="LLM_BINDING_MISSING")
@@ -120,25 +110,7 @@ class ProviderRegistry:
             )
         provider = factory(config)
         log.info("llm client built", tenant_id=tenant_id, provider=provider.name)
-        return TenantLlm(tenant_id, etag, binding, provider)
-
-    def _retire(self, provider: ChatProvider) -> None:
-        async def later() -> None:
-            await asyncio.sleep(self._options.retired_client_grace_seconds)
-            self._retiring.pop(task, None)
-            with contextlib.suppress(Exception):
-                await provider.close()
-
-        task = asyncio.get_running_loop().create_task(later())
-        self._retiring[task] = provider
+        return TenantLlm(tenant_id, binding, provider)
 
     async def close(self) -> None:
-        for task in self._retiring:
-            task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        providers = [*self._retiring.values(), *(e.provider for e in self._entries.values())]
-        self._retiring.clear()
-        self._entries.clear()
-        for provider in providers:
-            with contextlib.suppress(Exception):
-                await provider.close()
+        await self.cache.close()

@@ -11,7 +11,6 @@ from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.wiring import LimitsParts, build_limits
-from services.common.policy import MethodPolicy, tenant_rpc
 from services.common.secrets import SecretResolver
 from services.common.server import Registration, ServerSpec
 from services.common.usage import UsageRecorder
@@ -27,15 +26,6 @@ from services.llm.registry import ProviderFactory, ProviderRegistry
 from services.llm.service import LlmServicer
 
 SERVICE = "makoto.llm.v1.LLMService"
-
-POLICIES: dict[str, MethodPolicy] = {
-    **{
-        f"/{SERVICE}/{method}": tenant_rpc(rate_class="llm")
-        for method in ("CreateChatCompletion", "StreamChatCompletion", "CreateEmbeddings", "GenerateImage")
-    },
-    # No provider tokens spent: counted as reads.
-    **{f"/{SERVICE}/{method}": tenant_rpc(rate_class="reads") for method in ("ListModels", "CountTokens")},
-}
 
 # Provider kind -> adapter. A kind missing here answers FAILED_PRECONDITION "not available".
 FACTORIES: dict[int, ProviderFactory] = {
@@ -105,7 +95,6 @@ async def build(
         name="llm",
         port=settings.llm_port,
         registrations=[Registration(llm_pb2_grpc.add_LLMServiceServicer_to_server, servicer, SERVICE)],
-        policies=POLICIES,
         recorder=recorder,
         rate_limiter=limits.api,
         listeners=[openai_api],

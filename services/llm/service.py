@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 
-from services.common import deadline
+from services.common import deadline, paging
 from services.common.breaker import breakers
 from services.common.errors import FailedPrecondition
 from services.llm.adapters.http_errors import CREDENTIALS_REJECTED
@@ -71,7 +71,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
         except FailedPrecondition as err:
             if err.reason == CREDENTIALS_REJECTED:
                 # The key may have been rotated in the secret store: rebuild on the next call.
-                self._registry.invalidate(tenant.tenant_id, tenant.provider)
+                self._registry.invalidate(tenant)
             raise
 
     async def _reserve(self, tenant: TenantLlm, estimate: int) -> Charge:
@@ -115,168 +115,171 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     async def CreateChatCompletion(
         self, request: llm_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ChatCompletion:
-        tenant = await self._registry.get(request.tenant_id)
-        chat = self._chat_request(request, tenant, context)
-        estimate = count_chat_tokens(chat.messages)
-        charge = await self._reserve(tenant, estimate)
-        try:
-            async with self._provider_call(tenant):
-                result = await tenant.provider.chat(chat)
-        except BaseException:
-            await self._settle(tenant, charge, None)
-            raise
-        usage = result.usage or Usage(estimate, sum(count_tokens(c.content) for c in result.choices))
-        await self._settle(tenant, charge, usage)
-        await self._record(tenant, chat.model, usage, estimated=result.usage is None)
-        answer = llm_pb2.ChatCompletion(
-            id=result.id,
-            model=result.model,
-            provider=tenant.provider.name,
-            choices=[
-                llm_pb2.ChatChoice(
-                    index=c.index,
-                    message=llm_pb2.ChatMessage(role=c.role, content=c.content),
-                    finish_reason=c.finish_reason,
-                )
-                for c in result.choices
-            ],
-            usage=_usage_pb(usage),
-            create_time=timestamp_pb2.Timestamp(seconds=result.created),
-        )
-        return answer
+        async with self._registry.lease(request.tenant_id) as tenant:
+            chat = self._chat_request(request, tenant, context)
+            estimate = count_chat_tokens(chat.messages)
+            charge = await self._reserve(tenant, estimate)
+            try:
+                async with self._provider_call(tenant):
+                    result = await tenant.provider.chat(chat)
+            except BaseException:
+                await self._settle(tenant, charge, None)
+                raise
+            usage = result.usage or Usage(estimate, sum(count_tokens(c.content) for c in result.choices))
+            await self._settle(tenant, charge, usage)
+            await self._record(tenant, chat.model, usage, estimated=result.usage is None)
+            answer = llm_pb2.ChatCompletion(
+                id=result.id,
+                model=result.model,
+                provider=tenant.provider.name,
+                choices=[
+                    llm_pb2.ChatChoice(
+                        index=c.index,
+                        message=llm_pb2.ChatMessage(role=c.role, content=c.content),
+                        finish_reason=c.finish_reason,
+                    )
+                    for c in result.choices
+                ],
+                usage=_usage_pb(usage),
+                create_time=timestamp_pb2.Timestamp(seconds=result.created),
+            )
+            return answer
 
     async def StreamChatCompletion(
         self, request: llm_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.ChatCompletionChunk]:
-        tenant = await self._registry.get(request.tenant_id)
-        chat = self._chat_request(request, tenant, context)
-        estimate = count_chat_tokens(chat.messages)
-        charge = await self._reserve(tenant, estimate)
-        streamed: list[str] = []
-        reported: Usage | None = None
-        chunk_id, model = "", chat.model
-        try:
-            async with (
-                self._provider_call(tenant),
-                contextlib.aclosing(tenant.provider.stream_chat(chat)) as deltas,
-            ):
-                async for delta in deltas:
-                    chunk_id, model = delta.id or chunk_id, delta.model or model
-                    if delta.usage is not None:
-                        reported = delta.usage  # sent last, below
-                        continue
-                    streamed.append(delta.text)
-                    yield llm_pb2.ChatCompletionChunk(
-                        id=delta.id,
-                        model=delta.model,
-                        index=delta.index,
-                        delta=delta.text,
-                        finish_reason=delta.finish_reason,
+        async with self._registry.lease(request.tenant_id) as tenant:
+            chat = self._chat_request(request, tenant, context)
+            estimate = count_chat_tokens(chat.messages)
+            charge = await self._reserve(tenant, estimate)
+            streamed: list[str] = []
+            reported: Usage | None = None
+            chunk_id, model = "", chat.model
+            try:
+                async with (
+                    self._provider_call(tenant),
+                    contextlib.aclosing(tenant.provider.stream_chat(chat)) as deltas,
+                ):
+                    async for delta in deltas:
+                        chunk_id, model = delta.id or chunk_id, delta.model or model
+                        if delta.usage is not None:
+                            reported = delta.usage  # sent last, below
+                            continue
+                        streamed.append(delta.text)
+                        yield llm_pb2.ChatCompletionChunk(
+                            id=delta.id,
+                            model=delta.model,
+                            index=delta.index,
+                            delta=delta.text,
+                            finish_reason=delta.finish_reason,
+                        )
+                        if await self._limits.add_output(tenant.tenant_id, charge, count_tokens(delta.text)):
+                            # The chunk that crossed the budget was the last one sent.
+                            break
+                if charge.over:
+                    exc = BudgetExceeded(
+                        "the tenant's monthly LLM budget ran out during this stream", retry_after_seconds=None
                     )
-                    if await self._limits.add_output(tenant.tenant_id, charge, count_tokens(delta.text)):
-                        # The chunk that crossed the budget was the last one sent.
-                        break
-            if charge.over:
-                exc = BudgetExceeded(
-                    "the tenant's monthly LLM budget ran out during this stream", retry_after_seconds=None
-                )
-                yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, error=exc.to_status())
-                raise exc
-            final = reported or Usage(estimate, count_tokens("".join(streamed)))
-            yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, usage=_usage_pb(final))
-        finally:
-            # Bill what the provider reported; a stream cut short (client gone, provider broke
-            # mid-way) is billed by the estimate of what was sent. Nothing sent: nothing billed.
-            if reported is not None or streamed:
-                usage = reported or Usage(estimate, count_tokens("".join(streamed)))
-                await self._settle(tenant, charge, usage)
-                await self._record(tenant, chat.model, usage, estimated=reported is None)
-            else:
-                await self._settle(tenant, charge, None)
+                    yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, error=exc.to_status())
+                    raise exc
+                final = reported or Usage(estimate, count_tokens("".join(streamed)))
+                yield llm_pb2.ChatCompletionChunk(id=chunk_id, model=model, usage=_usage_pb(final))
+            finally:
+                # Bill what the provider reported; a stream cut short (client gone, provider broke
+                # mid-way) is billed by the estimate of what was sent. Nothing sent: nothing billed.
+                if reported is not None or streamed:
+                    usage = reported or Usage(estimate, count_tokens("".join(streamed)))
+                    await self._settle(tenant, charge, usage)
+                    await self._record(tenant, chat.model, usage, estimated=reported is None)
+                else:
+                    await self._settle(tenant, charge, None)
 
     async def CreateEmbeddings(
         self, request: llm_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.CreateEmbeddingsResponse:
-        tenant = await self._registry.get(request.tenant_id)
-        model = resolve_model(tenant.binding, request.model, "embedding")
-        if not tenant.provider.capabilities.embeddings:
-            raise FailedPrecondition(
-                f"LLM provider {tenant.provider.name} does not offer embeddings",
-                reason="CAPABILITY_UNSUPPORTED",
-            )
-        estimate = sum(count_tokens(text) for text in request.input)
-        charge = await self._reserve(tenant, estimate)
-        try:
-            async with self._provider_call(tenant):
-                result = await tenant.provider.embed(
-                    model, list(request.input), request_timeout=self._request_timeout(context)
+        async with self._registry.lease(request.tenant_id) as tenant:
+            model = resolve_model(tenant.binding, request.model, "embedding")
+            if not tenant.provider.capabilities.embeddings:
+                raise FailedPrecondition(
+                    f"LLM provider {tenant.provider.name} does not offer embeddings",
+                    reason="CAPABILITY_UNSUPPORTED",
                 )
-        except BaseException:
-            await self._settle(tenant, charge, None)
-            raise
-        usage = result.usage or Usage(estimate, 0)
-        await self._settle(tenant, charge, usage)
-        await self._record(tenant, model, usage, estimated=result.usage is None)
-        return llm_pb2.CreateEmbeddingsResponse(
-            model=result.model,
-            data=[llm_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)],
-            usage=_usage_pb(usage),
-        )
+            estimate = sum(count_tokens(text) for text in request.input)
+            charge = await self._reserve(tenant, estimate)
+            try:
+                async with self._provider_call(tenant):
+                    result = await tenant.provider.embed(
+                        model, list(request.input), request_timeout=self._request_timeout(context)
+                    )
+            except BaseException:
+                await self._settle(tenant, charge, None)
+                raise
+            usage = result.usage or Usage(estimate, 0)
+            await self._settle(tenant, charge, usage)
+            await self._record(tenant, model, usage, estimated=result.usage is None)
+            return llm_pb2.CreateEmbeddingsResponse(
+                model=result.model,
+                data=[llm_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)],
+                usage=_usage_pb(usage),
+            )
 
     async def GenerateImage(
         self, request: llm_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.GenerateImageResponse:
-        tenant = await self._registry.get(request.tenant_id)
-        model = resolve_model(tenant.binding, request.model, "image")
-        if not tenant.provider.capabilities.images:
-            raise FailedPrecondition(
-                f"LLM provider {tenant.provider.name} does not generate images",
-                reason="CAPABILITY_UNSUPPORTED",
-            )
-        estimate = count_tokens(request.prompt)
-        charge = await self._reserve(tenant, estimate)
-        try:
-            async with self._provider_call(tenant):
-                result = await tenant.provider.generate_image(
-                    model,
-                    request.prompt,
-                    size=request.size,
-                    n=request.n or 1,
-                    request_timeout=self._request_timeout(context),
+        async with self._registry.lease(request.tenant_id) as tenant:
+            model = resolve_model(tenant.binding, request.model, "image")
+            if not tenant.provider.capabilities.images:
+                raise FailedPrecondition(
+                    f"LLM provider {tenant.provider.name} does not generate images",
+                    reason="CAPABILITY_UNSUPPORTED",
                 )
-        except BaseException:
-            await self._settle(tenant, charge, None)
-            raise
-        # Image models priced per image report no tokens; then there is nothing to meter here
-        # (and no token budget is charged).
-        await self._settle(tenant, charge, result.usage)
-        if result.usage is not None:
-            await self._record(tenant, model, result.usage)
-        return llm_pb2.GenerateImageResponse(
-            images=[
-                llm_pb2.GeneratedImage(b64_json=i.b64_json, url=i.url, revised_prompt=i.revised_prompt)
-                for i in result.images
-            ]
-        )
+            estimate = count_tokens(request.prompt)
+            charge = await self._reserve(tenant, estimate)
+            try:
+                async with self._provider_call(tenant):
+                    result = await tenant.provider.generate_image(
+                        model,
+                        request.prompt,
+                        size=request.size,
+                        n=request.n or 1,
+                        request_timeout=self._request_timeout(context),
+                    )
+            except BaseException:
+                await self._settle(tenant, charge, None)
+                raise
+            # Image models priced per image report no tokens; then there is nothing to meter here
+            # (and no token budget is charged).
+            await self._settle(tenant, charge, result.usage)
+            if result.usage is not None:
+                await self._record(tenant, model, result.usage)
+            return llm_pb2.GenerateImageResponse(
+                images=[
+                    llm_pb2.GeneratedImage(b64_json=i.b64_json, url=i.url, revised_prompt=i.revised_prompt)
+                    for i in result.images
+                ]
+            )
 
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ListModelsResponse:
-        tenant = await self._registry.get(request.tenant_id)
-        name = tenant.provider.name
-        models: list[llm_pb2.Model] = []
-        for alias, field in ALIASES.items():
-            target = str(getattr(tenant.binding, field))
-            if target:
-                models.append(llm_pb2.Model(id=target, alias=alias, provider=name))
-        if tenant.provider.capabilities.list_models:
-            aliased = {m.id for m in models}
-            async with self._provider_call(tenant):
-                listed = await tenant.provider.list_models(request_timeout=self._request_timeout(context))
-            models.extend(
-                llm_pb2.Model(id=model_id, provider=name) for model_id in sorted(set(listed) - aliased)
+        async with self._registry.lease(request.tenant_id) as tenant:
+            name = tenant.provider.name
+            models: list[llm_pb2.Model] = []
+            for alias, field in ALIASES.items():
+                target = str(getattr(tenant.binding, field))
+                if target:
+                    models.append(llm_pb2.Model(id=target, alias=alias, provider=name))
+            if tenant.provider.capabilities.list_models:
+                aliased = {m.id for m in models}
+                async with self._provider_call(tenant):
+                    listed = await tenant.provider.list_models(request_timeout=self._request_timeout(context))
+                models.extend(
+                    llm_pb2.Model(id=model_id, provider=name) for model_id in sorted(set(listed) - aliased)
+                )
+            page, next_token = paging.offset_page(
+                models, request.page_size, request.page_token, request.tenant_id, default=paging.MAX_PAGE_SIZE
             )
-        return llm_pb2.ListModelsResponse(models=models)
+            return llm_pb2.ListModelsResponse(models=page, next_page_token=next_token)
 
     async def CountTokens(
         self, request: llm_pb2.CountTokensRequest, context: grpc.aio.ServicerContext

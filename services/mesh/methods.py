@@ -1,9 +1,9 @@
 """What Envoy must know about each public RPC: its cluster, who may call it, where its tenant id
 sits in the request, whether it streams, and whether a retry is safe.
 
-The list of methods is read from the descriptor set (gen/makoto.binpb), so routes follow the
-contract; the access class of each method is stated here explicitly. A public method missing from
-ACCESS is not routed (fail closed) and a unit test names it.
+Everything is read from the descriptor set (gen/makoto.binpb): the methods, and who may call each
+from its `(makoto.api.v1.access)` option -- the same statement the services' interceptors read
+(services/common/access.py), so Envoy and the services cannot disagree.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+from makoto.api.v1 import access_pb2
+
+from services.common.access import contract_services, rule_of
 
 # Public services Envoy routes and transcodes, keyed by cluster name.
 PUBLIC_SERVICES: dict[str, str] = {
@@ -33,54 +36,6 @@ class Access(StrEnum):
     # Never routed from outside.
     INTERNAL = "internal"
 
-
-ACCESS: dict[str, Access] = {
-    # TenantService: the /admin/ control plane, and tenant reads/user management that the
-    # tenant's own admins and the platform operator both use (onboarding invites the first user).
-    "makoto.tenant.v1.TenantService.CreateTenant": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.ListTenants": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.UpdateTenant": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.DeleteTenant": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.SuspendTenant": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.ResumeTenant": Access.ADMIN,
-    "makoto.tenant.v1.TenantService.GetTenant": Access.TENANT_OR_ADMIN,
-    "makoto.tenant.v1.TenantService.InviteUser": Access.TENANT_OR_ADMIN,
-    "makoto.tenant.v1.TenantService.ListUsers": Access.TENANT_OR_ADMIN,
-    "makoto.tenant.v1.TenantService.RemoveUser": Access.TENANT_OR_ADMIN,
-    "makoto.tenant.v1.TenantService.GetOperation": Access.TENANT_OR_ADMIN,
-    "makoto.tenant.v1.TenantService.ListOperations": Access.TENANT_OR_ADMIN,
-    # StorageService: tenant data, the tenant's own callers only.
-    "makoto.storage.v1.StorageService.UploadObject": Access.TENANT,
-    "makoto.storage.v1.StorageService.PutObjectContent": Access.TENANT,
-    "makoto.storage.v1.StorageService.DownloadObject": Access.TENANT,
-    "makoto.storage.v1.StorageService.GetObjectContent": Access.TENANT,
-    "makoto.storage.v1.StorageService.GetObjectMetadata": Access.TENANT,
-    "makoto.storage.v1.StorageService.DeleteObject": Access.TENANT,
-    "makoto.storage.v1.StorageService.ListObjects": Access.TENANT,
-    "makoto.storage.v1.StorageService.SignObjectUrl": Access.TENANT,
-    "makoto.storage.v1.StorageService.GetItem": Access.TENANT,
-    "makoto.storage.v1.StorageService.PutItem": Access.TENANT,
-    "makoto.storage.v1.StorageService.DeleteItem": Access.TENANT,
-    "makoto.storage.v1.StorageService.QueryItems": Access.TENANT,
-    "makoto.storage.v1.StorageService.BatchGetItems": Access.TENANT,
-    "makoto.storage.v1.StorageService.BatchWriteItems": Access.TENANT,
-    "makoto.storage.v1.StorageService.TransactWriteItems": Access.TENANT,
-    # LLMService: tenant data (prompts, the tenant's provider contract).
-    "makoto.llm.v1.LLMService.CreateChatCompletion": Access.TENANT,
-    "makoto.llm.v1.LLMService.StreamChatCompletion": Access.TENANT,
-    "makoto.llm.v1.LLMService.CreateEmbeddings": Access.TENANT,
-    "makoto.llm.v1.LLMService.GenerateImage": Access.TENANT,
-    "makoto.llm.v1.LLMService.ListModels": Access.TENANT,
-    "makoto.llm.v1.LLMService.CountTokens": Access.TENANT,
-    # MeteringService: billing reads for the tenant and the operator; price plans for the operator.
-    "makoto.metering.v1.MeteringService.RecordUsage": Access.INTERNAL,
-    "makoto.metering.v1.MeteringService.QueryUsage": Access.TENANT_OR_ADMIN,
-    "makoto.metering.v1.MeteringService.GetInvoice": Access.TENANT_OR_ADMIN,
-    "makoto.metering.v1.MeteringService.GetPricePlan": Access.ADMIN,
-    "makoto.metering.v1.MeteringService.SetPricePlan": Access.ADMIN,
-    "makoto.metering.v1.MeteringService.GetTenantLimits": Access.TENANT_OR_ADMIN,
-    "makoto.metering.v1.MeteringService.SetTenantLimits": Access.ADMIN,
-}
 
 # Reads that are safe to retry when the upstream was unavailable or reset the stream.
 _IDEMPOTENT_PREFIXES = ("Get", "List", "Query", "BatchGet", "Download", "Count")
@@ -118,80 +73,40 @@ def load_descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
     return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
 
 
-def _messages(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, descriptor_pb2.DescriptorProto]:
-    out: dict[str, descriptor_pb2.DescriptorProto] = {}
-
-    def walk(prefix: str, msgs: list[descriptor_pb2.DescriptorProto]) -> None:
-        for msg in msgs:
-            name = f"{prefix}.{msg.name}"
-            out[name] = msg
-            walk(name, list(msg.nested_type))
-
-    for f in fds.file:
-        walk(f".{f.package}" if f.package else "", list(f.message_type))
-    return out
-
-
-def find_tenant_field(
-    messages: dict[str, descriptor_pb2.DescriptorProto], type_name: str, depth: int = 2
-) -> str | None:
-    """`tenant_id` at the top of the request, else one message level down (e.g. header.tenant_id)."""
-    msg = messages[type_name]
-    for f in msg.field:
-        if f.name == "tenant_id" and f.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
-            return "tenant_id"
-    if depth <= 1:
-        return None
-    for f in msg.field:
-        if f.type == descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE and f.label != f.LABEL_REPEATED:
-            inner = find_tenant_field(messages, f.type_name, depth - 1)
-            if inner is not None:
-                return f"{f.name}.{inner}"
-    return None
+def access_class(rule: access_pb2.AccessRule) -> Access:
+    """Envoy's view of an access rule: Envoy checks the tenant and platform-admin; the finer
+    role checks (e.g. tenant-admin only) are the service's."""
+    if rule.internal:
+        return Access.INTERNAL
+    if access_pb2.ROLE_PLATFORM_ADMIN in rule.any_tenant:
+        return Access.TENANT_OR_ADMIN if rule.roles else Access.ADMIN
+    return Access.TENANT
 
 
 def public_methods(descriptor_path: Path) -> list[Method]:
-    """Every method of the public services, in descriptor order, with its access class."""
-    fds = load_descriptor_set(descriptor_path)
-    messages = _messages(fds)
-    wanted = {full: cluster for cluster, full in PUBLIC_SERVICES.items()}
+    """Every method of the public services, in descriptor order, with its access class.
+    Raises AccessRuleError when a method's access option is missing or inconsistent."""
+    clusters = {full: cluster for cluster, full in PUBLIC_SERVICES.items()}
     out: list[Method] = []
-    for f in fds.file:
-        for svc in f.service:
-            full_service = f"{f.package}.{svc.name}"
-            cluster = wanted.get(full_service)
-            if cluster is None:
-                continue
-            for m in svc.method:
-                full = f"{full_service}.{m.name}"
-                access = ACCESS.get(full, Access.INTERNAL)
-                tenant_field = None
-                if access in (Access.TENANT, Access.TENANT_OR_ADMIN):
-                    tenant_field = find_tenant_field(messages, m.input_type)
-                    if tenant_field is None:
-                        raise ValueError(f"{full} is tenant-scoped but its request has no tenant_id")
-                out.append(
-                    Method(
-                        cluster=cluster,
-                        service=full_service,
-                        name=m.name,
-                        access=access,
-                        tenant_field=tenant_field,
-                        client_streaming=m.client_streaming,
-                        server_streaming=m.server_streaming,
-                    )
+    for service in contract_services(load_descriptor_set(descriptor_path)):
+        cluster = clusters.get(service.full_name)
+        if cluster is None:
+            continue
+        for m in service.methods:
+            rule = rule_of(m)
+            access = access_class(rule)
+            out.append(
+                Method(
+                    cluster=cluster,
+                    service=service.full_name,
+                    name=m.name,
+                    access=access,
+                    # Envoy checks the tenant of tenant-scoped calls only.
+                    tenant_field=rule.tenant_field
+                    if access in (Access.TENANT, Access.TENANT_OR_ADMIN)
+                    else None,
+                    client_streaming=m.client_streaming,
+                    server_streaming=m.server_streaming,
                 )
+            )
     return out
-
-
-def unclassified(descriptor_path: Path) -> list[str]:
-    """Public methods that nobody classified (they are not routed); should be empty."""
-    fds = load_descriptor_set(descriptor_path)
-    names = [
-        f"{f.package}.{s.name}.{m.name}"
-        for f in fds.file
-        for s in f.service
-        if f"{f.package}.{s.name}" in PUBLIC_SERVICES.values()
-        for m in s.method
-    ]
-    return [n for n in names if n not in ACCESS]

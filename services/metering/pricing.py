@@ -28,17 +28,8 @@ DEFAULT_UNITS = {
     LLM_COMPLETION_TOKENS: "token",
 }
 
-# The architecture document's default prices (seeded as plan "default" by the first migration).
-DEFAULT_PLAN = PricePlan(
-    plan_id=DEFAULT_PLAN_ID,
-    currency=DEFAULT_CURRENCY,
-    prices=(
-        MeterPrice(API_CALLS, Decimal("0.0001"), "call"),
-        MeterPrice(STORAGE_BYTES, Decimal("0.023"), "GB-month"),
-        MeterPrice(LLM_PROMPT_TOKENS, Decimal("0.00002"), "token"),
-        MeterPrice(LLM_COMPLETION_TOKENS, Decimal("0.00002"), "token"),
-    ),
-)
+# The default plan's prices live in one place: the seed of migration 0001 (plan "default"),
+# frozen there as migrations are; change them with SetPricePlan or a new migration.
 
 
 def round_money(amount: Decimal) -> Decimal:

@@ -17,7 +17,6 @@ from services.metering.config import database_url
 from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
 from services.metering.plans import DirectoryPlanResolver
-from services.metering.policies import POLICIES, SERVICE
 from services.metering.ports import PlanResolver, TenantGate
 from services.metering.servicer import MeteringServicer, limits_to_proto
 
@@ -57,10 +56,9 @@ async def build(
             Registration(
                 add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
                 servicer=MeteringServicer(metering, limits_service, tenants),
-                full_name=SERVICE,
+                full_name=metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
             )
         ],
-        policies=POLICIES,
         recorder=LocalUsageRecorder(store),
         rate_limiter=limits.api,
         on_stop=on_stop,

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
+from services.common import paging
 from services.common.errors import InvalidArgument
 from services.common.identity import maybe_principal
 from services.common.limits.model import Limits
@@ -147,8 +148,24 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             group_by=tuple(request.group_by),
         )
         rows = await self._metering.query(query)
+        # The token binds the query as asked (an unset end is "now" on every page).
+        scope = "\x00".join(
+            [
+                request.tenant_id,
+                request.meter,
+                request.start_time.SerializeToString().hex() if request.HasField("start_time") else "",
+                request.end_time.SerializeToString().hex() if request.HasField("end_time") else "",
+                str(request.window),
+                *request.group_by,
+            ]
+        )
+        # Default page: the whole answer up to the maximum, as before pagination existed.
+        page, next_token = paging.offset_page(
+            rows, request.page_size, request.page_token, scope, default=paging.MAX_PAGE_SIZE
+        )
         return metering_pb2.QueryUsageResponse(
             meter=request.meter,
+            next_page_token=next_token,
             rows=[
                 metering_pb2.UsageRow(
                     window_start=_us_to_ts(row.window_start_us),
@@ -156,7 +173,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
                     group=dict(row.group),
                     value=row.value,
                 )
-                for row in rows
+                for row in page
             ],
         )
 

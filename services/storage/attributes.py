@@ -1,20 +1,14 @@
-"""Attribute values: proto AttributeValue <-> Python AttrValue (ports.AttrValue), exactly, and
-a tagged JSON codec that adapters use to store them without losing a type.
+"""Attribute values: proto AttributeValue <-> Python AttrValue (ports.AttrValue), exactly.
+(How adapters store them without losing a type: services/storage/tagged_json.py.)
 
 Contract choice (issue 2): numbers are typed on the wire. int_value is an exact int64,
 decimal_value an exact decimal string kept as written ("1.50" stays "1.50"), double_value a
 finite double. Nothing is ever squeezed through a double.
 
-Tagged JSON (what SQLite stores, and what any JSON-document backend may reuse):
-  None -> null, bool -> true/false, str -> "..." (plain JSON string), list -> [...],
-  int -> {"i": "<decimal digits>"}, float -> {"f": repr(float)} (round-trips, keeps -0.0),
-  Decimal -> {"d": "<plain decimal string>"}, dict -> {"m": {...}}.
-Every JSON object is a tag, so a map can never be mistaken for a number.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, MutableMapping
 from decimal import Decimal, InvalidOperation
@@ -25,9 +19,8 @@ from makoto.storage.v1 import items_pb2
 
 from services.common.errors import InvalidArgument
 from services.storage.ports import Attributes, AttrValue
+from services.storage.tagged_json import INT64_MAX, INT64_MIN
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 # Largest encoded item the service accepts, whatever the backend (DynamoDB's limit).
 MAX_ITEM_BYTES = 400 * 1024
 
@@ -140,56 +133,3 @@ def check_item_size(item: items_pb2.Item, field: str = "item") -> None:
             field_violations=[(field, f"encoded size {size} exceeds {MAX_ITEM_BYTES} bytes")],
             reason="ITEM_TOO_LARGE",
         )
-
-
-# -- tagged JSON ---------------------------------------------------------------------------
-
-
-def to_tagged(value: AttrValue) -> Any:
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return {"i": str(value)}
-    if isinstance(value, float):
-        return {"f": repr(value)}
-    if isinstance(value, Decimal):
-        return {"d": decimal_text(value)}
-    if isinstance(value, list):
-        return [to_tagged(v) for v in value]
-    if isinstance(value, dict):
-        return {"m": {k: to_tagged(v) for k, v in value.items()}}
-    raise TypeError(f"unsupported attribute type {type(value).__name__}")
-
-
-def from_tagged(data: Any) -> AttrValue:
-    if data is None or isinstance(data, (bool, str)):
-        return data
-    if isinstance(data, list):
-        return [from_tagged(v) for v in data]
-    if isinstance(data, dict) and len(data) == 1:
-        ((tag, payload),) = data.items()
-        if tag == "i":
-            return int(payload)
-        if tag == "f":
-            return float(payload)
-        if tag == "d":
-            return Decimal(payload)
-        if tag == "m":
-            return {k: from_tagged(v) for k, v in payload.items()}
-    raise ValueError("malformed tagged attribute value")
-
-
-def encode_attributes(attrs: Mapping[str, AttrValue]) -> str:
-    return json.dumps(
-        {k: to_tagged(v) for k, v in attrs.items()},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        allow_nan=False,
-    )
-
-
-def decode_attributes(text: str | bytes) -> Attributes:
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError("malformed tagged attributes")
-    return {k: from_tagged(v) for k, v in data.items()}

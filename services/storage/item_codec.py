@@ -1,33 +1,16 @@
-"""What the cloud item adapters (DynamoDB, Cosmos DB, PostgreSQL) share: the JSON-document
-attribute codec, timestamps and etags, and the rules every adapter applies the same way.
-
-JSON-document codec (Cosmos DB documents, PostgreSQL JSONB). It is the tagged JSON of
-services/storage/attributes.py (SQLite), so a value reads the same everywhere:
-  None -> null, bool -> true/false, str -> "...", list -> [...],
-  int -> {"i": "<digits>"}, float -> {"f": repr(float)}, Decimal -> {"d": str(Decimal)},
-  dict -> {"m": {...}}
-plus two tags for what JSONB cannot hold (PostgreSQL refuses \\u0000 in JSONB text and keys):
-  str containing NUL -> {"z": base64(UTF-8)}, dict with a key containing NUL -> {"n": {base64url(key): ...}}.
-Numbers never travel as JSON numbers: a document store would turn them into doubles (Cosmos)
-or lose the int / float / decimal distinction (JSONB numeric).
-"""
+"""What the cloud item adapters (DynamoDB, Cosmos DB, PostgreSQL) share besides the attribute
+codec (services/storage/tagged_json.py): timestamps and etags, and the rules every adapter
+applies the same way."""
 
 from __future__ import annotations
 
-import base64
-import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
 
 from services.common.errors import Aborted, InvalidArgument
-from services.storage.attributes import INT64_MAX, INT64_MIN
 from services.storage.paging import scope_of
 from services.storage.ports import (
-    Attributes,
-    AttrValue,
     ConditionCheckOp,
     DeleteOp,
     ItemKey,
@@ -35,126 +18,7 @@ from services.storage.ports import (
     PutOp,
     TransactOp,
 )
-
-# -- scalar rules shared by every encoding --------------------------------------------------
-
-
-def check_int(value: int, path: str) -> int:
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidArgument(
-            "integer attribute outside int64", field_violations=[(path, "integer outside int64")]
-        )
-    return value
-
-
-def check_float(value: float, path: str) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgument("float attributes must be finite", field_violations=[(path, "not finite")])
-    return value
-
-
-def check_decimal(value: Decimal, path: str) -> Decimal:
-    if not value.is_finite():
-        raise InvalidArgument("decimal attributes must be finite", field_violations=[(path, "not finite")])
-    return value
-
-
-def check_text(value: str, path: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(
-            "strings must be valid Unicode", field_violations=[(path, "lone surrogate")]
-        ) from exc
-    return value
-
-
-def unsupported(value: object, path: str) -> InvalidArgument:
-    return InvalidArgument(
-        "unsupported attribute type",
-        field_violations=[(path, f"unsupported type {type(value).__name__}")],
-    )
-
-
-# -- JSON-document codec --------------------------------------------------------------------
-
-
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def _unb64(text: str) -> str:
-    return base64.urlsafe_b64decode(text.encode("ascii")).decode("utf-8")
-
-
-def to_document(value: AttrValue, path: str = "attributes") -> Any:
-    """One attribute value as JSON-ready data (see the module docstring)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        check_text(value, path)
-        return {"z": _b64(value)} if "\x00" in value else value
-    if isinstance(value, int):
-        return {"i": str(check_int(value, path))}
-    if isinstance(value, float):
-        return {"f": repr(check_float(value, path))}
-    if isinstance(value, Decimal):
-        return {"d": str(check_decimal(value, path))}
-    if isinstance(value, list):
-        return [to_document(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        body = _document_map(value, path)
-        if any("\x00" in k for k in body):
-            return {"n": {_b64(k): v for k, v in body.items()}}
-        return {"m": body}
-    raise unsupported(value, path)
-
-
-def _document_map(value: Mapping[Any, AttrValue], path: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        if not isinstance(k, str):
-            raise InvalidArgument("map keys must be strings", field_violations=[(path, "non-string key")])
-        check_text(k, path)
-        out[k] = to_document(v, f"{path}[{k!r}]")
-    return out
-
-
-def from_document(data: Any) -> AttrValue:
-    if data is None or isinstance(data, (bool, str)):
-        value: AttrValue = data
-        return value
-    if isinstance(data, list):
-        return [from_document(v) for v in data]
-    if isinstance(data, dict) and len(data) == 1:
-        ((tag, payload),) = data.items()
-        if tag == "i":
-            return int(payload)
-        if tag == "f":
-            return float(payload)
-        if tag == "d":
-            return Decimal(payload)
-        if tag == "z":
-            return _unb64(payload)
-        if tag == "m":
-            return {k: from_document(v) for k, v in payload.items()}
-        if tag == "n":
-            return {_unb64(k): from_document(v) for k, v in payload.items()}
-    raise ValueError("malformed tagged attribute value")
-
-
-def attributes_to_document(attrs: Mapping[str, AttrValue]) -> dict[str, Any]:
-    """Top-level attributes as one JSON object (same rules as a nested map)."""
-    document: dict[str, Any] = to_document(dict(attrs))
-    return document
-
-
-def attributes_from_document(data: Any) -> Attributes:
-    value = from_document(data)
-    if not isinstance(value, dict):
-        raise ValueError("malformed tagged attributes")
-    return value
-
+from services.storage.tagged_json import check_text
 
 # -- keys, times, etags --------------------------------------------------------------------
 
@@ -304,16 +168,9 @@ def put_ops_only(ops: Sequence[PutOp | DeleteOp]) -> list[PutOp]:
 __all__ = [
     "PARTITION_SEPARATOR",
     "SortBounds",
-    "attributes_from_document",
-    "attributes_to_document",
     "check_against",
-    "check_decimal",
-    "check_float",
-    "check_int",
-    "check_text",
     "check_transaction",
     "condition_failed",
-    "from_document",
     "from_us",
     "new_etag",
     "now_us",
@@ -321,7 +178,5 @@ __all__ = [
     "partition_value",
     "query_scope",
     "split_partition_value",
-    "to_document",
     "unique_keys",
-    "unsupported",
 ]

@@ -1,9 +1,10 @@
 """Which adapter serves which backend: ObjectBackend / ItemBackend enum value -> factory.
 
-Adding a backend is one line in `default_registry()` below, naming the factory as
-"module:function". Modules are imported only when a tenant bound to that backend is first
-served, so a missing cloud SDK never breaks the local path (it answers FAILED_PRECONDITION for
-that tenant instead).
+Adding a backend is one line in `default_registry()` below, naming the factory through a typed
+lazy loader (`Lazy(_s3)`, where `_s3` imports the adapter module and returns its `build`):
+editors and mypy follow it, and the module is imported only when a tenant bound to that backend
+is first served, so a missing cloud SDK never breaks the local path (it answers
+FAILED_PRECONDITION for that tenant instead).
 
 A factory is `async def build(ctx: AdapterContext, binding) -> <adapter>`, where binding is the
 tenant's makoto.tenant.v1.ObjectStoreBinding (for object stores) or ItemStoreBinding (for item
@@ -15,12 +16,11 @@ cannot work, never quoting a secret.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 from makoto.tenant.v1 import tenant_pb2
@@ -87,24 +87,31 @@ def item_backend_name(backend: int) -> str:
         return f"unknown({backend})"
 
 
-class _Target:
-    """A factory given directly, or as "module:function" imported on first use."""
+F = TypeVar("F", ObjectFactory, ItemFactory)
 
-    def __init__(self, target: str | Callable[..., Awaitable[Any]]) -> None:
-        self._target = target
-        self._loaded: Callable[..., Awaitable[Any]] | None = None if isinstance(target, str) else target
 
-    def load(self, binding: str, backend: str) -> Callable[..., Awaitable[Any]]:
+@dataclass(frozen=True)
+class Lazy(Generic[F]):
+    """A factory imported on first use: `load` imports the adapter module and returns its build."""
+
+    load: Callable[[], F]
+
+
+class _Target(Generic[F]):
+    """A registered factory: given directly, or Lazy (loaded once, on first use)."""
+
+    def __init__(self, target: F | Lazy[F]) -> None:
+        self._target: F | Lazy[F] = target
+        self._loaded: F | None = None if isinstance(target, Lazy) else target
+
+    def load(self, binding: str, backend: str) -> F:
         if self._loaded is not None:
             return self._loaded
-        assert isinstance(self._target, str)
-        module_name, _, attr = self._target.partition(":")
+        assert isinstance(self._target, Lazy)
         try:
-            factory: Callable[..., Awaitable[Any]] = getattr(
-                importlib.import_module(module_name), attr or "build"
-            )
-        except (ImportError, AttributeError) as exc:
-            log.error("backend adapter unavailable", backend=backend, target=self._target, error=str(exc))
+            factory = self._target.load()
+        except ImportError as exc:
+            log.error("backend adapter unavailable", backend=backend, error=str(exc))
             raise FailedPrecondition(
                 f"{binding} binding: backend {backend} is not available on this server",
                 reason="BACKEND_NOT_AVAILABLE",
@@ -116,13 +123,13 @@ class _Target:
 
 class BackendRegistry:
     def __init__(self) -> None:
-        self._objects: dict[int, _Target] = {}
-        self._items: dict[int, _Target] = {}
+        self._objects: dict[int, _Target[ObjectFactory]] = {}
+        self._items: dict[int, _Target[ItemFactory]] = {}
 
-    def register_objects(self, backend: int, factory: str | ObjectFactory) -> None:
+    def register_objects(self, backend: int, factory: ObjectFactory | Lazy[ObjectFactory]) -> None:
         self._objects[backend] = _Target(factory)
 
-    def register_items(self, backend: int, factory: str | ItemFactory) -> None:
+    def register_items(self, backend: int, factory: ItemFactory | Lazy[ItemFactory]) -> None:
         self._items[backend] = _Target(factory)
 
     @property
@@ -137,18 +144,16 @@ class BackendRegistry:
         name = object_backend_name(binding.backend)
         target = self._lookup(self._objects, binding.backend, "object_store", name)
         factory = target.load("object_store", name)
-        store: ObjectStore = await factory(ctx, binding)
-        return store
+        return await factory(ctx, binding)
 
     async def build_items(self, ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> ItemStore:
         name = item_backend_name(binding.backend)
         target = self._lookup(self._items, binding.backend, "item_store", name)
         factory = target.load("item_store", name)
-        store: ItemStore = await factory(ctx, binding)
-        return store
+        return await factory(ctx, binding)
 
     @staticmethod
-    def _lookup(table: dict[int, _Target], backend: int, binding: str, name: str) -> _Target:
+    def _lookup(table: dict[int, _Target[F]], backend: int, binding: str, name: str) -> _Target[F]:
         if backend == 0:
             raise FailedPrecondition(
                 f"{binding} binding names no backend",
@@ -165,14 +170,59 @@ class BackendRegistry:
         return target
 
 
+# Typed lazy loaders: each imports its adapter only when a tenant bound to it is first served.
+
+
+def _local_objects() -> ObjectFactory:
+    from services.storage.adapters import local_fs_objects
+
+    return local_fs_objects.build
+
+
+def _s3() -> ObjectFactory:
+    from services.storage.adapters import s3
+
+    return s3.build
+
+
+def _azure_blob() -> ObjectFactory:
+    from services.storage.adapters import azure_blob
+
+    return azure_blob.build
+
+
+def _sqlite_items() -> ItemFactory:
+    from services.storage.adapters import sqlite_items
+
+    return sqlite_items.build
+
+
+def _dynamodb_items() -> ItemFactory:
+    from services.storage.adapters import dynamodb_items
+
+    return dynamodb_items.build
+
+
+def _cosmos_items() -> ItemFactory:
+    from services.storage.adapters import cosmos_items
+
+    return cosmos_items.build
+
+
+def _postgres_items() -> ItemFactory:
+    from services.storage.adapters import postgres_items
+
+    return postgres_items.build
+
+
 def default_registry() -> BackendRegistry:
     """Every backend this server can serve: one line each."""
     reg = BackendRegistry()
-    reg.register_objects(tenant_pb2.OBJECT_BACKEND_LOCAL, "services.storage.adapters.local_fs_objects:build")
-    reg.register_objects(tenant_pb2.OBJECT_BACKEND_S3, "services.storage.adapters.s3:build")
-    reg.register_objects(tenant_pb2.OBJECT_BACKEND_AZURE_BLOB, "services.storage.adapters.azure_blob:build")
-    reg.register_items(tenant_pb2.ITEM_BACKEND_SQLITE, "services.storage.adapters.sqlite_items:build")
-    reg.register_items(tenant_pb2.ITEM_BACKEND_DYNAMODB, "services.storage.adapters.dynamodb_items:build")
-    reg.register_items(tenant_pb2.ITEM_BACKEND_COSMOS, "services.storage.adapters.cosmos_items:build")
-    reg.register_items(tenant_pb2.ITEM_BACKEND_POSTGRES, "services.storage.adapters.postgres_items:build")
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_LOCAL, Lazy(_local_objects))
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_S3, Lazy(_s3))
+    reg.register_objects(tenant_pb2.OBJECT_BACKEND_AZURE_BLOB, Lazy(_azure_blob))
+    reg.register_items(tenant_pb2.ITEM_BACKEND_SQLITE, Lazy(_sqlite_items))
+    reg.register_items(tenant_pb2.ITEM_BACKEND_DYNAMODB, Lazy(_dynamodb_items))
+    reg.register_items(tenant_pb2.ITEM_BACKEND_COSMOS, Lazy(_cosmos_items))
+    reg.register_items(tenant_pb2.ITEM_BACKEND_POSTGRES, Lazy(_postgres_items))
     return reg

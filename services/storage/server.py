@@ -8,7 +8,6 @@ from makoto.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.limits.wiring import LimitsParts, build_limits
-from services.common.policy import MethodPolicy, stream_tenant_rpc, tenant_rpc
 from services.common.server import Registration, ServerSpec
 from services.common.usage import UsageRecorder
 from services.storage.connections import TenantConnections
@@ -18,31 +17,6 @@ from services.storage.service import StorageServicer
 from services.storage.tenants import TenantResolver
 
 SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
-
-
-# Methods that change nothing: the "reads" rate class; every other method is a write.
-READS = frozenset(
-    {
-        "DownloadObject",
-        "GetObjectContent",
-        "GetObjectMetadata",
-        "ListObjects",
-        "SignObjectUrl",
-        "GetItem",
-        "QueryItems",
-        "BatchGetItems",
-    }
-)
-
-
-def policies() -> dict[str, MethodPolicy]:
-    """Every RPC is tenant-scoped; the upload stream carries its tenant in the header."""
-    table = {
-        f"/{SERVICE_NAME}/{method.name}": tenant_rpc(rate_class="reads" if method.name in READS else "writes")
-        for method in storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
-    }
-    table[f"/{SERVICE_NAME}/UploadObject"] = stream_tenant_rpc("header.tenant_id", rate_class="writes")
-    return table
 
 
 async def build(
@@ -93,7 +67,6 @@ async def build(
                 storage_service_pb2_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME
             )
         ],
-        policies=policies(),
         recorder=recorder,
         rate_limiter=limits.api,
         on_stop=on_stop,

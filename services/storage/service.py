@@ -17,6 +17,7 @@ from datetime import timedelta
 import grpc
 import structlog
 from google.api import httpbody_pb2
+from google.protobuf import empty_pb2
 from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -214,14 +215,14 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def DeleteObject(
         self, request: objects_pb2.DeleteObjectRequest, context: grpc.aio.ServicerContext
-    ) -> objects_pb2.DeleteObjectResponse:
+    ) -> empty_pb2.Empty:
         tenant_id = self._check_tenant(request.tenant_id)
         key = validate_object_key(request.key)
         async with self._connections.objects(tenant_id) as lease:
             info = await lease.store.delete(key)
             backend = lease.backend
         await self._record_bytes(tenant_id, backend, -info.size)
-        return objects_pb2.DeleteObjectResponse()
+        return empty_pb2.Empty()
 
     # -- objects: reads --------------------------------------------------------------------
 
@@ -341,12 +342,12 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def DeleteItem(
         self, request: items_pb2.DeleteItemRequest, context: grpc.aio.ServicerContext
-    ) -> items_pb2.DeleteItemResponse:
+    ) -> empty_pb2.Empty:
         tenant_id = self._check_tenant(request.tenant_id)
         key = ItemKey(request.collection, request.partition_key, request.sort_key)
         async with self._connections.items(tenant_id) as lease:
             await lease.store.delete(key, expected_etag=request.expected_etag or None)
-        return items_pb2.DeleteItemResponse()
+        return empty_pb2.Empty()
 
     async def QueryItems(
         self, request: items_pb2.QueryItemsRequest, context: grpc.aio.ServicerContext

@@ -16,8 +16,9 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, status_pb2
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common import paging
 from services.common.errors import NotFound
-from services.tenant import convert, paging
+from services.tenant import convert
 from services.tenant.provisioning.journal import OperationRecord, OperationState, SqlJournal, StepRecord
 from services.tenant.tenants import TenantManager
 

@@ -20,7 +20,6 @@ from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
 from services.tenant.operations import OperationReader
-from services.tenant.policies import POLICIES
 from services.tenant.ports import IdentityProvider
 from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
 from services.tenant.provisioning.journal import SqlJournal
@@ -98,7 +97,6 @@ async def build(
                 directory_pb2.DESCRIPTOR.services_by_name["TenantDirectoryService"].full_name,
             ),
         ],
-        policies=POLICIES,
         recorder=recorder,
         on_stop=on_stop,
     )

@@ -10,6 +10,7 @@ from typing import TypeAlias
 
 import grpc
 from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
 from makoto.tenant.v1 import tenant_pb2
 
 from services.tenant import convert, updates
@@ -90,11 +91,9 @@ class TenantService:
             users=[convert.user_to_proto(u) for u in page], next_page_token=next_token
         )
 
-    async def RemoveUser(
-        self, request: tenant_pb2.RemoveUserRequest, context: Context
-    ) -> tenant_pb2.RemoveUserResponse:
+    async def RemoveUser(self, request: tenant_pb2.RemoveUserRequest, context: Context) -> empty_pb2.Empty:
         await self._users.remove(request.tenant_id, request.user_id)
-        return tenant_pb2.RemoveUserResponse()
+        return empty_pb2.Empty()
 
     async def GetOperation(
         self, request: tenant_pb2.GetOperationRequest, context: Context

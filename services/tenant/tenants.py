@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from services.common import paging
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -26,7 +27,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.tenant import bindings as binding_rules
-from services.tenant import paging, residency
+from services.tenant import residency
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
 from services.tenant.ports import (
     ChangeNotifier,

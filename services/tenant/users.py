@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.common import paging
 from services.common.errors import FailedPrecondition, PermissionDenied
-from services.tenant import paging
 from services.tenant.model import State, UserRecord, UserRole
 from services.tenant.ports import IdentityProvider
 from services.tenant.tenants import TenantManager

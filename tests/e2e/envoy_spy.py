@@ -28,7 +28,6 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tena
 
 from services.common.config import MeshSettings
 from services.common.errors import NotFound, Unavailable
-from services.common.policy import admin_rpc, internal_rpc, stream_tenant_rpc, tenant_rpc
 from services.common.server import Registration, ServerSpec, run_server
 from services.mesh.envoy_config import write_config
 from services.mesh.launcher import envoy_spec
@@ -206,12 +205,6 @@ class MeteringSpy(metering_pb2_grpc.MeteringServiceServicer):
         return metering_pb2.PricePlan(plan_id=request.plan_id, currency="USD")
 
 
-T = "/makoto.tenant.v1.TenantService/"
-S = "/makoto.storage.v1.StorageService/"
-L = "/makoto.llm.v1.LLMService/"
-M = "/makoto.metering.v1.MeteringService/"
-
-
 def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageSpy) -> ServerSpec:
     if name == "tenant":
         return ServerSpec(
@@ -229,13 +222,6 @@ def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageS
                     "makoto.tenant.v1.TenantDirectoryService",
                 ),
             ],
-            policies={
-                T + "GetTenant": tenant_rpc(admin_reads=True),
-                T + "ListUsers": tenant_rpc(admin_reads=True),
-                T + "CreateTenant": admin_rpc(),
-                T + "ListTenants": admin_rpc(),
-                "/makoto.tenant.v1.TenantDirectoryService/ResolveTenant": internal_rpc(),
-            },
         )
     if name == "storage":
         return ServerSpec(
@@ -248,14 +234,6 @@ def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageS
                     "makoto.storage.v1.StorageService",
                 )
             ],
-            policies={
-                S + "GetItem": tenant_rpc(),
-                S + "PutItem": tenant_rpc(),
-                S + "BatchGetItems": tenant_rpc(),
-                S + "PutObjectContent": tenant_rpc(),
-                S + "GetObjectContent": tenant_rpc(),
-                S + "UploadObject": stream_tenant_rpc("header.tenant_id"),
-            },
         )
     if name == "llm":
         return ServerSpec(
@@ -266,7 +244,6 @@ def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageS
                     llm_pb2_grpc.add_LLMServiceServicer_to_server, LlmSpy(rec), "makoto.llm.v1.LLMService"
                 )
             ],
-            policies={L + "CreateChatCompletion": tenant_rpc(), L + "StreamChatCompletion": tenant_rpc()},
         )
     assert name == "metering"
     return ServerSpec(
@@ -279,12 +256,6 @@ def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageS
                 "makoto.metering.v1.MeteringService",
             )
         ],
-        policies={
-            M + "RecordUsage": internal_rpc(),
-            M + "QueryUsage": tenant_rpc(admin_reads=True),
-            M + "GetInvoice": tenant_rpc(admin_reads=True),
-            M + "GetPricePlan": admin_rpc(),
-        },
     )
 
 

@@ -33,12 +33,11 @@ from prometheus_client import REGISTRY
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.common.metering_client import SpoolingUsageRecorder
-from services.common.policy import tenant_rpc
 from services.common.server import Registration, ServerSpec
 from services.metering.plans import FixedPlanResolver
 from services.metering.server import build as build_metering
 from tests.support import bearer, make_settings, running_server
-from tests.unit.common.test_interceptor import SVC, Servicer, get
+from tests.unit.common.test_interceptor import Servicer, get
 
 
 @asynccontextmanager
@@ -61,7 +60,6 @@ async def storage_like(
                     "makoto.storage.v1.StorageService",
                 )
             ],
-            policies={SVC + "GetItem": tenant_rpc()},
             recorder=recorder,
         )
 

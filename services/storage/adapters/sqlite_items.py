@@ -3,7 +3,7 @@
 Layout: one table keyed by (collection, partition_key, sort_key). Partition and sort keys are
 stored as BLOBs of their UTF-8 bytes, so SQLite compares them with memcmp: byte-wise order,
 exactly what the contract promises (TEXT would compare the same here, but BLOB makes the
-intent explicit and immune to a collation). Attributes are tagged JSON (attributes.py) so every
+intent explicit and immune to a collation). Attributes are tagged JSON (tagged_json.py) so every
 value type round-trips. Writes run as BEGIN IMMEDIATE transactions in the connection's own
 thread, so conditions are checked and applied atomically.
 """
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-from services.storage.attributes import decode_attributes, encode_attributes
 from services.storage.paging import decode_page_token, encode_page_token, prefix_upper_bound, scope_of
 from services.storage.ports import (
     Attributes,
@@ -34,6 +33,7 @@ from services.storage.ports import (
     TransactOp,
 )
 from services.storage.sqlite_thread import SqliteThread, transaction
+from services.storage.tagged_json import dumps_attributes, loads_attributes
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -74,7 +74,7 @@ def _item(row: _Row) -> StoredItem:
     collection, pk, sk, attrs, etag, created, updated = row
     return StoredItem(
         key=ItemKey(collection, pk.decode("utf-8"), sk.decode("utf-8")),
-        attributes=decode_attributes(attrs),
+        attributes=loads_attributes(attrs),
         etag=etag,
         created=_dt(created),
         updated=_dt(updated),
@@ -139,7 +139,7 @@ class SqliteItemStore:
         must_not_exist: bool = False,
         expected_etag: str | None = None,
     ) -> StoredItem:
-        encoded = encode_attributes(attributes)
+        encoded = dumps_attributes(attributes)
 
         def body(conn: sqlite3.Connection) -> _Row:
             def tx() -> _Row:
@@ -239,7 +239,7 @@ class SqliteItemStore:
         return [_item(r) for r in await self._db.run(body)]
 
     async def batch_write(self, ops: Sequence[PutOp | DeleteOp]) -> list[StoredItem]:
-        encoded = [encode_attributes(op.attributes) if isinstance(op, PutOp) else "" for op in ops]
+        encoded = [dumps_attributes(op.attributes) if isinstance(op, PutOp) else "" for op in ops]
 
         def body(conn: sqlite3.Connection) -> list[_Row]:
             # One transaction is simply the fastest way to write many rows in SQLite; the
@@ -266,7 +266,7 @@ class SqliteItemStore:
                     field_violations=[(f"writes[{i}]", "duplicate item key in transaction")],
                 )
             seen.add(op.key)
-        encoded = [encode_attributes(op.attributes) if isinstance(op, PutOp) else "" for op in ops]
+        encoded = [dumps_attributes(op.attributes) if isinstance(op, PutOp) else "" for op in ops]
 
         def body(conn: sqlite3.Connection) -> list[_Row]:
             def tx() -> list[_Row]:

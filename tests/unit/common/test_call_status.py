@@ -12,10 +12,9 @@ from makoto.storage.v1 import objects_pb2, storage_service_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.identity import Role
-from services.common.policy import tenant_rpc
 from services.common.server import Registration, ServerSpec, run_server
 from tests.support import bearer, make_settings
-from tests.unit.common.test_interceptor import SVC, Recorder, Servicer, get
+from tests.unit.common.test_interceptor import Recorder, Servicer, get
 from tests.unit.common.test_interceptor import server as server  # the fixture
 
 
@@ -72,7 +71,6 @@ async def test_shutdown_cut_is_recorded_unavailable(tmp_path: Any) -> None:
                 "makoto.storage.v1.StorageService",
             )
         ],
-        policies={SVC + "GetItem": tenant_rpc(), SVC + "DownloadObject": tenant_rpc()},
         recorder=recorder,
     )
     stop = asyncio.Event()

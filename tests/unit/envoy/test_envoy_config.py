@@ -23,7 +23,7 @@ from services.mesh.envoy_config import (
     render,
     write_config,
 )
-from services.mesh.methods import PUBLIC_SERVICES, Access, public_methods, unclassified
+from services.mesh.methods import PUBLIC_SERVICES, Access, public_methods
 from services.mesh.processes import envoy_binary
 from tests.support import make_settings
 
@@ -193,10 +193,6 @@ def test_transcoder_settings(rendered: dict[str, Any]) -> None:
     assert t["print_options"]["stream_sse_style_delimited"] is True
     assert t["max_request_body_size"] > 1024 * 1024
     assert Path(t["proto_descriptor"]).is_absolute()
-
-
-def test_every_public_method_is_classified() -> None:
-    assert unclassified(DESCRIPTOR_PATH) == []
 
 
 def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:

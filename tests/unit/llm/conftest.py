@@ -66,7 +66,7 @@ async def harness(simulator_settings: tuple[MeshSettings, web.AppRunner]) -> Asy
     tenants = FixedTenants()
     for tenant in ("acme", "globex"):
         tenants.put(tenant, llm_binding())
-    options = LlmSettings(max_retries=1, timeout_seconds=10.0, retired_client_grace_seconds=0.5)
+    options = LlmSettings(max_retries=1, timeout_seconds=10.0)
     limits = FixedLimits()
     server = partial(
         build,

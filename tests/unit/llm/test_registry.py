@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from makoto.tenant.v1 import tenant_pb2
@@ -12,7 +13,7 @@ from services.common.secrets import EnvSecretBackend, SecretResolver
 from services.llm.adapters.openai_provider import OpenAIProvider, build_openai
 from services.llm.config import LlmSettings
 from services.llm.ports import ChatProvider, ProviderConfig
-from services.llm.registry import ProviderRegistry
+from services.llm.registry import ProviderRegistry, TenantLlm
 from services.llm.server import FACTORIES, default_endpoints
 from tests.support import make_settings
 from tests.unit.llm.support import FixedTenants, llm_binding
@@ -40,17 +41,32 @@ def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[FixedTenants, CountingFactor
         SecretResolver({"env": EnvSecretBackend()}),
         {tenant_pb2.LLM_PROVIDER_OPENAI: factory},
         default_endpoints={tenant_pb2.LLM_PROVIDER_OPENAI: "http://127.0.0.1:9/v1"},
-        options=LlmSettings(retired_client_grace_seconds=0.05, max_retries=3, timeout_seconds=7.0),
+        options=LlmSettings(max_retries=3, timeout_seconds=7.0),
     )
     tenants.put("acme", llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=5))
     return tenants, factory, registry
+
+
+async def hold(registry: ProviderRegistry, tenant_id: str) -> TenantLlm:
+    """One call's lease, returned after the call ended."""
+    async with registry.lease(tenant_id) as tenant:
+        await asyncio.sleep(0)
+        return tenant
+
+
+async def closed_soon(provider: Any) -> bool:
+    for _ in range(50):
+        if provider.is_closed():
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 async def test_cached_until_the_etag_changes(
     parts: tuple[FixedTenants, CountingFactory, ProviderRegistry],
 ) -> None:
     tenants, factory, registry = parts
-    first, second = await asyncio.gather(registry.get("acme"), registry.get("acme"))
+    first, second = await asyncio.gather(hold(registry, "acme"), hold(registry, "acme"))
     assert first is second and len(factory.built) == 1  # concurrent first calls build once
     config = factory.configs[0]
     assert (config.endpoint, config.api_key, config.max_retries, config.timeout_seconds) == (
@@ -61,25 +77,26 @@ async def test_cached_until_the_etag_changes(
     )
     assert "sk-registry-1" not in repr(config) and "sk-registry-1" not in repr(first.provider)
 
-    # New endpoint: a new client (limits live in the shared store, not in the client).
-    tenants.put(
-        "acme",
-        llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=5, endpoint="http://h/v1"),
-    )
-    rebuilt = await registry.get("acme")
-    assert rebuilt.provider is not first.provider
-    assert factory.configs[-1].endpoint == "http://h/v1"
-    old = factory.built[0]
-    for _ in range(50):
-        if old.is_closed():
-            break
-        await asyncio.sleep(0.02)
-    assert old.is_closed()  # retired after the grace period
+    # New endpoint: a new client (limits live in the shared store, not in the client). The old
+    # one stays open while a call still holds it, and closes after that call.
+    async with registry.lease("acme") as running:
+        tenants.put(
+            "acme",
+            llm_binding(
+                api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=5, endpoint="http://h/v1"
+            ),
+        )
+        rebuilt = await hold(registry, "acme")
+        assert rebuilt.provider is not running.provider
+        assert factory.configs[-1].endpoint == "http://h/v1"
+        await asyncio.sleep(0.05)
+        assert not running.provider.is_closed()  # a call still uses it
+    assert await closed_soon(factory.built[0])  # closed after its last lease
     assert not factory.built[1].is_closed()
 
     # New limits: the binding the servicer reads them from is the new one.
     tenants.put("acme", llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=9))
-    assert (await registry.get("acme")).binding.rpm_limit == 9
+    assert (await hold(registry, "acme")).binding.rpm_limit == 9
     await registry.close()
     assert all(p.is_closed() for p in factory.built)
 
@@ -88,10 +105,11 @@ async def test_invalidate_forces_a_rebuild(
     parts: tuple[FixedTenants, CountingFactory, ProviderRegistry],
 ) -> None:
     _, factory, registry = parts
-    entry = await registry.get("acme")
-    registry.invalidate("acme", entry.provider)
-    assert (await registry.get("acme")).provider is not entry.provider
+    async with registry.lease("acme") as entry:
+        registry.invalidate(entry)
+    assert (await hold(registry, "acme")).provider is not entry.provider
     assert len(factory.built) == 2
+    assert await closed_soon(entry.provider)
     await registry.close()
 
 
@@ -113,9 +131,9 @@ async def test_binding_problems_are_failed_preconditions(
     for tenant, (binding, message) in cases.items():
         tenants.put(tenant, binding)
         with pytest.raises(FailedPrecondition, match=message):
-            await registry.get(tenant)
+            await hold(registry, tenant)
     with pytest.raises(NotFound):
-        await registry.get("nobody")
+        await hold(registry, "nobody")
     await registry.close()
 
 

@@ -193,6 +193,25 @@ async def test_list_models_marks_aliases(harness: LlmHarness) -> None:
     assert {m.provider for m in answer.models} == {"openai"}
 
 
+async def test_list_models_pages(harness: LlmHarness) -> None:
+    """page_size/page_token (AIP-158): the pages together are the one-shot listing."""
+    md = harness.md("acme")
+    whole = await harness.stub.ListModels(llm_pb2.ListModelsRequest(tenant_id="acme"), metadata=md)
+    assert whole.next_page_token == "" and len(whole.models) > 2
+    seen: list[str] = []
+    token = ""
+    for _ in range(len(whole.models)):
+        page = await harness.stub.ListModels(
+            llm_pb2.ListModelsRequest(tenant_id="acme", page_size=2, page_token=token), metadata=md
+        )
+        assert len(page.models) <= 2
+        seen += [m.id for m in page.models]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [m.id for m in whole.models]
+
+
 async def test_unset_alias_is_a_failed_precondition(harness: LlmHarness) -> None:
     harness.tenants.put("no-image", llm_binding(image_model=""))
     err = await rpc_error(

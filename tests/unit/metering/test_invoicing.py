@@ -11,7 +11,7 @@ from services.common.errors import InvalidArgument
 from services.metering.invoices import gb_months, integrate_level, price
 from services.metering.model import MeterPrice, PricePlan
 from services.metering.periods import DAY_US, Month, from_us
-from services.metering.pricing import DEFAULT_PLAN, line_amount, normalize_plan, round_money
+from services.metering.pricing import line_amount, normalize_plan, round_money
 
 
 async def _iter(items: Sequence[tuple[int, int]]) -> AsyncIterator[tuple[int, int]]:
@@ -85,15 +85,6 @@ def test_total_is_the_sum_of_rounded_lines() -> None:
     # each line 0.0000005 -> 0.000000 (half-even); the unrounded sum would round to 0.000002
     assert [line.amount for line in inv.lines] == [Decimal("0.000000")] * 3
     assert inv.total == Decimal("0.000000")
-
-
-def test_default_plan_prices() -> None:
-    assert {p.meter: p.unit_price for p in DEFAULT_PLAN.prices} == {
-        "api_calls": Decimal("0.0001"),
-        "storage_bytes": Decimal("0.023"),
-        "llm_prompt_tokens": Decimal("0.00002"),
-        "llm_completion_tokens": Decimal("0.00002"),
-    }
 
 
 def test_normalize_plan_fills_units_and_refuses_duplicates() -> None:

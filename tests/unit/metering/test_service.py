@@ -223,6 +223,33 @@ async def test_query_hour_windows(metering: Metering, tokens_tenant: str) -> Non
     ]
 
 
+async def test_query_pages_through_the_rows(metering: Metering, tokens_tenant: str) -> None:
+    """page_size/page_token (AIP-158): the pages together are the one-shot answer; a token
+    replayed on another query is refused."""
+
+    def request(token: str = "", meter: str = "llm_prompt_tokens") -> metering_pb2.QueryUsageRequest:
+        r = metering_pb2.QueryUsageRequest(
+            tenant_id=tokens_tenant,
+            meter=meter,
+            window=metering_pb2.USAGE_WINDOW_HOUR,
+            page_size=3,
+            page_token=token,
+        )
+        r.start_time.CopyFrom(ts(APR))
+        r.end_time.CopyFrom(ts(END))
+        return r
+
+    md = bearer(metering.settings, Role.MEMBER, tokens_tenant)
+    first = await metering.stub.QueryUsage(request(), metadata=md)
+    assert len(first.rows) == 3 and first.next_page_token
+    second = await metering.stub.QueryUsage(request(first.next_page_token), metadata=md)
+    assert [r.value for r in (*first.rows, *second.rows)] == [12, 11, 13, 17]
+    assert second.next_page_token == ""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await metering.stub.QueryUsage(request(first.next_page_token, "llm_completion_tokens"), metadata=md)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_query_hour_windows_grouped(metering: Metering, tokens_tenant: str) -> None:
     rows = await query(
         metering,

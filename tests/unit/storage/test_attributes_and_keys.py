@@ -18,14 +18,14 @@ from services.storage.attributes import (
     attributes_to_proto,
     check_item_size,
     decimal_text,
-    decode_attributes,
-    encode_attributes,
     from_proto,
     to_proto,
 )
 from services.storage.keys import key_problem, validate_object_key
 from services.storage.paging import decode_page_token, encode_page_token, prefix_upper_bound, scope_of
 from services.storage.ports import AttrValue
+from services.storage.tagged_json import dumps_attributes as encode_attributes
+from services.storage.tagged_json import loads_attributes as decode_attributes
 
 AV = items_pb2.AttributeValue
 

@@ -4,16 +4,19 @@ closing only when no call uses an adapter, unknown backends."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.config import MeshSettings
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied
+from services.storage.adapters import local_fs_objects
 from services.storage.adapters.local_fs_objects import LocalFsObjectStore
 from services.storage.connections import TenantConnections
-from services.storage.registry import AdapterContext, BackendRegistry, default_registry
+from services.storage.registry import AdapterContext, BackendRegistry, Lazy, default_registry
 from services.storage.tenants import StaticTenantResolver, local_bindings
 from tests.support import make_settings
 
@@ -167,10 +170,13 @@ async def test_tenant_state_and_unknown_backends(local_settings: MeshSettings) -
         ),
     )
     registry = BackendRegistry()
-    registry.register_objects(
-        tenant_pb2.OBJECT_BACKEND_LOCAL, "services.storage.adapters.local_fs_objects:build"
-    )
-    registry.register_items(tenant_pb2.ITEM_BACKEND_COSMOS, "services.storage.adapters.no_such_module:build")
+    registry.register_objects(tenant_pb2.OBJECT_BACKEND_LOCAL, local_fs_objects.build)
+
+    def missing_module() -> Any:
+        # An adapter whose module (or SDK) is not installed on this server.
+        return importlib.import_module("services.storage.adapters.no_such_module").build
+
+    registry.register_items(tenant_pb2.ITEM_BACKEND_COSMOS, Lazy(missing_module))
     conns = TenantConnections(resolver, registry, local_settings)
     with pytest.raises(PermissionDenied):
         async with conns.objects("sleepy"):

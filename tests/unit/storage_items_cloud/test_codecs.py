@@ -11,17 +11,12 @@ import pytest
 
 from services.common.errors import Aborted, InvalidArgument
 from services.storage.adapters.dynamodb_items import codec as ddb
-from services.storage.attributes import to_tagged
 from services.storage.item_codec import (
     SortBounds,
-    attributes_from_document,
-    attributes_to_document,
     check_against,
     check_transaction,
-    from_document,
     from_us,
     now_us,
-    to_document,
 )
 from services.storage.ports import (
     AttrValue,
@@ -31,6 +26,14 @@ from services.storage.ports import (
     ItemQuery,
     PutOp,
     SortKeyCondition,
+)
+from services.storage.tagged_json import (
+    attributes_from_document,
+    attributes_to_document,
+    dumps_attributes,
+    from_document,
+    loads_attributes,
+    to_document,
 )
 
 
@@ -122,11 +125,14 @@ def test_document_encoding_round_trips_through_json(name: str) -> None:
     assert same(from_document(json.loads(text)), value)
 
 
-def test_document_encoding_reads_the_sqlite_tagged_format() -> None:
-    # Same tags as services/storage/attributes.py, so a document reads the same everywhere.
-    value: AttrValue = {"a": [1, 2.5, Decimal("1.50"), {"b": None}], "c": "x"}
-    assert same(from_document(to_tagged(value)), value)
-    assert to_document(value) == to_tagged(value)
+def test_sqlite_text_is_the_document_codec_and_reads_what_sqlite_wrote_before() -> None:
+    """One codec: SQLite's column is the document as JSON text. Rows written by SQLite's former
+    codec (decimals in plain notation, NUL kept in a plain JSON string) still read the same."""
+    value: dict[str, AttrValue] = {"a": [1, 2.5, Decimal("1.50"), {"b": None}], "c": "x\x00y"}
+    assert json.loads(dumps_attributes(value)) == {k: to_document(v) for k, v in value.items()}
+    assert same(loads_attributes(dumps_attributes(value)), value)
+    old = '{"v":{"d":"0.0000001"},"s":"x\\u0000y","m":{"m":{"k":{"i":"-7"}}}}'
+    assert same(loads_attributes(old), {"v": Decimal("1E-7"), "s": "x\x00y", "m": {"k": -7}})
 
 
 def test_attribute_documents() -> None:

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common import paging
 from services.common.errors import InvalidArgument
-from services.tenant import paging
 from tests.unit.tenant.conftest import TenantClient, field_violations, rpc_error
 
 

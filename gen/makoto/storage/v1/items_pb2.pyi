@@ -4,6 +4,7 @@ from buf.validate import validate_pb2 as _validate_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from makoto.api.v1 import rules_pb2 as _rules_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -123,10 +124,6 @@ class DeleteItemRequest(_message.Message):
     sort_key: str
     expected_etag: str
     def __init__(self, tenant_id: _Optional[str] = ..., collection: _Optional[str] = ..., partition_key: _Optional[str] = ..., sort_key: _Optional[str] = ..., expected_etag: _Optional[str] = ...) -> None: ...
-
-class DeleteItemResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
 
 class SortKeyRange(_message.Message):
     __slots__ = ("start", "end")

@@ -5,6 +5,7 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from makoto.api.v1 import rules_pb2 as _rules_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -138,10 +139,6 @@ class DeleteObjectRequest(_message.Message):
     tenant_id: str
     key: str
     def __init__(self, tenant_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
-
-class DeleteObjectResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
 
 class ListObjectsRequest(_message.Message):
     __slots__ = ("tenant_id", "prefix", "page_size", "page_token")

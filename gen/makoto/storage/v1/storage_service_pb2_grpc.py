@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from makoto.storage.v1 import items_pb2 as makoto_dot_storage_dot_v1_dot_items__pb2
 from makoto.storage.v1 import objects_pb2 as makoto_dot_storage_dot_v1_dot_objects__pb2
 
@@ -65,7 +66,7 @@ class StorageServiceStub:
         self.DeleteObject = channel.unary_unary(
                 '/makoto.storage.v1.StorageService/DeleteObject',
                 request_serializer=makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectRequest.SerializeToString,
-                response_deserializer=makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListObjects = channel.unary_unary(
                 '/makoto.storage.v1.StorageService/ListObjects',
@@ -90,7 +91,7 @@ class StorageServiceStub:
         self.DeleteItem = channel.unary_unary(
                 '/makoto.storage.v1.StorageService/DeleteItem',
                 request_serializer=makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemRequest.SerializeToString,
-                response_deserializer=makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.QueryItems = channel.unary_unary(
                 '/makoto.storage.v1.StorageService/QueryItems',
@@ -203,7 +204,9 @@ class StorageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetItems(self, request, context):
-        """Reads up to 100 items.
+        """Reads up to 100 items. Absent keys are listed in missing_keys (not NOT_FOUND as AIP-231
+        asks: an absent key is an ordinary answer of a key-value store); any backend failure fails
+        the whole call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,7 +257,7 @@ def add_StorageServiceServicer_to_server(servicer, server):
             'DeleteObject': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteObject,
                     request_deserializer=makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectRequest.FromString,
-                    response_serializer=makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.ListObjects,
@@ -279,7 +282,7 @@ def add_StorageServiceServicer_to_server(servicer, server):
             'DeleteItem': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteItem,
                     request_deserializer=makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemRequest.FromString,
-                    response_serializer=makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'QueryItems': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryItems,
@@ -464,7 +467,7 @@ class StorageService:
             target,
             '/makoto.storage.v1.StorageService/DeleteObject',
             makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectRequest.SerializeToString,
-            makoto_dot_storage_dot_v1_dot_objects__pb2.DeleteObjectResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -599,7 +602,7 @@ class StorageService:
             target,
             '/makoto.storage.v1.StorageService/DeleteItem',
             makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemRequest.SerializeToString,
-            makoto_dot_storage_dot_v1_dot_items__pb2.DeleteItemResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

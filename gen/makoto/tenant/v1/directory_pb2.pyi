@@ -1,4 +1,7 @@
 from buf.validate import validate_pb2 as _validate_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from makoto.api.v1 import access_pb2 as _access_pb2
+from makoto.api.v1 import rules_pb2 as _rules_pb2
 from makoto.tenant.v1 import tenant_pb2 as _tenant_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

@@ -4,8 +4,11 @@ from buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.longrunning import operations_pb2 as _operations_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from makoto.api.v1 import access_pb2 as _access_pb2
+from makoto.api.v1 import rules_pb2 as _rules_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -319,10 +322,6 @@ class RemoveUserRequest(_message.Message):
     tenant_id: str
     user_id: str
     def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
-
-class RemoveUserResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
 
 class GetOperationRequest(_message.Message):
     __slots__ = ("tenant_id", "operation_id")

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from makoto.tenant.v1 import tenant_pb2 as makoto_dot_tenant_dot_v1_dot_tenant__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -84,7 +85,7 @@ class TenantServiceStub:
         self.RemoveUser = channel.unary_unary(
                 '/makoto.tenant.v1.TenantService/RemoveUser',
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.SerializeToString,
-                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.FromString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/makoto.tenant.v1.TenantService/GetOperation',
@@ -239,7 +240,7 @@ def add_TenantServiceServicer_to_server(servicer, server):
             'RemoveUser': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveUser,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.FromString,
-                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.SerializeToString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOperation,
@@ -522,7 +523,7 @@ class TenantService:
             target,
             '/makoto.tenant.v1.TenantService/RemoveUser',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserRequest.SerializeToString,
-            makoto_dot_tenant_dot_v1_dot_tenant__pb2.RemoveUserResponse.FromString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,16 +11,12 @@ Messages name the binding and the Azure error code, never the key or SAS.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import aiohttp
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from services.common.backoff import RetryPolicy as RetryPolicy  # re-exported: adapters take one
-from services.common.backoff import Transient, call_with_retries
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -32,6 +28,8 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.storage.adapters.object_errors import ErrorClassifier, parse_retry_after
+from services.storage.adapters.object_errors import ErrorContext as ErrorContext  # re-exported
 
 T = TypeVar("T")
 
@@ -51,13 +49,6 @@ CREDENTIAL_CODES = frozenset(
     }
 )
 METADATA_CODES = frozenset({"InvalidMetadata", "MetadataTooLarge", "EmptyMetadataKey"})
-
-
-@dataclass(frozen=True)
-class ErrorContext:
-    label: str  # BlobConfig.label
-    key: str | None = None
-    create_only: bool = False
 
 
 def _headers(exc: BaseException) -> Mapping[str, str]:
@@ -87,17 +78,7 @@ def retry_after(exc: BaseException) -> float | None:
                 return max(0.0, float(raw_ms) / 1000)
             except ValueError:
                 pass
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(raw) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def is_throttle(exc: BaseException) -> bool:
@@ -178,18 +159,9 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
     return Internal(f"{ctx.label}: unexpected Azure Blob error ({code or type(exc).__name__})")
 
 
-def _classify(exc: BaseException) -> Transient | None:
-    if not is_retryable(exc):
-        return None
-    hint = retry_after(exc)
-    return Transient(throttled=hint is not None, retry_after=hint)
+CLASSIFIER = ErrorClassifier(is_retryable, retry_after, map_error)
 
 
 async def call(op: Callable[[], Awaitable[T]], ctx: ErrorContext, policy: RetryPolicy) -> T:
     """Run one Azure request with the shared retry policy; failures come out mapped."""
-    try:
-        return await call_with_retries(op, _classify, policy)
-    except MakotoError:
-        raise
-    except Exception as exc:
-        raise map_error(exc, ctx) from exc
+    return await CLASSIFIER.call(op, ctx, policy)

@@ -41,8 +41,6 @@ from services.storage.adapters.cosmos_items.config import CosmosItemConfig
 from services.storage.adapters.cosmos_items.errors import retry_after_seconds, status_of, translate
 from services.storage.item_codec import (
     SortBounds,
-    attributes_from_document,
-    attributes_to_document,
     check_against,
     check_transaction,
     condition_failed,
@@ -66,6 +64,10 @@ from services.storage.ports import (
     PutOp,
     StoredItem,
     TransactOp,
+)
+from services.storage.tagged_json import (
+    attributes_from_document,
+    attributes_to_document,
 )
 
 T = TypeVar("T")

@@ -26,15 +26,17 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.storage.item_codec import (
+    partition_value,
+    split_partition_value,
+)
+from services.storage.ports import Attributes, AttrValue, ItemKey
+from services.storage.tagged_json import (
     check_decimal,
     check_float,
     check_int,
     check_text,
-    partition_value,
-    split_partition_value,
     unsupported,
 )
-from services.storage.ports import Attributes, AttrValue, ItemKey
 
 PK, SK, ATTRS, ETAG, CREATED, UPDATED = "pk", "sk", "a", "e", "ct", "ut"
 FLOAT_TAG, DECIMAL_TAG = "$f", "$d"

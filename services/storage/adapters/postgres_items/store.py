@@ -28,8 +28,6 @@ from services.storage.adapters.postgres_items.config import PostgresItemConfig, 
 from services.storage.adapters.postgres_items.errors import translate
 from services.storage.item_codec import (
     SortBounds,
-    attributes_from_document,
-    attributes_to_document,
     check_against,
     check_transaction,
     from_us,
@@ -50,6 +48,10 @@ from services.storage.ports import (
     PutOp,
     StoredItem,
     TransactOp,
+)
+from services.storage.tagged_json import (
+    attributes_from_document,
+    attributes_to_document,
 )
 
 T = TypeVar("T")

@@ -16,6 +16,7 @@ import aioboto3
 from botocore.config import Config
 
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.storage.adapters.object_writer import WriteResult
 from services.storage.adapters.s3 import lister, reader, writer
 from services.storage.adapters.s3.config import S3Config
 from services.storage.adapters.s3.errors import ErrorContext, RetryPolicy, call, error_code
@@ -119,7 +120,7 @@ class S3ObjectStore:
         self,
         client: Any,
         key: str,
-        result: writer.WriteResult,
+        result: WriteResult,
         content_type: str,
         user_metadata: Mapping[str, str],
     ) -> ObjectInfo:

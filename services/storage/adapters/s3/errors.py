@@ -10,9 +10,6 @@ and the S3 error code, never the credentials.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -27,7 +24,6 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.common.backoff import RetryPolicy as RetryPolicy  # re-exported: adapters take one
-from services.common.backoff import Transient, call_with_retries
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -39,6 +35,8 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.storage.adapters.object_errors import ErrorClassifier, parse_retry_after
+from services.storage.adapters.object_errors import ErrorContext as ErrorContext  # re-exported
 
 T = TypeVar("T")
 
@@ -87,13 +85,6 @@ INVALID_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class ErrorContext:
-    label: str  # S3Config.label
-    key: str | None = None
-    create_only: bool = False
-
-
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
@@ -112,17 +103,7 @@ def retry_after(exc: BaseException) -> float | None:
         return None
     headers: dict[str, Any] = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
     raw = next((str(v) for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(raw)
 
 
 def is_throttle(exc: BaseException) -> bool:
@@ -215,18 +196,9 @@ def map_error(exc: BaseException, ctx: ErrorContext) -> MakotoError:
     return Internal(f"{ctx.label}: unexpected S3 error ({code or status or type(exc).__name__})")
 
 
-def _classify(exc: BaseException) -> Transient | None:
-    if not is_retryable(exc):
-        return None
-    hint = retry_after(exc)
-    return Transient(throttled=hint is not None, retry_after=hint)
+CLASSIFIER = ErrorClassifier(is_retryable, retry_after, map_error)
 
 
 async def call(op: Callable[[], Awaitable[T]], ctx: ErrorContext, policy: RetryPolicy) -> T:
     """Run one S3 request with the shared retry policy; failures come out mapped."""
-    try:
-        return await call_with_retries(op, _classify, policy)
-    except MakotoError:
-        raise
-    except Exception as exc:
-        raise map_error(exc, ctx) from exc
+    return await CLASSIFIER.call(op, ctx, policy)

@@ -2,7 +2,8 @@
 
 Memory stays bounded: one part being filled plus `upload_concurrency` parts in flight (each
 held twice while sending: our copy and the HTTP stack's), whatever the object's size.
-The SHA-256 is computed while streaming. A small object carries it (and ChecksumSHA256, which
+The streaming loop, part sizing, the SHA-256 and abort-on-failure are object_writer's; this
+module supplies S3's primitives. A small object carries it (and ChecksumSHA256, which
 S3 verifies) in its PutObject. A multipart object's metadata is fixed when the upload starts,
 before the hash is known, so after CompleteMultipartUpload the object is copied onto itself
 with the hash added (CopySourceIfMatch: only our own version gets stamped; a concurrent
@@ -12,15 +13,13 @@ in-flight parts, so no parts and no partial object remain; the previous version 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import hashlib
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.storage.adapters import object_writer
+from services.storage.adapters.object_writer import WriteResult, shielded
 from services.storage.adapters.s3.config import MAX_PARTS, S3Config
 from services.storage.adapters.s3.errors import ErrorContext, RetryPolicy, call, error_code
 from services.storage.adapters.s3.metadata import DEFAULT_CONTENT_TYPE, clean_etag, to_s3_metadata
@@ -29,101 +28,108 @@ MAX_COPY_SIZE = 5 * 1024**3  # CopyObject's limit; larger objects are copied par
 COPY_PART_SIZE = 1024**3
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    etag: str
-    size: int
-    sha256: str
+class _Target:
+    """One object being written to S3: the primitives object_writer.write_object drives."""
 
+    part_noun = "parts"
 
-class _Multipart:
-    """One multipart upload with bounded parallel part uploads."""
-
-    def __init__(self, client: Any, cfg: S3Config, policy: RetryPolicy, ctx: ErrorContext, upload_id: str):
+    def __init__(
+        self,
+        client: Any,
+        cfg: S3Config,
+        policy: RetryPolicy,
+        ctx: ErrorContext,
+        content_type: str,
+        user_metadata: Mapping[str, str],
+        if_none_match: bool,
+    ) -> None:
         self._client, self._cfg, self._policy, self._ctx = client, cfg, policy, ctx
-        self.upload_id = upload_id
-        self._slots = asyncio.Semaphore(cfg.upload_concurrency)
-        self._tasks: list[asyncio.Task[dict[str, Any]]] = []
+        self._content_type, self._user_metadata, self._if_none_match = (
+            content_type,
+            user_metadata,
+            if_none_match,
+        )
+        self.part_size, self.concurrency, self.max_parts = cfg.part_size, cfg.upload_concurrency, MAX_PARTS
 
-    async def add_part(self, buf: bytearray, size: int) -> None:
-        """Upload the first `size` bytes of buf as the next part (removed from buf). Waits for a
-        free slot before copying them out, so at most `upload_concurrency` parts exist."""
-        number = len(self._tasks) + 1
-        if number > MAX_PARTS:
-            raise InvalidArgument(
-                f"object too large: more than {MAX_PARTS} parts of {self._cfg.part_size} bytes; "
-                "raise the binding's part_size_bytes"
-            )
-        await self._slots.acquire()
-        for task in self._tasks:  # surface a failed part now, not at the end of the stream
-            if task.done() and task.exception() is not None:
-                self._slots.release()
-                await task
-        with memoryview(buf) as view:
-            data = bytes(view[:size])
-        del buf[:size]
-        self._tasks.append(asyncio.create_task(self._upload(number, data)))
+    async def put_single(self, data: bytes, sha256: str) -> str:
+        return await _put_single(
+            self._client,
+            self._cfg,
+            self._policy,
+            self._ctx,
+            data,
+            self._content_type,
+            self._user_metadata,
+            sha256,
+            self._if_none_match,
+        )
 
-    async def _upload(self, number: int, data: bytes) -> dict[str, Any]:
-        try:
-            resp = await call(
-                lambda: self._client.upload_part(
-                    Bucket=self._cfg.bucket,
-                    Key=self._ctx.key,
-                    UploadId=self.upload_id,
-                    PartNumber=number,
-                    Body=data,
-                ),
-                self._ctx,
-                self._policy,
-            )
-            return {"PartNumber": number, "ETag": resp["ETag"]}
-        finally:
-            self._slots.release()
-
-    async def complete(self, if_none_match: bool) -> str:
-        parts = list(await asyncio.gather(*self._tasks))
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
+    async def start(self) -> _Multipart:
         resp = await call(
-            lambda: self._client.complete_multipart_upload(
+            lambda: self._client.create_multipart_upload(
                 Bucket=self._cfg.bucket,
                 Key=self._ctx.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts},
-                **extra,
+                ContentType=self._content_type,
+                Metadata=to_s3_metadata(self._user_metadata, None),
             ),
             self._ctx,
             self._policy,
         )
-        return clean_etag(resp.get("ETag"))
+        return _Multipart(self, resp["UploadId"])
+
+
+class _Multipart:
+    """One multipart upload. Its metadata was fixed at the start, before the hash was known, so
+    after completing, the object is copied onto itself with the hash added."""
+
+    def __init__(self, target: _Target, upload_id: str) -> None:
+        self._t = target
+        self.upload_id = upload_id
+        self._completed = False
+
+    async def write_part(self, number: int, data: bytes) -> dict[str, Any]:
+        t = self._t
+        resp = await call(
+            lambda: t._client.upload_part(
+                Bucket=t._cfg.bucket, Key=t._ctx.key, UploadId=self.upload_id, PartNumber=number, Body=data
+            ),
+            t._ctx,
+            t._policy,
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    async def complete(self, parts: Sequence[dict[str, Any]], sha256: str, size: int) -> str:
+        t = self._t
+        extra = {"IfNoneMatch": "*"} if t._if_none_match else {}
+        resp = await call(
+            lambda: t._client.complete_multipart_upload(
+                Bucket=t._cfg.bucket,
+                Key=t._ctx.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": list(parts)},
+                **extra,
+            ),
+            t._ctx,
+            t._policy,
+        )
+        self._completed = True  # nothing to abort any more
+        etag = clean_etag(resp.get("ETag"))
+        return await _stamp_sha256(
+            t._client, t._cfg, t._policy, t._ctx, etag, size, t._content_type, t._user_metadata, sha256
+        )
 
     async def abort(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        # Wait for in-flight parts: a part landing after the abort would be an orphan.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._completed:
+            return
+        t = self._t
         with contextlib.suppress(Exception):  # the original failure is what the caller must see
             await call(
-                lambda: self._client.abort_multipart_upload(
-                    Bucket=self._cfg.bucket, Key=self._ctx.key, UploadId=self.upload_id
+                lambda: t._client.abort_multipart_upload(
+                    Bucket=t._cfg.bucket, Key=t._ctx.key, UploadId=self.upload_id
                 ),
-                self._ctx,
-                self._policy,
+                t._ctx,
+                t._policy,
             )
-
-
-async def _shielded(coro: Any) -> None:
-    """Run cleanup to the end even if the caller is cancelled again meanwhile; a cleanup failure
-    never hides the failure that caused it."""
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
-    except Exception:  # noqa: S110 - the original error is re-raised by the caller
-        pass
 
 
 async def write_object(
@@ -138,59 +144,11 @@ async def write_object(
     if_none_match: bool,
 ) -> WriteResult:
     ctx = ErrorContext(cfg.label, key, create_only=if_none_match)
-    content_type = content_type or DEFAULT_CONTENT_TYPE
     to_s3_metadata(user_metadata, "0" * 64)  # refuse oversized metadata before any byte moves
-    hasher = hashlib.sha256()
-    size = 0
-    buf = bytearray()
-    upload: _Multipart | None = None
-    try:
-        async for chunk in chunks:
-            hasher.update(chunk)
-            size += len(chunk)
-            buf += chunk
-            # Strictly greater: an object of exactly one part size stays a single PutObject.
-            while len(buf) > cfg.part_size:
-                if upload is None:
-                    upload = await _start(client, cfg, policy, ctx, content_type, user_metadata)
-                await upload.add_part(buf, cfg.part_size)
-        digest = hasher.hexdigest()
-        if upload is None:
-            etag = await _put_single(
-                client, cfg, policy, ctx, bytes(buf), content_type, user_metadata, digest, if_none_match
-            )
-            return WriteResult(etag, size, digest)
-        if buf:
-            await upload.add_part(buf, len(buf))
-        etag = await upload.complete(if_none_match)
-        upload = None  # completed: nothing to abort any more
-        etag = await _stamp_sha256(client, cfg, policy, ctx, etag, size, content_type, user_metadata, digest)
-        return WriteResult(etag, size, digest)
-    except BaseException:
-        if upload is not None:
-            await _shielded(upload.abort())
-        raise
-
-
-async def _start(
-    client: Any,
-    cfg: S3Config,
-    policy: RetryPolicy,
-    ctx: ErrorContext,
-    content_type: str,
-    user_metadata: Mapping[str, str],
-) -> _Multipart:
-    resp = await call(
-        lambda: client.create_multipart_upload(
-            Bucket=cfg.bucket,
-            Key=ctx.key,
-            ContentType=content_type,
-            Metadata=to_s3_metadata(user_metadata, None),
-        ),
-        ctx,
-        policy,
+    target = _Target(
+        client, cfg, policy, ctx, content_type or DEFAULT_CONTENT_TYPE, user_metadata, if_none_match
     )
-    return _Multipart(client, cfg, policy, ctx, resp["UploadId"])
+    return await object_writer.write_object(target, chunks)
 
 
 async def _put_single(
@@ -305,7 +263,7 @@ async def _copy_in_parts(
         )
         return clean_etag(done.get("ETag"))
     except BaseException:
-        await _shielded(
+        await shielded(
             call(
                 lambda: client.abort_multipart_upload(Bucket=cfg.bucket, Key=ctx.key, UploadId=upload_id),
                 ctx,

@@ -1,8 +1,11 @@
-"""Opaque, stable page tokens (AIP-158): the last id of the previous page, bound to the query.
+"""Opaque page tokens (AIP-158) for listings a service holds whole: the position to continue
+after, bound to the query.
 
-Listings are ordered by id, so "everything after this id" is stable under concurrent inserts and
-deletes. A token only continues the query it came from; another query gets INVALID_ARGUMENT.
-A token is not a secret: it can only move the start of a listing the caller may already read.
+Listings ordered by id (tenants, users) carry the last id, so "everything after this id" is
+stable under concurrent inserts and deletes. Listings computed per call (usage rows, models)
+carry an offset into the computed list (offset_page). A token only continues the query it came
+from; another query gets INVALID_ARGUMENT. A token is not a secret: it can only move the start
+of a listing the caller may already read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
+from typing import TypeVar
 
 from services.common.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -51,3 +58,18 @@ def decode(token: str, scope: str) -> str | None:
             field_violations=[("page_token", "belongs to a listing with other parameters")],
         )
     return after
+
+
+def offset_page(
+    entries: Sequence[T], requested: int, token: str, scope: str, default: int = DEFAULT_PAGE_SIZE
+) -> tuple[Sequence[T], str]:
+    """One page of a computed listing and the token for the next ("" on the last page)."""
+    after = decode(token, scope)
+    start = 0
+    if after is not None:
+        if not after.isdigit() or int(after) > len(entries):
+            raise InvalidArgument("invalid page_token", field_violations=[("page_token", "out of range")])
+        start = int(after)
+    size = min(requested, MAX_PAGE_SIZE) if requested > 0 else default
+    end = start + size
+    return entries[start:end], encode(str(end), scope) if end < len(entries) else ""
