@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -139,6 +140,18 @@ class MeshSettings(BaseSettings):
     # Optional cap on the spool file's size in bytes (0: the disk is the limit). Reaching it is
     # handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
     usage_spool_max_bytes: int = Field(default=0, ge=0)
+    # Where spooled usage goes: "spool" sends it to MeteringService.RecordUsage (the default,
+    # nothing external); "jetstream" publishes it to NATS JetStream at nats_url, and every
+    # MeteringService replica consumes the stream (services/common/usage_jetstream.py).
+    usage_transport: Literal["spool", "jetstream"] = "spool"
+    # The JetStream stream, its subject ("" = <nats_subject_prefix>.usage) and the durable
+    # consumer MeteringService replicas share. Tests use private names.
+    usage_stream: str = Field(default="MAKOTO_USAGE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    usage_subject: str = ""
+    usage_consumer: str = Field(default="metering", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # A message delivered to a consumer that neither acked nor failed it within this is
+    # delivered again (to any replica): bounds the delay a killed MeteringService causes.
+    usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
 
     @cached_property
     def keys_dir(self) -> Path:
@@ -151,6 +164,10 @@ class MeshSettings(BaseSettings):
     @property
     def jwks_path(self) -> Path:
         return self.keys_dir / "jwks.json"
+
+    @property
+    def usage_subject_name(self) -> str:
+        return self.usage_subject or f"{self.nats_subject_prefix}.usage"
 
     @property
     def data_dir(self) -> Path:

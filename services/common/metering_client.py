@@ -389,6 +389,14 @@ class SpoolingUsageRecorder:
             raise RuntimeError("recorder is closed")
         if self._task is not None:
             return
+        await self._open_transport()
+        self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
+        self._watcher = asyncio.create_task(self._watch_forever(), name=f"usage-spool-watch-{self._source}")
+        await self._refresh()
+
+    # -- transport (overridden by the JetStream recorder) ---------------------------------
+
+    async def _open_transport(self) -> None:
         self._channel = grpc.aio.insecure_channel(
             self._settings.address("metering"),
             options=[
@@ -401,9 +409,10 @@ class SpoolingUsageRecorder:
             ],
         )
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
-        self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
-        self._watcher = asyncio.create_task(self._watch_forever(), name=f"usage-spool-watch-{self._source}")
-        await self._refresh()
+
+    async def _close_transport(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
 
     async def record(
         self,
@@ -543,8 +552,7 @@ class SpoolingUsageRecorder:
                 await asyncio.wait_for(self._drain(retry=False), self.close_timeout_seconds)
             except Exception as exc:  # TimeoutError included: the spool keeps the rest
                 log.info("usage flush on close incomplete", source=self._source, error=type(exc).__name__)
-        if self._channel is not None:
-            await self._channel.close()
+        await self._close_transport()
         left = await self._spool.count()
         await self._spool.close()
         if left:

@@ -51,6 +51,8 @@ class ServerSpec:
     recorder: UsageRecorder | None = None
     # The tenant API rate-limit step (None: no API rate limits on this server).
     rate_limiter: ApiRateLimiter | None = None
+    # Called once the server serves (background work such as the usage consumer).
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -121,6 +123,8 @@ async def run_server(
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for hook in spec.on_start:
+        await hook()
     log.info("serving", service=spec.name, address=f"{settings.host}:{bound}")
     durability = (
         asyncio.create_task(_report_durability(spec.recorder, health_servicer, ["", *names]))

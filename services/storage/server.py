@@ -59,9 +59,9 @@ async def build(
     """Production wiring by default; tests inject a recorder, a resolver or a registry."""
     on_stop: list[Callable[[], Awaitable[None]]] = []
     if recorder is None:
-        from services.common.metering_client import SpoolingUsageRecorder
+        from services.common.usage_jetstream import usage_recorder
 
-        recorder = SpoolingUsageRecorder(settings, source="storage")
+        recorder = usage_recorder(settings, "storage")
     if resolver is None:
         from services.common.directory_client import TenantDirectory
 
