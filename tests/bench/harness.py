@@ -45,6 +45,8 @@ class Config:
     item_warmup: int = 20
     item_concurrency: int = 16
     backend_timeout_s: float = 240.0
+    ingest_events: int = 200_000  # section 6a, per store
+    ingest_e2e_events: int = 50_000  # sections 6b, 6c
 
     @classmethod
     def quick(cls) -> Config:
@@ -60,6 +62,8 @@ class Config:
             item_ops={"sqlite": 50, "postgres": 50, "dynamodb": 30, "cosmos": 30},
             item_warmup=5,
             backend_timeout_s=60.0,
+            ingest_events=5_000,
+            ingest_e2e_events=2_000,
         )
 
 

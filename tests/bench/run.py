@@ -30,6 +30,7 @@ from typing import NoReturn
 from tests.bench.harness import Config, Environment, postgres_database, say, start_everything
 from tests.bench.report import MachineFacts, Table
 from tests.bench.section_getitem import bench_getitem
+from tests.bench.section_ingest import bench_ingest
 from tests.bench.section_items import bench_items
 from tests.bench.section_limits import bench_limits
 from tests.bench.section_objects import bench_objects
@@ -42,7 +43,7 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-SECTIONS = ("getitem", "objects", "items", "limits")
+SECTIONS = ("getitem", "objects", "items", "limits", "ingest")
 
 
 async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
@@ -61,6 +62,9 @@ async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
         if "limits" in only:
             say("5/5 tenant limits: limiter cost, noisy neighbour ...")
             tables += list(await bench_limits(cfg, env))
+        if "ingest" in only:
+            say("6/6 durable usage ingest: RecordUsage, spool, JetStream ...")
+            tables.append(await bench_ingest(cfg, env))
     return tables
 
 
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(shutil.rmtree, root, True)
-            start_everything(env, stack)
+            if only - {"ingest"}:  # the ingest section starts its own MeteringService processes
+                start_everything(env, stack)
             tables = asyncio.run(run_all(cfg, env, only))
             say("stopping everything ...")
     except KeyboardInterrupt:
