@@ -153,6 +153,14 @@ class MeshSettings(BaseSettings):
     # delivered again (to any replica): bounds the delay a killed MeteringService causes.
     usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
 
+    # -- storage reconciliation (services/storage/reconcile.py) ----------------------------------
+    # How often StorageService compares each tenant's metered storage_bytes with the bytes its
+    # object backend actually lists, and records the difference as a correction (0: never).
+    storage_reconcile_interval_seconds: float = Field(default=3600.0, ge=0)
+    # Temp files and unindexed blobs of the local object store older than this are orphans
+    # (swept at open and at each reconciliation); never less than a live upload can last.
+    storage_orphan_age_seconds: float = Field(default=3600.0, gt=0)
+
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"

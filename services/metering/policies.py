@@ -10,7 +10,8 @@ POLICIES: dict[str, MethodPolicy] = {
     # Other services' spooling clients only; never routed by Envoy.
     f"/{SERVICE}/RecordUsage": internal_rpc(),
     # A tenant reads its own usage and invoices; a platform-admin reads any tenant's.
-    f"/{SERVICE}/QueryUsage": tenant_rpc(admin_reads=True, rate_class="reads"),
+    # StorageService reads the storage_bytes balance it reconciles (services/storage/reconcile.py).
+    f"/{SERVICE}/QueryUsage": tenant_rpc(admin_reads=True, service_reads=True, rate_class="reads"),
     f"/{SERVICE}/GetInvoice": tenant_rpc(admin_reads=True, rate_class="reads"),
     f"/{SERVICE}/GetPricePlan": admin_rpc(),
     f"/{SERVICE}/SetPricePlan": admin_rpc(),
