@@ -38,7 +38,7 @@ from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.usage import STORAGE_BYTES, UsageRecorder
 from services.storage.connections import TenantConnections
-from services.storage.ports import OrphanSweep, OrphanSweeper
+from services.storage.ports import ObjectStore, OrphanSweep, OrphanSweeper
 
 log = structlog.get_logger("makoto.storage.reconcile")
 
@@ -87,6 +87,18 @@ class Reconciliation:
         return self.stored_bytes - self.metered_bytes
 
 
+async def snapshot(store: ObjectStore) -> tuple[int, OrphanSweep | None]:
+    """(bytes the backend's own listing shows, what its orphan sweep removed first)."""
+    swept = await store.sweep_orphans() if isinstance(store, OrphanSweeper) else None
+    stored, token = 0, ""
+    while True:
+        page = await store.list("", LIST_PAGE, token)
+        stored += sum(o.size for o in page.objects)
+        token = page.next_page_token
+        if not token:
+            return stored, swept
+
+
 class StorageReconciler:
     def __init__(
         self,
@@ -110,19 +122,8 @@ class StorageReconciler:
         self._tenants.add(tenant_id)
 
     async def reconcile(self, tenant_id: str) -> Reconciliation:
-        swept: OrphanSweep | None = None
         async with self._connections.objects(tenant_id) as lease:
-            store = lease.store
-            if isinstance(store, OrphanSweeper):
-                swept = await store.sweep_orphans()
-            stored = 0
-            token = ""
-            while True:
-                page = await store.list("", LIST_PAGE, token)
-                stored += sum(o.size for o in page.objects)
-                token = page.next_page_token
-                if not token:
-                    break
+            stored, swept = await snapshot(lease.store)
             backend = lease.backend
         await self._flush()
         metered = await self._balance.storage_balance(tenant_id)
