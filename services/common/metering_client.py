@@ -233,6 +233,10 @@ class _Spool:
         self.depth = int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
         return self.depth
 
+    def _bounds(self) -> tuple[int | None, int | None]:
+        first, last = self._db().execute("SELECT min(seq), max(seq) FROM events").fetchone()
+        return first, last
+
     def _oldest(self) -> bytes | None:
         row = self._db().execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else bytes(row[0])
@@ -296,6 +300,11 @@ class _Spool:
 
     async def count(self) -> int:
         return await self._call(self._count)
+
+    async def bounds(self) -> tuple[int | None, int | None]:
+        """(first, last) sequence number in the spool; (None, None) when empty. Sequence
+        numbers only grow (AUTOINCREMENT), so "first > an earlier last" means delivered."""
+        return await self._call(self._bounds)
 
     async def oldest(self) -> bytes | None:
         return await self._call(self._oldest)
@@ -534,6 +543,19 @@ class SpoolingUsageRecorder:
     async def pending(self) -> int:
         """Events in the spool not yet acknowledged by the server."""
         return await self._spool.count()
+
+    async def delivered(self) -> None:
+        """Return once every event spooled before this call was acknowledged by the server
+        (later ones may still be pending: works under steady load). Bound it with a timeout."""
+        _, last = await self._spool.bounds()
+        if last is None:
+            return
+        self._wake.set()
+        while True:
+            first, _ = await self._spool.bounds()
+            if first is None or first > last:
+                return
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         """Stop the sender, try one last flush (bounded), and keep whatever is left spooled."""

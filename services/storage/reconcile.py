@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -107,13 +105,11 @@ class StorageReconciler:
         balance: MeteredBalance,
         *,
         interval_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connections = connections
         self._recorder = recorder
         self._balance = balance
         self._interval = interval_seconds
-        self._clock = clock
         # Tenants whose objects this process touched since it started: the ones it reconciles.
         self._tenants: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -146,15 +142,11 @@ class StorageReconciler:
         return result
 
     async def _flush(self) -> None:
-        """Until this process's own deltas reached MeteringService (bounded)."""
-        pending = getattr(self._recorder, "pending", None)
-        if pending is None:
-            return
-        deadline = self._clock() + FLUSH_WAIT_SECONDS
-        while await pending():
-            if self._clock() > deadline:
-                raise TimeoutError("usage spool did not drain; reconciliation postponed")
-            await asyncio.sleep(0.05)
+        """Until this process's deltas spooled so far reached MeteringService (bounded)."""
+        delivered = getattr(self._recorder, "delivered", None)
+        if delivered is not None:
+            async with asyncio.timeout(FLUSH_WAIT_SECONDS):  # TimeoutError: postponed to the next run
+                await delivered()
 
     async def run_once(self) -> list[Reconciliation]:
         done: list[Reconciliation] = []
