@@ -27,7 +27,11 @@ async def produce(source: str, tenant: str, count: int) -> None:
     for start in range(0, count, CONCURRENCY):
         await asyncio.gather(*(one(i) for i in range(start, min(count, start + CONCURRENCY))))
         print(f"recorded {min(count, start + CONCURRENCY)}", flush=True)
-    while await recorder.pending():
+    ticks = 0
+    while left := await recorder.pending():
+        ticks += 1
+        if ticks % 100 == 0:  # every ~5 s: what a stuck drill shows
+            print(f"pending {left}", flush=True)
         await asyncio.sleep(0.05)
     await recorder.close()
     print("done", flush=True)

@@ -105,7 +105,9 @@ class JetStreamUsageRecorder(SpoolingUsageRecorder):
         if self._nc is not None and self._nc.is_closed:
             self._nc = self._js = None
         if self._js is None:
-            nc = await connect(self._settings, f"usage-{self._source}")
+            # Bounded: the sender must come back to its retry loop, never hang here.
+            async with asyncio.timeout(self.rpc_timeout_seconds):
+                nc = await connect(self._settings, f"usage-{self._source}")
             try:
                 js = nc.jetstream(timeout=self.rpc_timeout_seconds)
                 await ensure_stream(js, self._settings)
@@ -116,10 +118,33 @@ class JetStreamUsageRecorder(SpoolingUsageRecorder):
         return self._js
 
     async def _call_server(self, events: list[metering_pb2.UsageEvent]) -> None:
+        try:
+            await self._publish_batch(events)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being stopped
+            # nats-py cancels its own futures when a connection drops; that is a failed send
+            # (retried), not a reason for the sender task to end.
+            raise RuntimeError("JetStream publish was cancelled by the client library") from exc
+
+    async def _publish_batch(self, events: list[metering_pb2.UsageEvent]) -> None:
         js = await self._stream()
         subject = self._settings.usage_subject_name
         # Published concurrently: one PubAck round trip per batch instead of per event.
-        acks = await asyncio.gather(
+        async with asyncio.timeout(2 * self.rpc_timeout_seconds):
+            acks = await self._publish_all(js, subject, events)
+        failed = [a for a in acks if isinstance(a, BaseException)]
+        if failed:
+            # The batch stays in the spool; publishing it again is deduplicated by id.
+            raise RuntimeError(f"JetStream stored {len(acks) - len(failed)} of {len(events)} events") from (
+                failed[0]
+            )
+
+    async def _publish_all(
+        self, js: JetStreamContext, subject: str, events: list[metering_pb2.UsageEvent]
+    ) -> list[object]:
+        return await asyncio.gather(
             *(
                 js.publish(
                     subject,
@@ -132,12 +157,6 @@ class JetStreamUsageRecorder(SpoolingUsageRecorder):
             ),
             return_exceptions=True,
         )
-        failed = [a for a in acks if isinstance(a, BaseException)]
-        if failed:
-            # The batch stays in the spool; publishing it again is deduplicated by id.
-            raise RuntimeError(f"JetStream stored {len(acks) - len(failed)} of {len(events)} events") from (
-                failed[0]
-            )
 
 
 def usage_recorder(

@@ -73,14 +73,18 @@ class JetStreamUsageConsumer:
             try:
                 await self._consume()
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # close()
+                # nats-py cancelled one of its own futures (a dropped connection): reconnect.
+                log.warning("usage consumer interrupted; reconnecting")
             except Exception as exc:
                 log.warning("usage consumer failed; retrying", error=f"{type(exc).__name__}: {exc}")
-                if self._nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self._nc.close()
-                    self._nc = None
-                await asyncio.sleep(RETRY_SECONDS)
+            if self._nc is not None:
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+                self._nc = None
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def _consume(self) -> None:
         s = self._settings

@@ -33,7 +33,7 @@ from tests.support import free_port, make_settings
 
 NATS_URL = os.environ.get("MAKOTO_TEST_NATS_URL", "nats://127.0.0.1:4222")
 REPO_ROOT = Path(__file__).resolve().parents[3]
-PER_PRODUCER = 3000
+PER_PRODUCER = 2000
 
 
 @dataclass
@@ -145,6 +145,23 @@ async def _read_until(proc: subprocess.Popen[str], wanted: int) -> None:
     await asyncio.wait_for(asyncio.to_thread(read), 60)  # generous: process start on a busy machine
 
 
+async def _finishes(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Wait for a producer to print `done` and exit 0; else fail with what it printed."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        lines.extend(proc.stdout)
+        proc.wait()
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(read), timeout)
+    except TimeoutError:
+        proc.kill()  # the reader thread then sees EOF and ends
+        pytest.fail(f"producer did not finish within {timeout:.0f} s; it printed: {''.join(lines[-40:])}")
+    assert proc.returncode == 0 and lines and lines[-1].strip() == "done", "".join(lines[-40:])
+
+
 def _pg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -189,13 +206,7 @@ async def test_kill_a_producer_and_a_metering_replica_under_load_counts_exact(
     # its ids again: what it had spooled and published before the kill must not double.
     again = _producer(processes, transport, "prod-a", tenant)
     for proc in (p1, again):
-        try:
-            out, _ = await asyncio.wait_for(asyncio.to_thread(proc.communicate), 90)
-        except TimeoutError:
-            proc.kill()
-            out, _ = proc.communicate()
-            pytest.fail(f"producer did not finish within 90 s; its output ends: {out[-1500:]}")
-        assert proc.returncode == 0 and out.rstrip().endswith("done"), out[-500:]
+        await _finishes(proc, 90)
 
     expected = (2 * PER_PRODUCER, 2 * PER_PRODUCER)
     # Bounded: well past the ack wait (2 s) after which the killed replica's batch comes back.
