@@ -44,6 +44,16 @@ class Transport:
 
 @pytest.fixture
 async def transport(tmp_path: Path, pg_url: str) -> AsyncIterator[Transport]:
+    try:
+        probe = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+        await probe.jetstream().account_info()
+        await probe.close()
+    except Exception as exc:
+        pytest.fail(
+            f"NATS JetStream is unreachable at {NATS_URL} ({type(exc).__name__}: {exc}); start "
+            "nats-server -js on 127.0.0.1:4222 or set MAKOTO_TEST_NATS_URL.",
+            pytrace=False,
+        )
     tag = uuid.uuid4().hex[:10]
     settings = make_settings(
         tmp_path,
