@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,6 +170,26 @@ class MeshSettings(BaseSettings):
     # Optional cap on the spool file's size in bytes (0: the disk is the limit). Reaching it is
     # handled like a full disk: new tenant calls get UNAVAILABLE (USAGE_SPOOL_UNAVAILABLE).
     usage_spool_max_bytes: int = Field(default=0, ge=0)
+    # Where spooled usage goes: "spool" sends it to MeteringService.RecordUsage (the default,
+    # nothing external); "jetstream" publishes it to NATS JetStream at nats_url, and every
+    # MeteringService replica consumes the stream (services/common/usage_jetstream.py).
+    usage_transport: Literal["spool", "jetstream"] = "spool"
+    # The JetStream stream, its subject ("" = <nats_subject_prefix>.usage) and the durable
+    # consumer MeteringService replicas share. Tests use private names.
+    usage_stream: str = Field(default="MAKOTO_USAGE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    usage_subject: str = ""
+    usage_consumer: str = Field(default="metering", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # A message delivered to a consumer that neither acked nor failed it within this is
+    # delivered again (to any replica): bounds the delay a killed MeteringService causes.
+    usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
+
+    # -- storage reconciliation (services/storage/reconcile.py) ----------------------------------
+    # How often StorageService compares each tenant's metered storage_bytes with the bytes its
+    # object backend actually lists, and records the difference as a correction (0: never).
+    storage_reconcile_interval_seconds: float = Field(default=3600.0, ge=0)
+    # Temp files and unindexed blobs of the local object store older than this are orphans
+    # (swept at open and at each reconciliation); never less than a live upload can last.
+    storage_orphan_age_seconds: float = Field(default=3600.0, gt=0)
 
     @cached_property
     def keys_dir(self) -> Path:
@@ -181,6 +202,10 @@ class MeshSettings(BaseSettings):
     @property
     def jwks_path(self) -> Path:
         return self.keys_dir / "jwks.json"
+
+    @property
+    def usage_subject_name(self) -> str:
+        return self.usage_subject or f"{self.nats_subject_prefix}.usage"
 
     @property
     def data_dir(self) -> Path:

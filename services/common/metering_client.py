@@ -255,6 +255,10 @@ class _Spool:
         self.depth = int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
         return self.depth
 
+    def _bounds(self) -> tuple[int | None, int | None]:
+        first, last = self._db().execute("SELECT min(seq), max(seq) FROM events").fetchone()
+        return first, last
+
     def _oldest(self) -> bytes | None:
         row = self._db().execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else bytes(row[0])
@@ -318,6 +322,11 @@ class _Spool:
 
     async def count(self) -> int:
         return await self._call(self._count)
+
+    async def bounds(self) -> tuple[int | None, int | None]:
+        """(first, last) sequence number in the spool; (None, None) when empty. Sequence
+        numbers only grow (AUTOINCREMENT), so "first > an earlier last" means delivered."""
+        return await self._call(self._bounds)
 
     async def oldest(self) -> bytes | None:
         return await self._call(self._oldest)
@@ -414,6 +423,14 @@ class SpoolingUsageRecorder:
             raise RuntimeError("recorder is closed")
         if self._task is not None:
             return
+        await self._open_transport()
+        self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
+        self._watcher = asyncio.create_task(self._watch_forever(), name=f"usage-spool-watch-{self._source}")
+        await self._refresh()
+
+    # -- transport (overridden by the JetStream recorder) ---------------------------------
+
+    async def _open_transport(self) -> None:
         self._channel = grpc.aio.insecure_channel(
             self._settings.address("metering"),
             options=[
@@ -429,9 +446,10 @@ class SpoolingUsageRecorder:
             interceptors=client_interceptors(),
         )
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
-        self._task = asyncio.create_task(self._deliver_forever(), name=f"usage-sender-{self._source}")
-        self._watcher = asyncio.create_task(self._watch_forever(), name=f"usage-spool-watch-{self._source}")
-        await self._refresh()
+
+    async def _close_transport(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
 
     async def record(
         self,
@@ -555,6 +573,19 @@ class SpoolingUsageRecorder:
         """Events in the spool not yet acknowledged by the server."""
         return await self._spool.count()
 
+    async def delivered(self) -> None:
+        """Return once every event spooled before this call was acknowledged by the server
+        (later ones may still be pending: works under steady load). Bound it with a timeout."""
+        _, last = await self._spool.bounds()
+        if last is None:
+            return
+        self._wake.set()
+        while True:
+            first, _ = await self._spool.bounds()
+            if first is None or first > last:
+                return
+            await asyncio.sleep(0.05)
+
     async def close(self) -> None:
         """Stop the sender, try one last flush (bounded), and keep whatever is left spooled."""
         if self._closed:
@@ -572,8 +603,7 @@ class SpoolingUsageRecorder:
                 await asyncio.wait_for(self._drain(retry=False), self.close_timeout_seconds)
             except Exception as exc:  # TimeoutError included: the spool keeps the rest
                 log.info("usage flush on close incomplete", source=self._source, error=type(exc).__name__)
-        if self._channel is not None:
-            await self._channel.close()
+        await self._close_transport()
         left = await self._spool.count()
         await self._spool.close()
         if left:

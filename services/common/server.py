@@ -64,6 +64,8 @@ class ServerSpec:
     # Other listeners of the process (LLMService's OpenAI-compatible HTTP API): started after the
     # gRPC server, stopped (their in-flight requests drained) before it.
     listeners: list[Listener] = field(default_factory=list)
+    # Called once the server serves (background work such as the usage consumer).
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -148,6 +150,8 @@ async def run_server(
         await listener.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for hook in spec.on_start:
+        await hook()
     log.info("serving", service=spec.name, address=f"{settings.host}:{bound}")
     durability = (
         asyncio.create_task(_report_durability(spec.recorder, health_servicer, ["", *names]))

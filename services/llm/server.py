@@ -63,9 +63,9 @@ async def build(
     options = options or LlmSettings()
     if recorder is None:
         # Imported here: tests inject their own recorder and need not load the spooling client.
-        from services.common.metering_client import SpoolingUsageRecorder
+        from services.common.usage_jetstream import usage_recorder
 
-        recorder = SpoolingUsageRecorder(settings, source="llm")
+        recorder = usage_recorder(settings, "llm")
     registry_stops = []
     if tenants is None:
         directory = TenantDirectory.from_settings(settings, "llm")

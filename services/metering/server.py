@@ -19,6 +19,7 @@ from services.metering.metering import Metering
 from services.metering.plans import DirectoryPlanResolver
 from services.metering.ports import PlanResolver, TenantGate
 from services.metering.servicer import MeteringServicer, limits_to_proto
+from services.metering.usage_consumer import JetStreamUsageConsumer
 
 
 async def build(
@@ -40,6 +41,12 @@ async def build(
         tenants = tenants or directory
         on_stop.insert(0, directory.close)
     metering = Metering(store, store, plans)
+    on_start: list[Callable[[], Awaitable[None]]] = []
+    if settings.usage_transport == "jetstream":
+        # Every replica consumes the shared stream; stopped before the store closes.
+        consumer = JetStreamUsageConsumer(settings, metering)
+        on_start.append(consumer.start)
+        on_stop.insert(0, consumer.close)
     limits_service = TenantLimitsService(store, store, store, plans)
 
     async def own_limits(tenant_id: str) -> metering_pb2.TenantLimits:
@@ -61,5 +68,6 @@ async def build(
         ],
         recorder=LocalUsageRecorder(store),
         rate_limiter=limits.api,
+        on_start=on_start,
         on_stop=on_stop,
     )

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 # ---------------------------------------------------------------------------------------------
 # Objects
@@ -51,6 +51,36 @@ class ObjectCapabilities:
 
 
 SignMethod: TypeAlias = Literal["GET", "PUT"]
+
+
+@dataclass(frozen=True)
+class OrphanSweep:
+    """What one orphan sweep removed: temp files of dead uploads, blobs no index names."""
+
+    tmp_files: int = 0
+    tmp_bytes: int = 0
+    blob_files: int = 0
+    blob_bytes: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.tmp_files + self.blob_files
+
+    def as_log(self) -> dict[str, int]:
+        return {
+            "tmp_files": self.tmp_files,
+            "tmp_bytes": self.tmp_bytes,
+            "blob_files": self.blob_files,
+            "blob_bytes": self.blob_bytes,
+        }
+
+
+@runtime_checkable
+class OrphanSweeper(Protocol):
+    """An object store that can leave bytes behind that its listing does not show (the local
+    filesystem store); cloud stores commit an object atomically and need no sweep."""
+
+    async def sweep_orphans(self, min_age_seconds: float | None = None) -> OrphanSweep: ...
 
 
 class ObjectStore(Protocol):

@@ -33,9 +33,9 @@ async def build(
     """Production wiring by default; tests inject a recorder, a resolver or a registry."""
     on_stop: list[Callable[[], Awaitable[None]]] = []
     if recorder is None:
-        from services.common.metering_client import SpoolingUsageRecorder
+        from services.common.usage_jetstream import usage_recorder
 
-        recorder = SpoolingUsageRecorder(settings, source="storage")
+        recorder = usage_recorder(settings, "storage")
     if resolver is None:
         from services.common.directory_client import TenantDirectory
 
@@ -58,7 +58,22 @@ async def build(
     on_stop.insert(0, connections.close)
     limits = limits or build_limits(settings, "storage")
     on_stop.extend(limits.closers)
-    servicer = StorageServicer(connections, recorder, StorageQuota(limits.counters, limits.cache))
+    on_start: list[Callable[[], Awaitable[None]]] = []
+    tenant_seen: Callable[[str], None] | None = None
+    if settings.storage_reconcile_interval_seconds > 0:
+        from services.storage.reconcile import MeteringBalance, StorageReconciler
+
+        balance = MeteringBalance(settings)
+        reconciler = StorageReconciler(
+            connections, recorder, balance, interval_seconds=settings.storage_reconcile_interval_seconds
+        )
+        tenant_seen = reconciler.note
+        on_start.append(reconciler.start)
+        # Stopped before the adapters it lists close.
+        on_stop[:0] = [reconciler.close, balance.close]
+    servicer = StorageServicer(
+        connections, recorder, StorageQuota(limits.counters, limits.cache), tenant_seen=tenant_seen
+    )
     return ServerSpec(
         name="storage",
         port=settings.storage_port,
@@ -69,5 +84,6 @@ async def build(
         ],
         recorder=recorder,
         rate_limiter=limits.api,
+        on_start=on_start,
         on_stop=on_stop,
     )

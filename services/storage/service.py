@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -73,10 +73,13 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         connections: TenantConnections,
         recorder: UsageRecorder | None = None,
         quota: StorageQuota | None = None,
+        tenant_seen: Callable[[str], None] | None = None,
     ) -> None:
         self._connections = connections
         self._recorder = recorder
         self._quota = quota
+        # Told of every tenant whose stored bytes change (the reconciler's worklist).
+        self._tenant_seen = tenant_seen
 
     # -- guards and usage ------------------------------------------------------------------
 
@@ -93,6 +96,8 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         return tenant_id
 
     async def _record_bytes(self, tenant_id: str, backend: str, delta: int) -> None:
+        if self._tenant_seen is not None:
+            self._tenant_seen(tenant_id)
         if delta == 0:
             return
         if self._quota is not None:

@@ -34,9 +34,9 @@ RecorderFactory = Callable[[MeshSettings], UsageRecorder]
 
 def spooling_recorder(settings: MeshSettings) -> UsageRecorder:
     # Imported here: the metering client is its own module, and tests run without it.
-    from services.common.metering_client import SpoolingUsageRecorder
+    from services.common.usage_jetstream import usage_recorder
 
-    return SpoolingUsageRecorder(settings, source="tenant")
+    return usage_recorder(settings, "tenant")
 
 
 async def build(

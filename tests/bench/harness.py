@@ -50,6 +50,8 @@ class Config:
     llm_requests_c16: int = 2000
     llm_stream_requests: int = 200
     llm_warmup: int = 100
+    ingest_events: int = 200_000  # section 6a, per store
+    ingest_e2e_events: int = 50_000  # sections 6b, 6c
 
     @classmethod
     def quick(cls) -> Config:
@@ -69,6 +71,8 @@ class Config:
             llm_requests_c16=200,
             llm_stream_requests=20,
             llm_warmup=20,
+            ingest_events=5_000,
+            ingest_e2e_events=2_000,
         )
 
 

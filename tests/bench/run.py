@@ -30,6 +30,7 @@ from typing import NoReturn
 from tests.bench.harness import Config, Environment, postgres_database, say, start_everything
 from tests.bench.report import MachineFacts, Table
 from tests.bench.section_getitem import bench_getitem
+from tests.bench.section_ingest import bench_ingest
 from tests.bench.section_items import bench_items
 from tests.bench.section_limits import bench_limits
 from tests.bench.section_llm import bench_llm
@@ -44,31 +45,34 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-SECTIONS = ("getitem", "objects", "items", "limits", "llm", "workers")
+SECTIONS = ("getitem", "objects", "items", "limits", "llm", "workers", "ingest")
 
 
 async def run_all(cfg: Config, env: Environment, only: set[str]) -> list[Table]:
     tables: list[Table] = []
     async with postgres_database(env):
         if "getitem" in only:
-            say("1/7 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
+            say("1/8 GetItem: direct vs Envoy gRPC vs Envoy REST ...")
             tables.append(await bench_getitem(cfg, env))
         if "objects" in only:
-            say("2-3/7 objects ...")
+            say("2-3/8 objects ...")
             t2, t3 = await bench_objects(cfg, env)
             tables += [t2, t3]
         if "items" in only:
-            say("4/7 items ...")
+            say("4/8 items ...")
             tables.append(await bench_items(cfg, env))
         if "limits" in only:
-            say("5/7 tenant limits: limiter cost, noisy neighbour ...")
+            say("5/8 tenant limits: limiter cost, noisy neighbour ...")
             tables += list(await bench_limits(cfg, env))
         if "llm" in only:
-            say("6/7 LLM gateway vs the upstream alone and LiteLLM ...")
+            say("6/8 LLM gateway vs the upstream alone and LiteLLM ...")
             tables.append(await bench_llm(cfg, env))
         if "workers" in only:
-            say("7/7 StorageService with 1 and 2 workers ...")
+            say("7/8 StorageService with 1 and 2 workers ...")
             tables.append(await bench_workers(cfg, env))
+        if "ingest" in only:
+            say("8/8 durable usage ingest: RecordUsage, spool, JetStream ...")
+            tables.append(await bench_ingest(cfg, env))
     return tables
 
 
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(shutil.rmtree, root, True)
-            start_everything(env, stack, emulators=bool(only & {"objects", "items"}))
+            if only - {"ingest"}:  # the ingest section starts its own MeteringService processes
+                start_everything(env, stack, emulators=bool(only & {"objects", "items"}))
             tables = asyncio.run(run_all(cfg, env, only))
             say("stopping everything ...")
     except KeyboardInterrupt:

@@ -362,3 +362,24 @@ async def test_sign_url_follows_capability(object_store: ObjectStore) -> None:
     assert response.content == data
     put_url = await object_store.sign_url("s/upload.txt", "PUT", timedelta(minutes=5))
     assert put_url.url and put_url.url != signed.url
+
+
+async def test_reconciliation_snapshot_is_what_the_backend_lists(object_store: ObjectStore) -> None:
+    """Storage is billed from this snapshot (services/storage/reconcile.py): the bytes of the
+    objects that exist now, whatever writes, overwrites, deletes and failed uploads came before."""
+    from services.storage.reconcile import snapshot
+
+    await put(object_store, "snap/a", pattern(1000))
+    await put(object_store, "snap/b", pattern(5000))
+    await put(object_store, "snap/a", pattern(300))  # overwrite: only the new size counts
+    await put(object_store, "snap/c", pattern(700))
+    await object_store.delete("snap/c")
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield pattern(4096)
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        await object_store.put("snap/d", failing(), content_type="x/y", user_metadata={})
+    stored, _ = await snapshot(object_store)
+    assert stored == 300 + 5000

@@ -326,3 +326,24 @@ async def test_an_event_the_server_refuses_is_set_aside_not_lost(settings: MeshS
     dead = spool_rows(recorder.path, "dead_letters")
     assert [i for i, _ in dead] == ["bad-1"]
     assert metering_pb2.UsageEvent.FromString(dead[0][1]) == bad
+
+
+async def test_delivered_waits_for_what_was_spooled_before_not_after(settings: MeshSettings) -> None:
+    """The storage reconciler's barrier: it returns once the events spooled before the call are
+    acknowledged, even while newer events keep arriving (it never waits for an empty spool)."""
+    recorder = fast(SpoolingUsageRecorder(settings, "storage", flush_interval=30, batch_size=1000))
+    await recorder.start()
+    try:
+        await record_n(recorder, 1, 5)
+        with pytest.raises(TimeoutError):  # no MeteringService yet: nothing is acknowledged
+            async with asyncio.timeout(0.5):
+                await recorder.delivered()
+        async with metering_server(settings):
+            barrier = asyncio.create_task(recorder.delivered())
+            await record_n(recorder, 6, 3)  # after the barrier: not waited for
+            async with asyncio.timeout(10):
+                await barrier
+            rows = await server_rows(settings)
+            assert all(rows.get(k) == v for k, v in expected(1, 5).items()), rows
+    finally:
+        await recorder.close()

@@ -3,6 +3,7 @@ with the same code. Implements UsageStore and PricePlanStore."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -24,6 +25,20 @@ from services.metering.adapters.sql_tables import (
 from services.metering.model import MeterPrice, PricePlan
 from services.metering.periods import to_us
 from services.metering.ports import AggregateRow
+
+# Arrays in, one INSERT ... SELECT: far fewer round trips and parse steps than executemany.
+_PG_INSERT = (
+    "WITH ins AS (INSERT INTO usage_events"
+    " (id, source, type, subject, time_us, value, dimensions, recorded_at_us)"
+    " SELECT i, s, t, j, tu, v, d::json, $8 FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]"
+    ") AS u(i, s, t, j, tu, v, d) ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+)
+_SQLITE_INSERT = (
+    "INSERT OR IGNORE INTO usage_events"
+    " (id, source, type, subject, time_us, value, dimensions, recorded_at_us)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _int(value: Any) -> int:
@@ -66,30 +81,20 @@ class SqlMeteringStore:
         if not events:
             return 0
         now = time.time_ns() // 1000
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, tuple[str, str, str, str, int, int, str, int]] = {}
         for e in events:
-            rows.setdefault(
-                e.id,
-                {
-                    "id": e.id,
-                    "source": e.source,
-                    "type": e.type,
-                    "subject": e.subject,
-                    "time_us": to_us(e.time),
-                    "value": e.value,
-                    "dimensions": dict(e.dimensions),
-                    "recorded_at_us": now,
-                },
-            )
-        stmt = (
-            self._insert(usage_events)
-            .on_conflict_do_nothing(index_elements=[usage_events.c.id])
-            .returning(usage_events.c.id)
-        )
+            if e.id not in rows:
+                dims = json.dumps(dict(e.dimensions), separators=(",", ":"))
+                rows[e.id] = (e.id, e.source, e.type, e.subject, to_us(e.time), e.value, dims, now)
+        # One statement, one transaction per batch: the durable ingest rate is set by this
+        # (tests/bench section "ingest"); ids already stored are skipped, not errors.
         async with self._engine.begin() as conn:
-            result = await conn.execute(stmt, list(rows.values()))
-            # RETURNING yields only the rows actually inserted.
-            return len(result.all())
+            if self._dialect == "postgresql":
+                columns = [list(c) for c in zip(*rows.values(), strict=True)]
+                result = await conn.exec_driver_sql(_PG_INSERT, (*columns[:7], now))
+                return int(result.scalar_one())
+            result = await conn.exec_driver_sql(_SQLITE_INSERT, list(rows.values()))
+            return max(0, result.rowcount)
 
     def _range(self, tenant_id: str, meter: str, start_us: int, end_us: int) -> list[sa.ColumnElement[bool]]:
         t = usage_events.c

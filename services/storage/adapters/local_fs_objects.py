@@ -18,7 +18,13 @@ Writes stream into a temp file (bounded memory, sha256 computed on the way), fsy
 index transaction renames the file into place and switches the key to the new version; the old
 version is unlinked after the commit. A failed or cancelled upload leaves nothing behind and the
 previous version intact. Reads open the version file once, so a concurrent overwrite or delete
-never tears a download. Leftovers of a crash (temp files older than a day) are swept on open.
+never tears a download. Leftovers of a crash are swept on open and by `sweep_orphans` (run
+periodically by StorageService's reconciler): temp files, and blobs no index row names (renamed
+into place by a process killed before its index commit). Only files older than the orphan age
+(MAKOTO_STORAGE_ORPHAN_AGE_SECONDS) go: an upload in flight writes its temp file far more often
+than that (Envoy bounds a whole request to 300 s), and a blob's index commit follows its rename
+at once; the blob check also runs on the index's thread, so this process's own commits never
+interleave with it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
+
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -50,7 +58,14 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.storage.paging import decode_page_token, encode_page_token, prefix_upper_bound, scope_of
-from services.storage.ports import ObjectCapabilities, ObjectInfo, ObjectPage, SignedUrl, SignMethod
+from services.storage.ports import (
+    ObjectCapabilities,
+    ObjectInfo,
+    ObjectPage,
+    OrphanSweep,
+    SignedUrl,
+    SignMethod,
+)
 from services.storage.sqlite_thread import SqliteThread, transaction
 
 if TYPE_CHECKING:
@@ -59,6 +74,7 @@ if TYPE_CHECKING:
     from services.storage.registry import AdapterContext
 
 T = TypeVar("T")
+log = structlog.get_logger("makoto.storage.localfs")
 
 READ_CHUNK = 256 * 1024
 # Small client chunks are gathered up to this size before one write in the I/O pool.
@@ -228,11 +244,14 @@ class _Dirs:
 class LocalFsObjectStore:
     """One tenant's objects under <tenants_dir>/<tenant_id>/objects."""
 
-    def __init__(self, tenants_dir: Path, tenant_id: str) -> None:
+    def __init__(
+        self, tenants_dir: Path, tenant_id: str, orphan_age_seconds: float = TMP_MAX_AGE_SECONDS
+    ) -> None:
         if not tenant_id or "/" in tenant_id or tenant_id in (".", "..") or "\x00" in tenant_id:
             raise ValueError("invalid tenant id for a directory name")
         self._tenants_dir = tenants_dir
         self._tenant_id = tenant_id
+        self._orphan_age = orphan_age_seconds
         self._dirs: _Dirs | None = None
         self._db: SqliteThread | None = None
 
@@ -267,7 +286,7 @@ class LocalFsObjectStore:
                     raise _integrity_error()
             except FileNotFoundError:
                 pass
-            _sweep_tmp(tmp)
+            _sweep_tmp(tmp, self._orphan_age)
         except BaseException:
             for fd in opened:
                 _close_quietly(fd)
@@ -285,6 +304,7 @@ class LocalFsObjectStore:
         await db.open()
         await db.run(lambda conn: conn.execute(_SCHEMA))
         self._db = db
+        await self.sweep_orphans()
 
     async def provision(self) -> None:
         if self._db is None:
@@ -511,6 +531,21 @@ class LocalFsObjectStore:
             metadata={"capability": "sign_url", "backend": "local"},
         )
 
+    async def sweep_orphans(self, min_age_seconds: float | None = None) -> OrphanSweep:
+        """Remove orphan temp files and unindexed blobs older than the orphan age."""
+        dirs, db = self._ready()
+        age = self._orphan_age if min_age_seconds is None else min_age_seconds
+
+        def sweep(conn: sqlite3.Connection) -> OrphanSweep:
+            tmp_files, tmp_bytes = _sweep_tmp(dirs.tmp, age)
+            blob_files, blob_bytes = _sweep_blobs(conn, dirs.blobs, age)
+            return OrphanSweep(tmp_files, tmp_bytes, blob_files, blob_bytes)
+
+        swept = await db.run(sweep)
+        if swept.files:
+            log.info("orphans swept", tenant_id=self._tenant_id, **swept.as_log())
+        return swept
+
 
 def _select(conn: sqlite3.Connection, key: str) -> _Row | None:
     row: _Row | None = conn.execute(
@@ -565,19 +600,48 @@ def _unlink_version(blobs_fd: int, version: str) -> None:
         _close_quietly(shard)
 
 
-def _sweep_tmp(tmp_fd: int) -> None:
-    """Remove temp files a crashed process left (older than a day: never a live upload)."""
-    cutoff = time.time() - TMP_MAX_AGE_SECONDS
+def _sweep_tmp(tmp_fd: int, min_age: float) -> tuple[int, int]:
+    """Remove temp files older than min_age (a crashed or killed upload's); (files, bytes)."""
+    cutoff = time.time() - min_age
+    files = size = 0
     for entry in os.scandir(tmp_fd):
         try:
-            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            info = entry.stat(follow_symlinks=False)
+            if info.st_mtime < cutoff:
                 os.unlink(entry.name, dir_fd=tmp_fd)
+                files, size = files + 1, size + info.st_size
         except OSError:
             pass
+    return files, size
+
+
+def _sweep_blobs(conn: sqlite3.Connection, blobs_fd: int, min_age: float) -> tuple[int, int]:
+    """Remove version files older than min_age that no index row names; (files, bytes)."""
+    cutoff = time.time() - min_age
+    indexed = {str(v) for (v,) in conn.execute("SELECT version FROM objects")}
+    files = size = 0
+    for shard in os.scandir(blobs_fd):
+        if not shard.is_dir(follow_symlinks=False):
+            continue
+        shard_fd = os.open(shard.name, _DIR_FLAGS, dir_fd=blobs_fd)
+        try:
+            for entry in os.scandir(shard_fd):
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if entry.name not in indexed and info.st_mtime < cutoff:
+                        os.unlink(entry.name, dir_fd=shard_fd)
+                        files, size = files + 1, size + info.st_size
+                except OSError:
+                    pass
+        finally:
+            _close_quietly(shard_fd)
+    return files, size
 
 
 async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> LocalFsObjectStore:
     """Registry factory: objects under <data_dir>/tenants/<tenant_id>/objects."""
-    store = LocalFsObjectStore(ctx.settings.data_dir / "tenants", ctx.tenant_id)
+    store = LocalFsObjectStore(
+        ctx.settings.data_dir / "tenants", ctx.tenant_id, ctx.settings.storage_orphan_age_seconds
+    )
     await store.open()
     return store

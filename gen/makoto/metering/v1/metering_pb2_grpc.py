@@ -84,7 +84,8 @@ class MeteringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryUsage(self, request, context):
-        """Aggregates a tenant's usage of one meter.
+        """Aggregates a tenant's usage of one meter (StorageService reads the storage_bytes balance
+        when it reconciles).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
