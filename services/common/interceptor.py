@@ -39,6 +39,7 @@ from services.common.identity import Principal, Role, reset_principal, set_princ
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
+from services.common.token_state import TokenState
 from services.common.usage import API_CALLS, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
@@ -150,8 +151,11 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         recorder: UsageRecorder | None,
         deadlines: deadline.DeadlinePolicy | None = None,
         rate_limiter: ApiRateLimiter | None = None,
+        token_state: TokenState | None = None,
     ) -> None:
         self._service = service_name
+        # Revoked tokens, removed users, revoked API keys (None: not checked).
+        self._token_state = token_state
         # Every call runs under a deadline: the client's (capped) or the service default.
         self._deadlines = deadlines or deadline.DeadlinePolicy()
         self._verifier = verifier
@@ -215,16 +219,23 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _authenticate(self, state: CallState, metadata: Any) -> Principal:
+    def _authenticate(self, state: CallState, metadata: Any) -> Principal | None:
         if state.policy is None:
             # Fail closed: a method nobody wrote a policy for is not callable.
             raise PermissionDenied("method not permitted")
+        if state.policy.public:
+            return None
         token = _bearer(metadata)
         if token is None:
             raise Unauthenticated("missing bearer token")
         principal = self._verifier.verify(token)
         if principal.role not in state.policy.roles:
             raise PermissionDenied(f"role {principal.role} may not call this method")
+        if principal.methods and state.method.lstrip("/").replace("/", ".") not in principal.methods:
+            # An API key scoped to some methods: its tokens call nothing else.
+            raise PermissionDenied(
+                "this token is not allowed to call this method", reason="METHOD_NOT_ALLOWED"
+            )
         state.principal = principal
         state.tenant_id = principal.tenant_id
         return principal
@@ -232,7 +243,11 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     def _check_message(self, state: CallState, message: Message) -> None:
         policy = state.policy
         principal = state.principal
-        assert policy is not None and principal is not None
+        assert policy is not None
+        if policy.public:
+            validate_message(message)
+            return
+        assert principal is not None
         if policy.tenant_field:
             requested = _field(message, policy.tenant_field)
             if requested is not None and requested != "":
@@ -412,6 +427,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             )
             try:
                 principal = me._authenticate(state, metadata)
+                if principal is not None and me._token_state is not None:
+                    await me._token_state.check(principal)
                 token = set_principal(principal)
                 if streaming_in:
                     request_or_iter = checked_requests(state, request_or_iter, context, True)
@@ -453,6 +470,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             deadline_token = deadline.start(me._deadlines.effective(context.time_remaining(), streaming=True))
             try:
                 principal = me._authenticate(state, metadata)
+                if principal is not None and me._token_state is not None:
+                    await me._token_state.check(principal)
                 token = set_principal(principal)
                 if streaming_in:
                     request_or_iter = checked_requests(state, request_or_iter, context, False)

@@ -20,6 +20,8 @@ class MethodPolicy:
     metered: bool = True
     # Rate-limit class on top of the tenant's overall API rate: "reads", "writes", "llm" or None.
     rate_class: str | None = None
+    # Callable without a token (the servicer authenticates the request by what it carries).
+    public: bool = False
 
 
 def tenant_rpc(
@@ -59,6 +61,12 @@ def internal_rpc(tenant_field: str | None = None) -> MethodPolicy:
         cross_tenant_roles=frozenset({Role.SERVICE}),
         metered=False,
     )
+
+
+def public_rpc() -> MethodPolicy:
+    """No bearer token: the request carries its own credential (an API key being exchanged).
+    Still logged, validated and deadline-bound; never metered (no tenant is known up front)."""
+    return MethodPolicy(roles=frozenset(), tenant_field=None, metered=False, public=True)
 
 
 # Public without a token: health and reflection (operators use grpcurl).

@@ -23,6 +23,7 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing
+from services.common.token_state import TokenState
 from services.common.usage import DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.server")
@@ -51,6 +52,9 @@ class ServerSpec:
     recorder: UsageRecorder | None = None
     # The tenant API rate-limit step (None: no API rate limits on this server).
     rate_limiter: ApiRateLimiter | None = None
+    # The revocation store; None: one made from the settings (servers that write to it, such as
+    # TenantService, pass the instance they share with their servicer).
+    token_state: TokenState | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -73,6 +77,16 @@ class _ReflectionPool:
             return self._pool.FindMethodByName(symbol).containing_service.file
 
 
+def token_state_for(settings: MeshSettings) -> TokenState:
+    return TokenState(
+        settings.redis_url or None,
+        prefix=settings.redis_prefix,
+        max_token_ttl_seconds=settings.max_token_ttl_seconds,
+        cache_seconds=settings.token_state_cache_seconds,
+        fail_closed=settings.token_state_fail_closed,
+    )
+
+
 def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -87,7 +101,13 @@ async def run_server(
     """Run until SIGTERM/SIGINT (or stop_event); then drain in-flight calls and stop."""
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name)
-    verifier = JwtVerifier(settings.jwt_providers())
+    verifier = JwtVerifier(
+        settings.jwt_providers(),
+        service=spec.name,
+        max_ttl_seconds=settings.max_token_ttl_seconds,
+        max_service_ttl_seconds=settings.max_service_token_ttl_seconds,
+    )
+    token_state = spec.token_state or token_state_for(settings)
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     makoto = MakotoInterceptor(
         service_name=spec.name,
@@ -98,6 +118,7 @@ async def run_server(
             spec.name, settings.deadline_default_seconds, settings.deadline_max_seconds
         ),
         rate_limiter=spec.rate_limiter,
+        token_state=token_state,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         makoto,
@@ -159,6 +180,7 @@ async def run_server(
             log.exception("shutdown hook failed")
     if spec.recorder is not None:
         await spec.recorder.close()
+    await token_state.close()
     log.info("stopped", service=spec.name)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 # Public services Envoy routes and transcodes, keyed by cluster name.
@@ -32,6 +33,9 @@ class Access(StrEnum):
     ADMIN = "admin"
     # Never routed from outside.
     INTERNAL = "internal"
+    # No token needed at Envoy (the API-key exchange: the key is the credential); the service
+    # still checks what the request carries.
+    PUBLIC = "public"
 
 
 ACCESS: dict[str, Access] = {
@@ -47,6 +51,12 @@ ACCESS: dict[str, Access] = {
     "makoto.tenant.v1.TenantService.InviteUser": Access.TENANT_OR_ADMIN,
     "makoto.tenant.v1.TenantService.ListUsers": Access.TENANT_OR_ADMIN,
     "makoto.tenant.v1.TenantService.RemoveUser": Access.TENANT_OR_ADMIN,
+    # API keys under /api/v1/auth/: managed by the tenant's admins (and the operator); the
+    # exchange of a key for a token is the one route without a token.
+    "makoto.tenant.v1.TenantService.CreateApiKey": Access.TENANT_OR_ADMIN,
+    "makoto.tenant.v1.TenantService.ListApiKeys": Access.TENANT_OR_ADMIN,
+    "makoto.tenant.v1.TenantService.RevokeApiKey": Access.TENANT_OR_ADMIN,
+    "makoto.tenant.v1.TenantService.ExchangeApiKey": Access.PUBLIC,
     # StorageService: tenant data, the tenant's own callers only.
     "makoto.storage.v1.StorageService.UploadObject": Access.TENANT,
     "makoto.storage.v1.StorageService.PutObjectContent": Access.TENANT,
@@ -94,6 +104,8 @@ class Method:
     tenant_field: str | None
     client_streaming: bool
     server_streaming: bool
+    # The REST path(s) of a PUBLIC method, exempted from jwt_authn by exact match.
+    rest_paths: tuple[str, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -168,6 +180,13 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                     tenant_field = find_tenant_field(messages, m.input_type)
                     if tenant_field is None:
                         raise ValueError(f"{full} is tenant-scoped but its request has no tenant_id")
+                rest_paths: tuple[str, ...] = ()
+                if access is Access.PUBLIC:
+                    rule = m.options.Extensions[annotations_pb2.http]
+                    path = getattr(rule, rule.WhichOneof("pattern") or "get")
+                    if not path or "{" in path:
+                        raise ValueError(f"{full} is public and needs a fixed REST path")
+                    rest_paths = (path,)
                 out.append(
                     Method(
                         cluster=cluster,
@@ -177,6 +196,7 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                         tenant_field=tenant_field,
                         client_streaming=m.client_streaming,
                         server_streaming=m.server_streaming,
+                        rest_paths=rest_paths,
                     )
                 )
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.common.identity import Role
-from services.common.policy import MethodPolicy, admin_rpc, internal_rpc, tenant_rpc
+from services.common.policy import MethodPolicy, admin_rpc, internal_rpc, public_rpc, tenant_rpc
 
 _T = "/makoto.tenant.v1.TenantService/"
 _D = "/makoto.tenant.v1.TenantDirectoryService/"
@@ -21,5 +21,10 @@ POLICIES: dict[str, MethodPolicy] = {
     # Managing users: tenant-admin of that tenant, or platform-admin; members are refused.
     _T + "InviteUser": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
     _T + "RemoveUser": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    # API keys: managed like users (tenant-admin of the tenant, or platform-admin).
+    _T + "CreateApiKey": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    _T + "ListApiKeys": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    _T + "RevokeApiKey": tenant_rpc(admin_reads=True, roles=frozenset({Role.TENANT_ADMIN})),
+    _T + "ExchangeApiKey": public_rpc(),
     _D + "ResolveTenant": internal_rpc(tenant_field="tenant_id"),
 }

@@ -96,7 +96,7 @@ async def server(
 
     async def build(s: MeshSettings) -> ServerSpec:
         return ServerSpec(
-            name="test",
+            name="storage",
             port=s.storage_port,
             registrations=[
                 Registration(
@@ -131,7 +131,7 @@ async def test_valid_call_sees_principal_and_is_metered(server: Any, settings: M
             "meter": "api_calls",
             "tenant": "acme",
             "value": 1,
-            "service": "test",
+            "service": "storage",
             "method": "GetItem",
             "status": "OK",
         }
