@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from services.cli_api import limits_app, plans_app
+from services.cli_audit import audit_app
 from services.common.config import MeshSettings
 from services.common.identity import Role, service_audience
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(limits_app, name="limits")
 app.add_typer(plans_app, name="plans")
+app.add_typer(audit_app, name="audit")
 
 
 HomeOption = Annotated[

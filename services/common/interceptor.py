@@ -40,7 +40,7 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.token_state import TokenState
-from services.common.usage import API_CALLS, PLATFORM_PAYER, DurabilityGate, UsageRecorder
+from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
 _tracer = trace.get_tracer("makoto.rpc")
@@ -117,6 +117,35 @@ def validate_message(message: Message) -> None:
         raise InvalidArgument(f"invalid request: {summary}", field_violations=violations) from exc
 
 
+# Request fields that name what a call touches inside its tenant (names and ids only: never
+# contents, secrets or prompts), in the order they appear in the audit log's `resource`.
+_RESOURCE_FIELDS = (
+    "collection",
+    "partition_key",
+    "sort_key",
+    "key",
+    "prefix",
+    "user_id",
+    "key_id",
+    "month",
+    "model",
+)
+
+
+def audit_resource(message: Message) -> str:
+    parts: list[str] = []
+    for holder in (message, getattr(message, "header", None)):
+        if not isinstance(holder, Message):
+            continue
+        names = {f.name for f in holder.DESCRIPTOR.fields}
+        for name in _RESOURCE_FIELDS:
+            if name in names:
+                value = getattr(holder, name)
+                if isinstance(value, str) and value:
+                    parts.append(f"{name}={value}")
+    return ",".join(parts)[:256]
+
+
 class UsageNotRecorded(Unavailable):
     reason = "USAGE_SPOOL_UNAVAILABLE"
     default_retry_after = 5.0
@@ -125,7 +154,18 @@ class UsageNotRecorded(Unavailable):
 class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
-    __slots__ = ("authorized", "code", "ended", "metered", "method", "policy", "principal", "tenant_id")
+    __slots__ = (
+        "authorized",
+        "code",
+        "ended",
+        "metered",
+        "method",
+        "policy",
+        "principal",
+        "requested_tenant",
+        "resource",
+        "tenant_id",
+    )
 
     def __init__(self, method: str, policy: MethodPolicy | None) -> None:
         self.method = method
@@ -139,6 +179,10 @@ class CallState:
         self.authorized = False
         # Set once the api_calls record was attempted (it is attempted at most once).
         self.metered = False
+        # The tenant the request names (also when the call was refused for it), and what it
+        # names inside the tenant: both go to the audit log.
+        self.requested_tenant: str | None = None
+        self.resource = ""
 
 
 class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -229,6 +273,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         if token is None:
             raise Unauthenticated("missing bearer token")
         principal = self._verifier.verify(token)
+        state.principal = principal  # known from here on, so a refusal below is audited too
         if principal.role not in state.policy.roles:
             raise PermissionDenied(f"role {principal.role} may not call this method")
         if principal.methods and state.method.lstrip("/").replace("/", ".") not in principal.methods:
@@ -248,9 +293,12 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             validate_message(message)
             return
         assert principal is not None
+        if not state.resource:
+            state.resource = audit_resource(message)
         if policy.tenant_field:
             requested = _field(message, policy.tenant_field)
             if requested is not None and requested != "":
+                state.requested_tenant = requested
                 if principal.role not in policy.cross_tenant_roles and requested != principal.tenant_id:
                     raise PermissionDenied("token is not valid for this tenant")
                 state.tenant_id = requested
@@ -346,6 +394,31 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 await self._meter(state)
             except Exception:  # the call already failed; its record is best effort
                 log.exception("usage record failed", method=state.method)
+        await self._audit(state)
+
+    async def _audit(self, state: CallState) -> None:
+        """One audit event per decision on a tenant's data or configuration, allowed or refused,
+        under the tenant the request named. Services' own calls are plumbing, not decisions."""
+        principal = state.principal
+        tenant = state.requested_tenant or state.tenant_id
+        if self._recorder is None or principal is None or not tenant or principal.role == Role.SERVICE:
+            return
+        try:
+            await self._recorder.record(
+                meter=AUDIT,
+                tenant_id=tenant,
+                value=1,
+                dimensions={
+                    "principal": principal.subject[:256],
+                    "role": str(principal.role),
+                    "method": state.method.lstrip("/").replace("/", "."),
+                    "resource": state.resource,
+                    "outcome": state.code.name,
+                    **({"api_key_id": principal.api_key_id} if principal.api_key_id else {}),
+                },
+            )
+        except Exception:  # the answer is already decided; a lost audit event is logged loudly
+            log.exception("audit record failed", method=state.method, tenant_id=tenant)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:

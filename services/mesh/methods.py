@@ -88,6 +88,7 @@ ACCESS: dict[str, Access] = {
     "makoto.metering.v1.MeteringService.SetPricePlan": Access.ADMIN,
     "makoto.metering.v1.MeteringService.GetTenantLimits": Access.TENANT_OR_ADMIN,
     "makoto.metering.v1.MeteringService.SetTenantLimits": Access.ADMIN,
+    "makoto.metering.v1.MeteringService.ListAuditRecords": Access.TENANT_OR_ADMIN,
 }
 
 # Reads that are safe to retry when the upstream was unavailable or reset the stream.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.common.identity import Role
 from services.common.policy import MethodPolicy, admin_rpc, internal_rpc, tenant_rpc
 
 SERVICE = "makoto.metering.v1.MeteringService"
@@ -17,4 +18,8 @@ POLICIES: dict[str, MethodPolicy] = {
     # Tenants read their own limits; the LLM and storage services read any tenant's.
     f"/{SERVICE}/GetTenantLimits": tenant_rpc(admin_reads=True, service_reads=True, rate_class="reads"),
     f"/{SERVICE}/SetTenantLimits": admin_rpc("tenant_id"),
+    # The audit log: the tenant's admins and the platform operator.
+    f"/{SERVICE}/ListAuditRecords": tenant_rpc(
+        admin_reads=True, roles=frozenset({Role.TENANT_ADMIN}), rate_class="reads"
+    ),
 }

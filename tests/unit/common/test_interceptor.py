@@ -20,6 +20,7 @@ from services.common.errors import Aborted, ResourceExhausted
 from services.common.identity import Role, current_principal
 from services.common.policy import stream_tenant_rpc, tenant_rpc
 from services.common.server import Registration, ServerSpec
+from services.common.usage import AUDIT
 from tests.support import bearer, client_stream, forge_token, running_server
 
 SVC = "/makoto.storage.v1.StorageService/"
@@ -29,6 +30,7 @@ class Recorder:
     """In-memory UsageRecorder: a real implementation of the port, for assertions."""
 
     def __init__(self) -> None:
+        self.audit: list[dict[str, str]] = []
         self.events: list[dict[str, Any]] = []
 
     async def start(self) -> None:
@@ -44,6 +46,9 @@ class Recorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
+        if meter == AUDIT:  # audit events are kept apart: tests count usage in `events`
+            self.audit.append({"tenant": tenant_id, **(dimensions or {})})
+            return
         self.events.append({"meter": meter, "tenant": tenant_id, "value": value, **(dimensions or {})})
 
     async def close(self) -> None:
@@ -185,6 +190,11 @@ async def test_other_tenant_and_wrong_role_are_denied(server: Any, settings: Mes
             await stub.GetItem(get("acme"), metadata=bearer(settings, role))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert recorder.events == []
+    # Not billed, but audited: under the tenant the request named, with who tried what.
+    [refused] = recorder.audit
+    assert refused["tenant"] == "globex" and refused["outcome"] == "PERMISSION_DENIED"
+    assert refused["method"] == "makoto.storage.v1.StorageService.GetItem" and refused["role"] == "member"
+    assert refused["resource"] == "collection=c,partition_key=p,sort_key=s"
 
 
 async def test_validation_gives_field_violations(server: Any, settings: MeshSettings) -> None:
