@@ -27,12 +27,14 @@ from services.common.dev_issuer import mint_token
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
+    MakotoError,
     NotFound,
     PermissionDenied,
     Unauthenticated,
 )
 from services.common.identity import API_KEY_CLAIM, METHODS_CLAIM, Role
 from services.common.token_state import TokenState
+from services.common.usage import AUDIT, UsageRecorder
 from services.tenant.model import State, UserRole
 from services.tenant.schema import api_keys
 from services.tenant.tenants import TenantManager
@@ -92,12 +94,39 @@ def parse_key(raw: str) -> tuple[str, str]:
 
 class ApiKeyManager:
     def __init__(
-        self, engine: AsyncEngine, tenants: TenantManager, settings: MeshSettings, token_state: TokenState
+        self,
+        engine: AsyncEngine,
+        tenants: TenantManager,
+        settings: MeshSettings,
+        token_state: TokenState,
+        recorder: UsageRecorder | None = None,
     ) -> None:
         self._engine = engine
         self._tenants = tenants
         self._settings = settings
         self._token_state = token_state
+        # Exchanges are audited here: the interceptor sees no principal on that public call.
+        self._recorder = recorder
+
+    async def _audit(self, record: ApiKeyRecord, outcome: str) -> None:
+        if self._recorder is None:
+            return
+        try:
+            await self._recorder.record(
+                meter=AUDIT,
+                tenant_id=record.tenant_id,
+                value=1,
+                dimensions={
+                    "principal": f"apikey:{record.key_id}",
+                    "role": str(_ROLES[record.role]),
+                    "method": "makoto.tenant.v1.TenantService.ExchangeApiKey",
+                    "resource": f"key_id={record.key_id}",
+                    "outcome": outcome,
+                    "api_key_id": record.key_id,
+                },
+            )
+        except Exception:
+            log.exception("audit record failed", key_id=record.key_id)
 
     async def create(
         self,
@@ -217,14 +246,25 @@ class ApiKeyManager:
         expected = found[1] if found is not None else "0" * 64
         if not hmac.compare_digest(_digest(secret), expected) or found is None:
             log.warning("api key refused", key_id=key_id, why="unknown key or wrong secret")
+            if found is not None:  # a wrong secret for a real key: the tenant should know
+                await self._audit(found[0], "UNAUTHENTICATED")
             raise Unauthenticated("invalid API key", reason="API_KEY_INVALID")
         record = found[0]
+        try:
+            issued = await self._issue(record)
+        except MakotoError as exc:
+            log.warning("api key refused", key_id=key_id, tenant_id=record.tenant_id, why=exc.reason)
+            await self._audit(record, exc.code.name)
+            raise
+        await self._audit(record, "OK")
+        return issued
+
+    async def _issue(self, record: ApiKeyRecord) -> IssuedToken:
+        key_id = record.key_id
         now = datetime.now(UTC)
         if record.revoke_time is not None:
-            log.warning("api key refused", key_id=key_id, tenant_id=record.tenant_id, why="revoked")
             raise Unauthenticated("API key revoked", reason="API_KEY_REVOKED")
         if record.expire_time <= now:
-            log.warning("api key refused", key_id=key_id, tenant_id=record.tenant_id, why="expired")
             raise Unauthenticated("API key expired", reason="API_KEY_EXPIRED")
         tenant = await self._tenants.get(record.tenant_id)
         if tenant.state == State.SUSPENDED:

@@ -70,7 +70,7 @@ async def build(
                 TenantService(
                     tenants,
                     UserManager(tenants, identity, token_state),
-                    ApiKeyManager(engine, tenants, settings, token_state),
+                    ApiKeyManager(engine, tenants, settings, token_state, recorder),
                 ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),
