@@ -65,6 +65,9 @@ class TokenState:
         self._fail_closed = fail_closed
         # token id -> monotonic time it was last found standing
         self._ok: OrderedDict[str, float] = OrderedDict()
+        # token id -> why it was refused: a refusal is final, so a replayed revoked token costs
+        # no Redis round trip.
+        self._refused: OrderedDict[str, str] = OrderedDict()
         self._down_until = 0.0
 
     @property
@@ -86,6 +89,9 @@ class TokenState:
         if self._redis is None:
             return
         cache_key = principal.token_id or principal.token
+        refused = self._refused.get(cache_key)
+        if refused is not None:
+            raise TokenRevoked(refused)
         now = time.monotonic()
         seen = self._ok.get(cache_key)
         if seen is not None and now - seen < self._cache_seconds:
@@ -108,13 +114,15 @@ class TokenState:
             if value is not None:
                 self._ok.pop(cache_key, None)
                 what = key[len(self._prefix) :].split(":", 1)[0]
-                raise TokenRevoked(
-                    {
-                        "jti": "token revoked",
-                        "user": "user no longer belongs to the tenant",
-                        "key": "API key revoked",
-                    }[what]
-                )
+                why = {
+                    "jti": "token revoked",
+                    "user": "user no longer belongs to the tenant",
+                    "key": "API key revoked",
+                }[what]
+                self._refused[cache_key] = why
+                if len(self._refused) > _CACHE_SIZE:
+                    self._refused.popitem(last=False)
+                raise TokenRevoked(why)
         self._ok[cache_key] = now
         self._ok.move_to_end(cache_key)
         if len(self._ok) > _CACHE_SIZE:
