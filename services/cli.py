@@ -13,9 +13,10 @@ from typing import Annotated
 import typer
 
 from services.cli_api import limits_app, plans_app
+from services.cli_audit import audit_app
 from services.cli_ops import invoice, tenants_app, usage
 from services.common.config import MeshSettings
-from services.common.identity import Role
+from services.common.identity import Role, service_audience
 
 app = typer.Typer(
     help="MAKOTO platform mesh: Tenant, Storage, LLM and Metering services behind Envoy.",
@@ -27,6 +28,7 @@ app.add_typer(plans_app, name="plans")
 app.add_typer(tenants_app, name="tenants")
 app.command("usage")(usage)
 app.command("invoice")(invoice)
+app.add_typer(audit_app, name="audit")
 
 
 HomeOption = Annotated[
@@ -77,7 +79,13 @@ def token(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Tenant claim (tenant-admin, member)")
     ] = None,
-    ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds")] = 3600,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", help="Lifetime in seconds (default: the role's maximum)")
+    ] = None,
+    for_service: Annotated[
+        list[str] | None,
+        typer.Option("--for-service", help="Service a `service` token is for (repeatable)"),
+    ] = None,
     features: Annotated[str, typer.Option("--features", help="Comma-separated feature claims")] = "",
     subject: Annotated[str | None, typer.Option("--subject", help="sub claim")] = None,
     home: HomeOption = None,
@@ -88,14 +96,21 @@ def token(
     the_role = Role(role.value)
     if the_role in (Role.TENANT_ADMIN, Role.MEMBER) and not tenant:
         raise typer.BadParameter(f"--role {the_role} needs --tenant", param_hint="--tenant")
+    if the_role == Role.SERVICE and not for_service:
+        raise typer.BadParameter("--role service needs --for-service", param_hint="--for-service")
+    settings = _settings(home)
     feature_list = [f.strip() for f in features.split(",") if f.strip()]
+    longest = (
+        settings.max_service_token_ttl_seconds if the_role == Role.SERVICE else settings.max_token_ttl_seconds
+    )
     jwt = mint_token(
-        _settings(home),
+        settings,
         role=the_role,
         tenant_id=tenant,
         subject=subject,
         features=feature_list or None,
-        ttl_seconds=ttl,
+        ttl_seconds=ttl or longest,
+        audience=[service_audience(settings.audience, s) for s in for_service] if for_service else None,
     )
     typer.echo(jwt)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key, mint_token
-from services.common.identity import Role
+from services.common.identity import Role, service_audience
 from services.common.server import ServerSpec, run_server
 
 
@@ -48,7 +48,13 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
 def bearer(
     settings: MeshSettings, role: Role | str, tenant_id: str | None = None
 ) -> tuple[tuple[str, str], ...]:
-    token = mint_token(settings, role=Role(role), tenant_id=tenant_id)
+    # Service tokens are audience-bound: the helper's is addressed to every service.
+    audience = (
+        [service_audience(settings.audience, s) for s in ("tenant", "storage", "llm", "metering")]
+        if Role(role) == Role.SERVICE
+        else None
+    )
+    token = mint_token(settings, role=Role(role), tenant_id=tenant_id, audience=audience)
     return (("authorization", f"Bearer {token}"),)
 
 

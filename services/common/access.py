@@ -58,9 +58,13 @@ def _check(method: MethodDescriptor, rule: access_pb2.AccessRule) -> None:
     name = full_name(method)
     if any(r not in _ROLES for r in (*rule.roles, *rule.any_tenant)):
         raise AccessRuleError(f"{name}: ROLE_UNSPECIFIED or unknown role in its access rule")
-    if rule.internal:
+    if rule.internal and rule.public:
+        raise AccessRuleError(f"{name}: a rule is internal or public, not both")
+    if rule.internal or rule.public:
         if rule.roles or rule.any_tenant or rule.rate_class:
-            raise AccessRuleError(f"{name}: an internal rule names no roles and no rate class")
+            raise AccessRuleError(f"{name}: an internal or public rule names no roles and no rate class")
+        if rule.public and rule.tenant_field:
+            raise AccessRuleError(f"{name}: a public rule names no tenant_field (no token to check)")
     elif not rule.roles and not rule.any_tenant:
         raise AccessRuleError(f"{name}: its access rule lets nobody call")
     if rule.roles and not rule.tenant_field:
@@ -93,6 +97,8 @@ def policy_of(method: MethodDescriptor) -> MethodPolicy:
     are for role "service" (any tenant) and unmetered."""
     rule = rule_of(method)
     tenant_field = rule.tenant_field or None
+    if rule.public:
+        return MethodPolicy(roles=frozenset(), tenant_field=None, metered=False, public=True)
     if rule.internal:
         return MethodPolicy(
             roles=_SERVICE_ONLY, tenant_field=tenant_field, cross_tenant_roles=_SERVICE_ONLY, metered=False

@@ -45,6 +45,24 @@ class MeshSettings(BaseSettings):
     # Extra trusted issuers (JSON list of JwtProvider), e.g. a Cognito user pool.
     extra_jwt_providers: list[JwtProvider] = Field(default_factory=list)
 
+    # -- token lifecycle (services/common/jwt_verify.py, token_state.py) ------------------------
+    # Longest lifetime (exp - iat) accepted for user and operator tokens, at Envoy and in services.
+    max_token_ttl_seconds: int = Field(default=3600, ge=60)
+    # Longest lifetime accepted for `service` tokens (they are re-minted before they expire).
+    max_service_token_ttl_seconds: int = Field(default=300, ge=30)
+    # How long a replica trusts "this token is not revoked" before asking Redis again: it bounds
+    # how long a revoked token, a removed user or a revoked API key still gets through.
+    token_state_cache_seconds: float = Field(default=0.5, ge=0)
+    # While Redis (the revocation store) cannot be reached: refuse tokens (UNAVAILABLE) instead
+    # of accepting them unchecked. Off by default, like the limits, so Redis is no single point
+    # of failure for the whole data plane; the degraded state is logged and exported.
+    token_state_fail_closed: bool = False
+    # Lifetime of the token an API key is exchanged for (POST /api/v1/auth/token).
+    api_key_token_ttl_seconds: int = Field(default=900, ge=30)
+    # Keys a tenant may hold at once (revoked and expired ones excluded), and their longest life.
+    api_keys_per_tenant: int = Field(default=100, ge=1)
+    api_key_max_days: int = Field(default=365, ge=1)
+
     # Largest gRPC message a server accepts (bytes); object chunks are at most 1 MiB.
     max_message_bytes: int = 8 * 1024 * 1024
     # Seconds in-flight calls get to finish on SIGTERM.

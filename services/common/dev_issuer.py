@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from services.common.config import MeshSettings
-from services.common.identity import FEATURES_CLAIM, ROLE_CLAIM, TENANT_CLAIM, Role
+from services.common.identity import FEATURES_CLAIM, ROLE_CLAIM, TENANT_CLAIM, Role, service_audience
 
 
 def _kid(public_jwk: dict[str, str]) -> str:
@@ -69,12 +69,20 @@ def mint_token(
     tenant_id: str | None = None,
     subject: str | None = None,
     features: list[str] | None = None,
-    ttl_seconds: int = 3600,
-    audience: str | None = None,
+    ttl_seconds: int | None = None,
+    audience: str | list[str] | None = None,
+    extra_claims: dict[str, object] | None = None,
 ) -> str:
-    """Sign a platform JWT with the dev key."""
+    """Sign a platform JWT with the dev key. A `service` token needs `audience`: the service(s)
+    it is for (service_audience), since services refuse service tokens not addressed to them."""
     if role in (Role.TENANT_ADMIN, Role.MEMBER) and not tenant_id:
         raise ValueError(f"role {role} needs a tenant")
+    if role == Role.SERVICE and audience is None:
+        raise ValueError("a service token needs the audience of the service it calls")
+    if ttl_seconds is None:  # the longest the services accept for the role
+        ttl_seconds = (
+            settings.max_service_token_ttl_seconds if role == Role.SERVICE else settings.max_token_ttl_seconds
+        )
     pem, kid = _load_key(settings)
     now = int(time.time())
     claims: dict[str, object] = {
@@ -91,24 +99,33 @@ def mint_token(
         claims[TENANT_CLAIM] = tenant_id
     if features:
         claims[FEATURES_CLAIM] = features
+    claims.update(extra_claims or {})
     return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
 
 
 class ServiceTokenSource:
-    """Service-to-service identity: a short-lived `service` token, re-minted before it expires."""
+    """Service-to-service identity: a short-lived `service` token for one target service
+    (its audience), re-minted before it expires."""
 
-    def __init__(self, settings: MeshSettings, service_name: str, ttl_seconds: int = 600) -> None:
+    def __init__(
+        self, settings: MeshSettings, service_name: str, target: str, ttl_seconds: int | None = None
+    ) -> None:
         self._settings = settings
         self._name = service_name
-        self._ttl = ttl_seconds
+        self._target = target
+        self._ttl = ttl_seconds or settings.max_service_token_ttl_seconds
         self._token = ""
         self._expires = 0.0
 
     def token(self) -> str:
         now = time.time()
-        if now > self._expires - 60:
+        if now > self._expires - min(60, self._ttl / 4):
             self._token = mint_token(
-                self._settings, role=Role.SERVICE, subject=f"service:{self._name}", ttl_seconds=self._ttl
+                self._settings,
+                role=Role.SERVICE,
+                subject=f"service:{self._name}",
+                ttl_seconds=self._ttl,
+                audience=service_audience(self._settings.audience, self._target),
             )
             self._expires = now + self._ttl
         return self._token

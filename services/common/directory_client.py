@@ -103,7 +103,7 @@ class TenantDirectory:
         """The directory a data-plane service uses (call inside the running event loop)."""
         return cls(
             settings.tenant_directory_target or settings.address("tenant"),
-            ServiceTokenSource(settings, service),
+            ServiceTokenSource(settings, service, "tenant"),
             ttl_seconds=settings.directory_cache_ttl_seconds,
             push_ttl_seconds=settings.directory_push_ttl_seconds,
             max_stale_seconds=settings.directory_max_stale_seconds,

@@ -9,6 +9,14 @@ from enum import StrEnum
 TENANT_CLAIM = "custom:tenant_id"
 ROLE_CLAIM = "custom:role"
 FEATURES_CLAIM = "custom:features"
+API_KEY_CLAIM = "custom:api_key_id"
+METHODS_CLAIM = "custom:methods"
+
+
+def service_audience(audience: str, service: str) -> str:
+    """The `aud` of a service token meant for `service` (e.g. "makoto:metering"): a token minted
+    for one service is refused by every other one."""
+    return f"{audience}:{service}"
 
 
 class Role(StrEnum):
@@ -29,6 +37,13 @@ class Principal:
     features: frozenset[str] = field(default_factory=frozenset)
     # The raw bearer token, kept so a service can forward the caller's identity if needed.
     token: str = field(default="", repr=False)
+    # The token's `jti` (revocation is by token id) and its expiry (epoch seconds).
+    token_id: str = ""
+    expires_at: float = 0.0
+    # Set when the token was issued for an API key (`custom:api_key_id`): revoking the key ends it.
+    api_key_id: str = ""
+    # Methods an API-key token is limited to (empty: any method its role allows).
+    methods: frozenset[str] = field(default_factory=frozenset)
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("makoto_principal", default=None)

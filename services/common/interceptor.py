@@ -41,7 +41,8 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter, RateLimited
 from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.telemetry import otlp_requested
-from services.common.usage import API_CALLS, PLATFORM_PAYER, DurabilityGate, UsageRecorder
+from services.common.token_state import TokenState
+from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.rpc")
 _tracer = trace.get_tracer("makoto.rpc")
@@ -130,6 +131,35 @@ def validate_message(message: Message) -> None:
         raise InvalidArgument(f"invalid request: {summary}", field_violations=violations) from exc
 
 
+# Request fields that name what a call touches inside its tenant (names and ids only: never
+# contents, secrets or prompts), in the order they appear in the audit log's `resource`.
+_RESOURCE_FIELDS = (
+    "collection",
+    "partition_key",
+    "sort_key",
+    "key",
+    "prefix",
+    "user_id",
+    "key_id",
+    "month",
+    "model",
+)
+
+
+def audit_resource(message: Message) -> str:
+    parts: list[str] = []
+    for holder in (message, getattr(message, "header", None)):
+        if not isinstance(holder, Message):
+            continue
+        names = {f.name for f in holder.DESCRIPTOR.fields}
+        for name in _RESOURCE_FIELDS:
+            if name in names:
+                value = getattr(holder, name)
+                if isinstance(value, str) and value:
+                    parts.append(f"{name}={value}")
+    return ",".join(parts)[:256]
+
+
 class UsageNotRecorded(Unavailable):
     reason = "USAGE_SPOOL_UNAVAILABLE"
     default_retry_after = 5.0
@@ -138,7 +168,18 @@ class UsageNotRecorded(Unavailable):
 class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
-    __slots__ = ("authorized", "code", "ended", "metered", "method", "policy", "principal", "tenant_id")
+    __slots__ = (
+        "authorized",
+        "code",
+        "ended",
+        "metered",
+        "method",
+        "policy",
+        "principal",
+        "requested_tenant",
+        "resource",
+        "tenant_id",
+    )
 
     def __init__(self, method: str, policy: MethodPolicy | None) -> None:
         self.method = method
@@ -152,6 +193,10 @@ class CallState:
         self.authorized = False
         # Set once the api_calls record was attempted (it is attempted at most once).
         self.metered = False
+        # The tenant the request names (also when the call was refused for it), and what it
+        # names inside the tenant: both go to the audit log.
+        self.requested_tenant: str | None = None
+        self.resource = ""
 
 
 class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -164,10 +209,13 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         recorder: UsageRecorder | None,
         deadlines: deadline.DeadlinePolicy | None = None,
         rate_limiter: ApiRateLimiter | None = None,
+        token_state: TokenState | None = None,
         tracing: bool | None = None,
         worker: int | None = None,
     ) -> None:
         self._service = service_name
+        # Revoked tokens, removed users, revoked API keys (None: not checked).
+        self._token_state = token_state
         # Every call runs under a deadline: the client's (capped) or the service default.
         self._deadlines = deadlines or deadline.DeadlinePolicy()
         self._verifier = verifier
@@ -237,16 +285,24 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _authenticate(self, state: CallState, metadata: Any) -> Principal:
+    def _authenticate(self, state: CallState, metadata: Any) -> Principal | None:
         if state.policy is None:
             # Fail closed: a method nobody wrote a policy for is not callable.
             raise PermissionDenied("method not permitted")
+        if state.policy.public:
+            return None
         token = _bearer(metadata)
         if token is None:
             raise Unauthenticated("missing bearer token")
         principal = self._verifier.verify(token)
+        state.principal = principal  # known from here on, so a refusal below is audited too
         if principal.role not in state.policy.roles:
             raise PermissionDenied(f"role {principal.role} may not call this method")
+        if principal.methods and state.method.lstrip("/").replace("/", ".") not in principal.methods:
+            # An API key scoped to some methods: its tokens call nothing else.
+            raise PermissionDenied(
+                "this token is not allowed to call this method", reason="METHOD_NOT_ALLOWED"
+            )
         state.principal = principal
         state.tenant_id = principal.tenant_id
         return principal
@@ -254,10 +310,17 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     def _check_message(self, state: CallState, message: Message) -> None:
         policy = state.policy
         principal = state.principal
-        assert policy is not None and principal is not None
+        assert policy is not None
+        if policy.public:
+            validate_message(message)
+            return
+        assert principal is not None
+        if not state.resource:
+            state.resource = audit_resource(message)
         if policy.tenant_field:
             requested = _field(message, policy.tenant_field)
             if requested is not None and requested != "":
+                state.requested_tenant = requested
                 if principal.role not in policy.cross_tenant_roles and requested != principal.tenant_id:
                     raise PermissionDenied("token is not valid for this tenant")
                 state.tenant_id = requested
@@ -361,6 +424,31 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 await self._meter(state)
             except Exception:  # the call already failed; its record is best effort
                 log.exception("usage record failed", method=state.method)
+        await self._audit(state)
+
+    async def _audit(self, state: CallState) -> None:
+        """One audit event per decision on a tenant's data or configuration, allowed or refused,
+        under the tenant the request named. Services' own calls are plumbing, not decisions."""
+        principal = state.principal
+        tenant = state.requested_tenant or state.tenant_id
+        if self._recorder is None or principal is None or not tenant or principal.role == Role.SERVICE:
+            return
+        try:
+            await self._recorder.record(
+                meter=AUDIT,
+                tenant_id=tenant,
+                value=1,
+                dimensions={
+                    "principal": principal.subject[:256],
+                    "role": str(principal.role),
+                    "method": state.method.lstrip("/").replace("/", "."),
+                    "resource": state.resource,
+                    "outcome": state.code.name,
+                    **({"api_key_id": principal.api_key_id} if principal.api_key_id else {}),
+                },
+            )
+        except Exception:  # the answer is already decided; a lost audit event is logged loudly
+            log.exception("audit record failed", method=state.method, tenant_id=tenant)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:
@@ -511,6 +599,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         )
         try:
             principal = self._authenticate(state, metadata)
+            if principal is not None and self._token_state is not None:
+                await self._token_state.check(principal)
             token = set_principal(principal)
             if streaming_in:
                 request_or_iter = self._checked_requests(state, request_or_iter, context, True)
@@ -561,6 +651,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         deadline_token = deadline.start(self._deadlines.effective(context.time_remaining(), streaming=True))
         try:
             principal = self._authenticate(state, metadata)
+            if principal is not None and self._token_state is not None:
+                await self._token_state.check(principal)
             token = set_principal(principal)
             if streaming_in:
                 request_or_iter = self._checked_requests(state, request_or_iter, context, False)

@@ -12,7 +12,16 @@ import jwt
 
 from services.common.config import JwtProvider
 from services.common.errors import Unauthenticated
-from services.common.identity import FEATURES_CLAIM, ROLE_CLAIM, TENANT_CLAIM, Principal, Role
+from services.common.identity import (
+    API_KEY_CLAIM,
+    FEATURES_CLAIM,
+    METHODS_CLAIM,
+    ROLE_CLAIM,
+    TENANT_CLAIM,
+    Principal,
+    Role,
+    service_audience,
+)
 
 # Only asymmetric signatures: "none" and HS256-with-the-public-key tricks are refused by design.
 _ALGORITHMS = ["RS256"]
@@ -29,8 +38,21 @@ class _KeySet:
 
 
 class JwtVerifier:
-    def __init__(self, providers: list[JwtProvider], refresh_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        providers: list[JwtProvider],
+        refresh_seconds: float = 300.0,
+        *,
+        service: str | None = None,
+        max_ttl_seconds: int = 3600,
+        max_service_ttl_seconds: int = 300,
+    ) -> None:
         self._providers = {p.issuer: p for p in providers}
+        # The service this verifier guards: service tokens must name it in their audience.
+        # None (CLI checks, tools): service tokens are refused outright.
+        self._service = service
+        self._max_ttl = max_ttl_seconds
+        self._max_service_ttl = max_service_ttl_seconds
         self._refresh = refresh_seconds
         self._keys: dict[str, _KeySet] = {}
         self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
@@ -101,18 +123,22 @@ class JwtVerifier:
                 algorithms=_ALGORITHMS,
                 issuer=provider.issuer,
                 leeway=_LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "sub"], "verify_aud": False},
+                options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("invalid token") from exc
-        self._check_audience(provider, claims)
         role_raw = claims.get(ROLE_CLAIM)
         try:
             role = Role(str(role_raw))
         except ValueError as exc:
             raise Unauthenticated("token carries no valid role") from exc
+        self._check_lifetime(role, claims)
+        if role == Role.SERVICE:
+            self._check_service_audience(provider, claims)
+        else:
+            self._check_audience(provider, claims)
         tenant = claims.get(TENANT_CLAIM)
         if role in (Role.TENANT_ADMIN, Role.MEMBER) and not tenant:
             raise Unauthenticated("token carries no tenant")
@@ -128,8 +154,32 @@ class JwtVerifier:
             tenant_id=str(tenant) if tenant else None,
             features=frozenset(str(f) for f in features),
             token=token,
+            token_id=str(claims.get("jti") or ""),
+            expires_at=float(claims["exp"]),
+            api_key_id=str(claims.get(API_KEY_CLAIM) or ""),
+            methods=frozenset(str(m) for m in claims.get(METHODS_CLAIM) or ()),
         )
         return principal, expires
+
+    def _check_lifetime(self, role: Role, claims: dict[str, Any]) -> None:
+        """A token may not live longer than the platform allows, whoever signed it: a stolen
+        long-lived token is the costliest kind (Envoy applies the user maximum too)."""
+        limit = self._max_service_ttl if role == Role.SERVICE else self._max_ttl
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (TypeError, ValueError) as exc:
+            raise Unauthenticated("invalid token") from exc
+        if lifetime > limit:
+            raise Unauthenticated(f"token lifetime exceeds the maximum of {limit} seconds")
+
+    def _check_service_audience(self, provider: JwtProvider, claims: dict[str, Any]) -> None:
+        """Service tokens are audience-bound: storage's token for MeteringService is refused by
+        TenantService, and a plain platform audience is not enough."""
+        aud = claims.get("aud")
+        auds = {aud} if isinstance(aud, str) else set(aud or [])
+        wanted = {service_audience(a, self._service) for a in provider.audiences} if self._service else set()
+        if not auds & wanted:
+            raise Unauthenticated("service token not addressed to this service")
 
     @staticmethod
     def _check_audience(provider: JwtProvider, claims: dict[str, Any]) -> None:

@@ -405,7 +405,7 @@ class SpoolingUsageRecorder:
         # by the next successful write or probe.
         self._write_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._tokens = ServiceTokenSource(settings, source)
+        self._tokens = ServiceTokenSource(settings, source, "metering")
         self._channel: grpc.aio.Channel | None = None
         self._stub: metering_pb2_grpc.MeteringServiceStub | None = None
         self._task: asyncio.Task[None] | None = None

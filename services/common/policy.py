@@ -21,6 +21,8 @@ class MethodPolicy:
     metered: bool = True
     # Rate-limit class on top of the tenant's overall API rate: "reads", "writes", "llm" or None.
     rate_class: str | None = None
+    # Callable without a token (the servicer authenticates the request by what it carries).
+    public: bool = False
 
 
 # Public without a token: health and reflection (operators use grpcurl).

@@ -25,6 +25,7 @@ from services.common.limits.api_rates import ApiRateLimiter
 from services.common.metrics import MetricsServer
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing, otlp_requested
+from services.common.token_state import TokenState
 from services.common.usage import DurabilityGate, UsageRecorder
 
 log = structlog.get_logger("makoto.server")
@@ -66,6 +67,9 @@ class ServerSpec:
     listeners: list[Listener] = field(default_factory=list)
     # Called once the server serves (background work such as the usage consumer).
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The revocation store; None: one made from the settings (servers that write to it, such as
+    # TenantService, pass the instance they share with their servicer).
+    token_state: TokenState | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -94,6 +98,16 @@ class _ReflectionPool:
             return self._pool.FindMethodByName(symbol).containing_service.file
 
 
+def token_state_for(settings: MeshSettings) -> TokenState:
+    return TokenState(
+        settings.redis_url or None,
+        prefix=settings.redis_prefix,
+        max_token_ttl_seconds=settings.max_token_ttl_seconds,
+        cache_seconds=settings.token_state_cache_seconds,
+        fail_closed=settings.token_state_fail_closed,
+    )
+
+
 def server_options(settings: MeshSettings, service: str = "") -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -110,7 +124,13 @@ async def run_server(
     """Run until SIGTERM/SIGINT (or stop_event); then drain in-flight calls and stop."""
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name, settings)
-    verifier = JwtVerifier(settings.jwt_providers())
+    verifier = JwtVerifier(
+        settings.jwt_providers(),
+        service=spec.name,
+        max_ttl_seconds=settings.max_token_ttl_seconds,
+        max_service_ttl_seconds=settings.max_service_token_ttl_seconds,
+    )
+    token_state = spec.token_state or token_state_for(settings)
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     makoto = MakotoInterceptor(
         service_name=spec.name,
@@ -123,6 +143,7 @@ async def run_server(
         rate_limiter=spec.rate_limiter,
         worker=settings.worker_index if settings.workers(spec.name) > 1 else None,
         tracing=otlp_requested(settings),
+        token_state=token_state,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         makoto,
@@ -193,6 +214,7 @@ async def run_server(
     if spec.recorder is not None:
         await spec.recorder.close()
     scrape.stop()
+    await token_state.close()
     log.info("stopped", service=spec.name)
 
 

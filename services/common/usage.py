@@ -15,6 +15,9 @@ LLM_PROMPT_TOKENS = "llm_prompt_tokens"
 LLM_COMPLETION_TOKENS = "llm_completion_tokens"
 # One event per tenant, month, budget kind and threshold crossed (80 %, 100 %); not priced.
 LLM_BUDGET_ALERTS = "llm_budget_alerts"
+# One event per audited decision (who called what, the outcome); chained into the tenant's
+# audit log by MeteringService, never priced or summed.
+AUDIT = "audit"
 
 # Dimension `payer` of an event the platform pays for (operator calls); absent: the tenant pays.
 PAYER = "payer"

@@ -126,7 +126,7 @@ def _bad_request_field() -> dict[str, Any]:
     }
 
 
-def _jwt_provider(provider: JwtProvider) -> dict[str, Any]:
+def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "issuer": provider.issuer,
         # Only `Authorization: Bearer`: never ?access_token= (it would land in logs and caches).
@@ -136,6 +136,8 @@ def _jwt_provider(provider: JwtProvider) -> dict[str, Any]:
         "payload_in_metadata": JWT_PAYLOAD_KEY,
         "jwt_cache_config": {"jwt_cache_size": 1000},
         "clock_skew_seconds": 30,
+        # The services' maximum token lifetime (exp - iat) for users, enforced here too.
+        "max_lifetime": f"{max_lifetime_seconds}s",
     }
     if provider.audiences:
         out["audiences"] = list(provider.audiences)
@@ -153,7 +155,11 @@ def _jwt_provider(provider: JwtProvider) -> dict[str, Any]:
     return out
 
 
-def _jwt_authn(settings: MeshSettings, public_paths: tuple[str, ...] = ()) -> dict[str, Any]:
+def _jwt_authn(
+    settings: MeshSettings, public_paths: tuple[str, ...] = (), public_posts: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """public_paths: GETs without a token (health, the OpenAPI document); public_posts: POSTs
+    without one (the API-key exchange, by its REST and its gRPC path)."""
     providers = settings.jwt_providers()
     names = [p.name for p in providers]
     requires: dict[str, Any] = (
@@ -165,7 +171,7 @@ def _jwt_authn(settings: MeshSettings, public_paths: tuple[str, ...] = ()) -> di
         "name": JWT_FILTER,
         "typed_config": _typed(
             "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            providers={p.name: _jwt_provider(p) for p in providers},
+            providers={p.name: _jwt_provider(p, settings.max_token_ttl_seconds) for p in providers},
             rules=[
                 # Only the health probes are public.
                 *(
@@ -176,6 +182,15 @@ def _jwt_authn(settings: MeshSettings, public_paths: tuple[str, ...] = ()) -> di
                         }
                     }
                     for path in [*health_paths(), *public_paths]
+                ),
+                *(
+                    {
+                        "match": {
+                            "path": path,
+                            "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
+                        }
+                    }
+                    for path in public_posts
                 ),
                 {"match": {"prefix": "/"}, "requires": requires},
             ],
@@ -423,17 +438,34 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
         action["timeout"] = timeout
         action["max_stream_duration"] = {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout}
     action["retry_policy"] = _retry_policy(method)
-    condition = tenant_condition(method)
+    public = method.access is Access.PUBLIC
+    condition = None if public else tenant_condition(method)
     route: dict[str, Any] = {
         "name": method.full_name,
         "match": {"path": method.grpc_path, "grpc": {}},
         "route": action,
         # For people reading the config (and the admin config_dump): the CEL below, as source.
-        "metadata": {"filter_metadata": {"makoto": {"access": method.access.value, "cel": condition.src}}},
+        "metadata": {
+            "filter_metadata": {
+                "makoto": {"access": method.access.value, "cel": condition.src if condition else "true"}
+            }
+        },
         "typed_per_filter_config": {
             RBAC_FILTER: _typed(
                 "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
-                rbac={"rules": {"action": "ALLOW", "policies": {method.access.value: _policy(condition)}}},
+                # A public route has no claims to check (jwt_authn does not run on it).
+                **(
+                    {}
+                    if condition is None
+                    else {
+                        "rbac": {
+                            "rules": {
+                                "action": "ALLOW",
+                                "policies": {method.access.value: _policy(condition)},
+                            }
+                        }
+                    }
+                ),
             )
         },
     }
@@ -759,7 +791,11 @@ def render(
             _header_mutation(),
             client_content_type_filter(),
             _bad_request_field(),
-            _jwt_authn(settings, (OPENAPI_ROUTE,) if openapi is not None else ()),
+            _jwt_authn(
+                settings,
+                (OPENAPI_ROUTE,) if openapi is not None else (),
+                tuple(p for m in methods if m.access is Access.PUBLIC for p in (m.grpc_path, *m.rest_paths)),
+            ),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
             _transcoder(settings, descriptor),

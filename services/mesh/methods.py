@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from makoto.api.v1 import access_pb2
 
-from services.common.access import contract_services, rule_of
+from services.common.access import AccessRuleError, contract_services, rule_of
 
 # Public services Envoy routes and transcodes, keyed by cluster name.
 PUBLIC_SERVICES: dict[str, str] = {
@@ -35,6 +36,9 @@ class Access(StrEnum):
     ADMIN = "admin"
     # Never routed from outside.
     INTERNAL = "internal"
+    # Routed without a token (jwt_authn exempts its exact REST and gRPC paths): the request
+    # carries its own credential (an API key being exchanged).
+    PUBLIC = "public"
 
 
 # Reads that are safe to retry when the upstream was unavailable or reset the stream.
@@ -51,6 +55,8 @@ class Method:
     tenant_field: str | None
     client_streaming: bool
     server_streaming: bool
+    # The REST path(s) of a PUBLIC method, exempted from jwt_authn by exact match.
+    rest_paths: tuple[str, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -78,6 +84,8 @@ def access_class(rule: access_pb2.AccessRule) -> Access:
     role checks (e.g. tenant-admin only) are the service's."""
     if rule.internal:
         return Access.INTERNAL
+    if rule.public:
+        return Access.PUBLIC
     if access_pb2.ROLE_PLATFORM_ADMIN in rule.any_tenant:
         return Access.TENANT_OR_ADMIN if rule.roles else Access.ADMIN
     return Access.TENANT
@@ -95,6 +103,13 @@ def public_methods(descriptor_path: Path) -> list[Method]:
         for m in service.methods:
             rule = rule_of(m)
             access = access_class(rule)
+            rest_paths: tuple[str, ...] = ()
+            if access is Access.PUBLIC:
+                http = m.GetOptions().Extensions[annotations_pb2.http]
+                path = getattr(http, http.WhichOneof("pattern") or "get")
+                if not path or "{" in path:
+                    raise AccessRuleError(f"{service.full_name}.{m.name}: public needs a fixed REST path")
+                rest_paths = (path,)
             out.append(
                 Method(
                     cluster=cluster,
@@ -107,6 +122,7 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                     else None,
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
+                    rest_paths=rest_paths,
                 )
             )
     return out

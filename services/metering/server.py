@@ -62,7 +62,7 @@ async def build(
         registrations=[
             Registration(
                 add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
-                servicer=MeteringServicer(metering, limits_service, tenants),
+                servicer=MeteringServicer(metering, limits_service, tenants, store.audit),
                 full_name=metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
             )
         ],

@@ -10,11 +10,12 @@ from google.protobuf import timestamp_pb2
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
 from services.common import paging
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.identity import maybe_principal
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.common.policy import TENANT_ROLES
+from services.metering.adapters.sql_audit import SqlAuditLog
 from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
 from services.metering.model import Invoice, MeterPrice, PricePlan, TenantLimitsView, Window
@@ -109,11 +110,16 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     deleted: 404); a platform-admin reads any tenant's, deleted ones included (final invoices)."""
 
     def __init__(
-        self, metering: Metering, limits: TenantLimitsService, tenants: TenantGate | None = None
+        self,
+        metering: Metering,
+        limits: TenantLimitsService,
+        tenants: TenantGate | None = None,
+        audit: SqlAuditLog | None = None,
     ) -> None:
         self._metering = metering
         self._limits = limits
         self._tenants = tenants
+        self._audit = audit
 
     async def _tenant_may_read(self, tenant_id: str) -> None:
         principal = maybe_principal()
@@ -221,3 +227,20 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     ) -> metering_pb2.TenantLimits:
         overrides = Limits.from_proto(request.overrides)
         return limits_to_proto(await self._limits.set_overrides(request.tenant_id, overrides))
+
+    async def ListAuditRecords(
+        self, request: metering_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.ListAuditRecordsResponse:
+        if self._audit is None:
+            raise FailedPrecondition("this MeteringService keeps no audit log", reason="AUDIT_UNAVAILABLE")
+        await self._tenant_may_read(request.tenant_id)
+        size = request.page_size or 100
+        after = int(request.page_token or 0)
+        rows = await self._audit.records(request.tenant_id, after_seq=after, limit=size + 1)
+        page = rows[:size]
+        return metering_pb2.ListAuditRecordsResponse(
+            records=[
+                metering_pb2.AuditRecord(**{k: v for k, v in r.items() if k != "tenant_id"}) for r in page
+            ],
+            next_page_token=str(page[-1]["seq"]) if len(rows) > size else "",
+        )

@@ -56,7 +56,7 @@ class MeteringBalance:
     """MeteredBalance from MeteringService.QueryUsage, with a service token."""
 
     def __init__(self, settings: MeshSettings) -> None:
-        self._tokens = ServiceTokenSource(settings, "storage")
+        self._tokens = ServiceTokenSource(settings, "storage", "metering")
         self._channel = grpc.aio.insecure_channel(settings.address("metering"))
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
 

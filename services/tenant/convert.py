@@ -5,6 +5,7 @@ from __future__ import annotations
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.errors import InvalidArgument
+from services.tenant.api_keys import ApiKeyRecord
 from services.tenant.model import CloudProvider, State, TenantRecord, TenantSpec, UserRecord, UserRole
 
 # Enum values by name: message constructors take the names, and the names need no casts.
@@ -80,4 +81,20 @@ def user_to_proto(user: UserRecord) -> tenant_pb2.TenantUser:
         user_id=user.user_id, tenant_id=user.tenant_id, email=user.email, role=_ROLE_TO_PROTO[user.role]
     )
     out.create_time.FromDatetime(user.create_time)
+    return out
+
+
+def api_key_to_proto(key: ApiKeyRecord) -> tenant_pb2.ApiKey:
+    out = tenant_pb2.ApiKey(
+        key_id=key.key_id,
+        tenant_id=key.tenant_id,
+        display_name=key.display_name,
+        role=_ROLE_TO_PROTO[key.role],
+        methods=list(key.methods),
+        created_by=key.created_by,
+    )
+    out.create_time.FromDatetime(key.create_time)
+    out.expire_time.FromDatetime(key.expire_time)
+    if key.revoke_time is not None:
+        out.revoke_time.FromDatetime(key.revoke_time)
     return out

@@ -122,3 +122,21 @@ operations = sa.Table(
     sa.Column("update_time", UtcDateTime(), nullable=False),
     sa.Index("ix_operations_tenant_id_operation_id", "tenant_id", "operation_id"),
 )
+
+# API keys of machine clients. Only a SHA-256 of the secret is kept: the secret is 256 random
+# bits, so a fast hash is enough (no password stretching needed) and checking a key stays cheap.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.tenant_id"), nullable=False),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("methods", sa.JSON(), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("create_time", UtcDateTime(), nullable=False),
+    sa.Column("expire_time", UtcDateTime(), nullable=False),
+    sa.Column("revoke_time", UtcDateTime(), nullable=True),
+    sa.Index("ix_api_keys_tenant_id_key_id", "tenant_id", "key_id"),
+)

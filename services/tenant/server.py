@@ -9,13 +9,14 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tena
 
 from services.common.config import MeshSettings
 from services.common.secrets.resolver import SecretResolver
-from services.common.server import Registration, ServerSpec
+from services.common.server import Registration, ServerSpec, token_state_for
 from services.common.tenant_events import NatsLink
 from services.common.usage import UsageRecorder
 from services.tenant.adapters.cognito_identity import CognitoIdentityProvider
 from services.tenant.adapters.local_identity import LocalIdentityProvider
 from services.tenant.adapters.local_provisioner import LocalProvisioner
 from services.tenant.adapters.sql_store import SqlTenantStore
+from services.tenant.api_keys import ApiKeyManager
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
@@ -78,6 +79,7 @@ async def build(
         tenants = TenantManager(store, provisioner, identity, notifier)
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
+        token_state = token_state_for(settings)
     except BaseException:
         for stop in on_stop:
             await stop()
@@ -88,7 +90,12 @@ async def build(
         registrations=[
             Registration(
                 tenant_pb2_grpc.add_TenantServiceServicer_to_server,
-                TenantService(tenants, UserManager(tenants, identity), OperationReader(tenants, journal)),
+                TenantService(
+                    tenants,
+                    UserManager(tenants, identity, token_state),
+                    OperationReader(tenants, journal),
+                    ApiKeyManager(engine, tenants, settings, token_state, recorder),
+                ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),
             Registration(
@@ -98,5 +105,6 @@ async def build(
             ),
         ],
         recorder=recorder,
+        token_state=token_state,
         on_stop=on_stop,
     )

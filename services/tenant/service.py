@@ -6,6 +6,7 @@ errors raised below (services.common.errors) become google.rpc.Status there.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import TypeAlias
 
 import grpc
@@ -13,7 +14,10 @@ from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common.errors import PermissionDenied
+from services.common.identity import maybe_principal
 from services.tenant import convert, updates
+from services.tenant.api_keys import ApiKeyManager
 from services.tenant.operations import OperationReader
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -22,10 +26,13 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class TenantService:
-    def __init__(self, tenants: TenantManager, users: UserManager, operations: OperationReader) -> None:
+    def __init__(
+        self, tenants: TenantManager, users: UserManager, operations: OperationReader, keys: ApiKeyManager
+    ) -> None:
         self._tenants = tenants
         self._users = users
         self._operations = operations
+        self._keys = keys
 
     async def CreateTenant(
         self, request: tenant_pb2.CreateTenantRequest, context: Context
@@ -105,4 +112,54 @@ class TenantService:
     ) -> operations_pb2.ListOperationsResponse:
         return await self._operations.list(
             request.tenant_id, page_size=request.page_size, page_token=request.page_token
+        )
+
+    # -- API keys ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _key_manager() -> str:
+        """The caller's `sub`; a token issued for an API key may not manage keys (a leaked key
+        must not be able to mint itself a longer-lived successor)."""
+        principal = maybe_principal()
+        if principal is None or principal.api_key_id:
+            raise PermissionDenied(
+                "API keys are managed with a user's token", reason="API_KEY_CANNOT_MANAGE_KEYS"
+            )
+        return principal.subject
+
+    async def CreateApiKey(
+        self, request: tenant_pb2.CreateApiKeyRequest, context: Context
+    ) -> tenant_pb2.CreateApiKeyResponse:
+        key = request.api_key
+        record, secret = await self._keys.create(
+            request.tenant_id,
+            display_name=key.display_name,
+            role=convert.user_role(key.role),
+            methods=list(key.methods),
+            expire_time=key.expire_time.ToDatetime(tzinfo=UTC),
+            created_by=self._key_manager(),
+        )
+        return tenant_pb2.CreateApiKeyResponse(api_key=convert.api_key_to_proto(record), secret=secret)
+
+    async def ListApiKeys(
+        self, request: tenant_pb2.ListApiKeysRequest, context: Context
+    ) -> tenant_pb2.ListApiKeysResponse:
+        self._key_manager()
+        keys = await self._keys.list(request.tenant_id)
+        return tenant_pb2.ListApiKeysResponse(api_keys=[convert.api_key_to_proto(k) for k in keys])
+
+    async def RevokeApiKey(
+        self, request: tenant_pb2.RevokeApiKeyRequest, context: Context
+    ) -> tenant_pb2.ApiKey:
+        record = await self._keys.revoke(request.tenant_id, request.key_id, revoked_by=self._key_manager())
+        return convert.api_key_to_proto(record)
+
+    async def ExchangeApiKey(
+        self, request: tenant_pb2.ExchangeApiKeyRequest, context: Context
+    ) -> tenant_pb2.ExchangeApiKeyResponse:
+        issued = await self._keys.exchange(request.api_key)
+        return tenant_pb2.ExchangeApiKeyResponse(
+            access_token=issued.token,
+            token_type="Bearer",  # noqa: S106  (the scheme's name, not a secret)
+            expires_in=issued.expires_in,
         )

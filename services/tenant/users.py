@@ -11,15 +11,19 @@ from collections.abc import Sequence
 
 from services.common import paging
 from services.common.errors import FailedPrecondition, PermissionDenied
+from services.common.token_state import TokenState
 from services.tenant.model import State, UserRecord, UserRole
 from services.tenant.ports import IdentityProvider
 from services.tenant.tenants import TenantManager
 
 
 class UserManager:
-    def __init__(self, tenants: TenantManager, identity: IdentityProvider) -> None:
+    def __init__(
+        self, tenants: TenantManager, identity: IdentityProvider, token_state: TokenState | None = None
+    ) -> None:
         self._tenants = tenants
         self._identity = identity
+        self._token_state = token_state
 
     async def invite(self, tenant_id: str, email: str, role: UserRole) -> UserRecord:
         tenant = await self._tenants.get(tenant_id)
@@ -46,5 +50,10 @@ class UserManager:
         return page, next_token
 
     async def remove(self, tenant_id: str, user_id: str) -> None:
+        """Remove the user and end their access: tokens whose `sub` is the user id are refused
+        by every service within token_state_cache_seconds. The mark is written first, so a
+        failure leaves the user present (and the call retryable), never removed but still in."""
         await self._tenants.get(tenant_id)
+        if self._token_state is not None:
+            await self._token_state.user_removed(tenant_id, user_id)
         await self._identity.remove(tenant_id, user_id)

@@ -16,7 +16,7 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from services.common.dev_issuer import mint_token
 from services.common.identity import Role
 from tests.e2e.envoy_spy import SpyMesh
-from tests.support import client_stream
+from tests.support import bearer, client_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -196,7 +196,7 @@ async def test_tenant_roles_cannot_use_admin_routes(envoy_spy: SpyMesh) -> None:
 
 async def test_internal_rpcs_are_not_reachable_through_envoy(envoy_spy: SpyMesh) -> None:
     envoy_spy.rec.clear()
-    service = (("authorization", f"Bearer {mint_token(envoy_spy.settings, role=Role.SERVICE)}"),)
+    service = bearer(envoy_spy.settings, Role.SERVICE)
     async with grpc.aio.insecure_channel(envoy_spy.grpc_target) as channel:
         directory = directory_pb2_grpc.TenantDirectoryServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:

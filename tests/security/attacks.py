@@ -29,7 +29,7 @@ from makoto.storage.v1 import storage_service_pb2_grpc
 from makoto.tenant.v1 import directory_pb2_grpc, tenant_pb2_grpc
 
 from services.common.dev_issuer import mint_token
-from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
+from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role, service_audience
 from tests.e2e.conftest import RunningMesh
 from tests.support import forge_token
 
@@ -110,7 +110,11 @@ def bad_token(mesh: RunningMesh, kind: str, role: Role, tenant: str | None) -> s
     if kind == "missing":
         return None
     if kind == "expired":
-        return mint_token(mesh.settings, role=role, tenant_id=tenant, ttl_seconds=-3600)
+        # Right in every way (a service token addressed to every service) but expired.
+        audience = (
+            [service_audience(mesh.settings.audience, s) for s in SERVICES] if role == Role.SERVICE else None
+        )
+        return mint_token(mesh.settings, role=role, tenant_id=tenant, ttl_seconds=-3600, audience=audience)
     if kind == "wrong-issuer":
         return jwt.encode(claims(mesh, role, tenant, iss="https://evil.example"), real_key, "RS256", kid)
     if kind == "foreign-key":

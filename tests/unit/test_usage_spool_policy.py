@@ -87,13 +87,18 @@ def reason_of(err: grpc.aio.AioRpcError) -> tuple[str, float | None]:
     return reason, retry
 
 
-def spooled_statuses(path: Path) -> list[str]:
+def spooled_events(path: Path, meter: str) -> list[metering_pb2.UsageEvent]:
     conn = sqlite3.connect(path)
     try:
         payloads = [bytes(p) for (p,) in conn.execute("SELECT payload FROM events")]
     finally:
         conn.close()
-    return [metering_pb2.UsageEvent.FromString(p).dimensions["status"] for p in payloads]
+    return [e for e in map(metering_pb2.UsageEvent.FromString, payloads) if e.type == meter]
+
+
+def spooled_statuses(path: Path) -> list[str]:
+    """The api_calls events' statuses (the spool also carries each call's audit event)."""
+    return [e.dimensions["status"] for e in spooled_events(path, "api_calls")]
 
 
 async def health_of(health: health_pb2_grpc.HealthStub) -> int:
@@ -172,7 +177,8 @@ async def test_the_event_cap_refuses_up_front_with_retry_info(tmp_path: Path, sp
     settings = make_settings(tmp_path / "home", usage_spool_max_events=30, usage_spool_warn_events=10)
     md = bearer(settings, Role.MEMBER, "acme")
     async with storage_like(settings) as (stub, health):
-        for _ in range(30):
+        # Each call spools two events: its api_calls record and its audit record.
+        for _ in range(15):
             await stub.GetItem(get(), metadata=md)
         depth = REGISTRY.get_sample_value("makoto_usage_spool_events", {"source": "storage"})
         assert depth == 30
@@ -184,7 +190,10 @@ async def test_the_event_cap_refuses_up_front_with_retry_info(tmp_path: Path, sp
         age = REGISTRY.get_sample_value("makoto_usage_spool_oldest_age_seconds", {"source": "storage"})
         assert age is not None and age >= 0
         spool = settings.data_dir / "spool" / "storage.sqlite3"
-        assert spooled_statuses(spool) == ["OK"] * 30
+        assert spooled_statuses(spool) == ["OK"] * 15
+        # The refused call is audited too (the cap refuses calls up front, not audit records).
+        outcomes = [e.dimensions["outcome"] for e in spooled_events(spool, "audit")]
+        assert outcomes == ["OK"] * 15 + ["UNAVAILABLE"]
     growing = spy.logged("error", "usage spool growing")
     assert len(growing) == 1 and growing[0]["depth"] == 10
 

@@ -28,7 +28,7 @@ def build_limits(settings: MeshSettings, service: str, fetch: Fetch | None = Non
         from services.common.dev_issuer import ServiceTokenSource
 
         client = MeteringLimitsClient(
-            settings.address("metering"), ServiceTokenSource(settings, service).metadata
+            settings.address("metering"), ServiceTokenSource(settings, service, "metering").metadata
         )
         fetch = client
         closers.append(client.close)

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
+from services.common.usage import AUDIT
 from services.metering.adapters.database import create_engine, migrate
+from services.metering.adapters.sql_audit import SqlAuditLog
 from services.metering.adapters.sql_tables import (
     price_plan_versions,
     price_plans,
@@ -49,6 +51,8 @@ def _int(value: Any) -> int:
 class SqlMeteringStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Audit events arrive with the usage events and are chained there, not summed.
+        self.audit = SqlAuditLog(engine)
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self._dialect}; use SQLite or PostgreSQL")
@@ -78,6 +82,10 @@ class SqlMeteringStore:
     # -- UsageStore ------------------------------------------------------------------------
 
     async def insert_events(self, events: Sequence[MeterEvent]) -> int:
+        audit = [e for e in events if e.type == AUDIT]
+        if audit:
+            events = [e for e in events if e.type != AUDIT]
+            return await self.audit.append(audit) + await self.insert_events(events)
         if not events:
             return 0
         now = time.time_ns() // 1000

@@ -58,3 +58,24 @@ tenant_limits = sa.Table(
     sa.Column("limits", sa.JSON, nullable=False),
     sa.Column("updated_at_us", sa.BigInteger, nullable=False),
 )
+
+# The audit log: one hash chain per tenant (services/common/audit_chain.py). Appended only by
+# MeteringService, so each chain has one writer; (tenant_id, seq) is unique, so a second writer
+# (a misconfigured replica) fails its insert instead of forking the chain.
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("time_us", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("principal", sa.String(256), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(256), nullable=False),
+    sa.Column("resource", sa.String(256), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("api_key_id", sa.String(32), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

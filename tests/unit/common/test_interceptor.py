@@ -20,6 +20,7 @@ from services.common.dev_issuer import mint_token
 from services.common.errors import Aborted, ResourceExhausted
 from services.common.identity import Role, current_principal
 from services.common.server import Registration, ServerSpec
+from services.common.usage import AUDIT
 from tests.support import bearer, client_stream, forge_token, running_server
 
 
@@ -27,6 +28,7 @@ class Recorder:
     """In-memory UsageRecorder: a real implementation of the port, for assertions."""
 
     def __init__(self) -> None:
+        self.audit: list[dict[str, str]] = []
         self.events: list[dict[str, Any]] = []
 
     async def start(self) -> None:
@@ -42,6 +44,9 @@ class Recorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
+        if meter == AUDIT:  # audit events are kept apart: tests count usage in `events`
+            self.audit.append({"tenant": tenant_id, **(dimensions or {})})
+            return
         self.events.append({"meter": meter, "tenant": tenant_id, "value": value, **(dimensions or {})})
 
     async def close(self) -> None:
@@ -94,7 +99,7 @@ async def server(
 
     async def build(s: MeshSettings) -> ServerSpec:
         return ServerSpec(
-            name="test",
+            name="storage",
             port=s.storage_port,
             registrations=[
                 Registration(
@@ -132,7 +137,7 @@ async def test_valid_call_sees_principal_and_is_metered(server: Any, settings: M
             "meter": "api_calls",
             "tenant": "acme",
             "value": 1,
-            "service": "test",
+            "service": "storage",
             "method": "GetItem",
             "status": "OK",
         }
@@ -186,6 +191,11 @@ async def test_other_tenant_and_wrong_role_are_denied(server: Any, settings: Mes
             await stub.GetItem(get("acme"), metadata=bearer(settings, role))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert recorder.events == []
+    # Not billed, but audited: under the tenant the request named, with who tried what.
+    [refused] = recorder.audit
+    assert refused["tenant"] == "globex" and refused["outcome"] == "PERMISSION_DENIED"
+    assert refused["method"] == "makoto.storage.v1.StorageService.GetItem" and refused["role"] == "member"
+    assert refused["resource"] == "collection=c,partition_key=p,sort_key=s"
 
 
 async def test_validation_gives_field_violations(server: Any, settings: MeshSettings) -> None:

@@ -182,6 +182,17 @@ def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> Non
     assert provider["forward"] is True
     assert provider["issuer"] == "makoto-dev" and provider["audiences"] == ["makoto"]
     assert Path(provider["local_jwks"]["filename"]).is_absolute()
+    # The services' maximum token lifetime, enforced at the edge too.
+    assert provider["max_lifetime"] == f"{MeshSettings().max_token_ttl_seconds}s"
+
+
+def test_only_the_api_key_exchange_is_public(rendered: dict[str, Any]) -> None:
+    jwt = _filter(rendered, "envoy.filters.http.jwt_authn")
+    unauthenticated = [r["match"] for r in jwt["rules"] if "requires" not in r]
+    posts = sorted(m["path"] for m in unauthenticated if m["headers"][0]["string_match"] == {"exact": "POST"})
+    assert posts == ["/api/v1/auth/token", "/makoto.tenant.v1.TenantService/ExchangeApiKey"]
+    public = [m.full_name for m in public_methods(DESCRIPTOR_PATH) if m.access is Access.PUBLIC]
+    assert public == ["makoto.tenant.v1.TenantService.ExchangeApiKey"]
 
 
 def test_transcoder_settings(rendered: dict[str, Any]) -> None:
@@ -225,8 +236,11 @@ def test_routes_match_the_method_table(rendered: dict[str, Any]) -> None:
         assert {"connect-failure", "refused-stream"} <= retry_on, m.full_name
         assert ("unavailable" in retry_on) == m.idempotent, m.full_name
         assert ("reset" in retry_on) == m.idempotent, m.full_name
-        rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]["rules"]
-        assert rbac["action"] == "ALLOW"
+        per_route = route["typed_per_filter_config"]["envoy.filters.http.rbac"]
+        if m.access is Access.PUBLIC:
+            assert "rbac" not in per_route, m.full_name  # no claims to check: no token needed
+            continue
+        assert per_route["rbac"]["rules"]["action"] == "ALLOW"
     idempotent = {m.name for m in routed if m.idempotent}
     assert {
         "GetItem",

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from makoto.tenant.v1 import directory_pb2, tenant_pb2
 
 from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, status_details
-from services.common.usage import LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS
+from services.common.usage import AUDIT, LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS
 from services.llm.simulator import SIMULATOR_KEY_REF
 
 
@@ -28,6 +28,7 @@ class MemoryRecorder:
     """A UsageRecorder that keeps events in a list."""
 
     events: list[Event] = field(default_factory=list)
+    audit: list[dict[str, str]] = field(default_factory=list)
     started: bool = False
     closed: bool = False
 
@@ -44,6 +45,9 @@ class MemoryRecorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
+        if meter == AUDIT:  # audit events are kept apart: tests count usage in `events`
+            self.audit.append({"tenant": tenant_id, **(dimensions or {})})
+            return
         self.events.append(Event(meter, tenant_id, value, dict(dimensions or {})))
 
     def tokens(self, tenant_id: str) -> list[Event]:

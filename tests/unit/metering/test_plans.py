@@ -51,7 +51,7 @@ async def directory() -> AsyncIterator[tuple[str, Directory]]:
 async def test_directory_plan_resolver(directory: tuple[str, Directory], tmp_path: Path) -> None:
     address, servicer = directory
     settings = make_settings(tmp_path / "home")
-    client = TenantDirectory(address, ServiceTokenSource(settings, "metering"), ttl_seconds=60)
+    client = TenantDirectory(address, ServiceTokenSource(settings, "metering", "tenant"), ttl_seconds=60)
     try:
         resolver = DirectoryPlanResolver(client)
         assert await resolver.plan_id_for("gold-tenant") == "gold"
@@ -65,7 +65,7 @@ async def test_directory_plan_resolver(directory: tuple[str, Directory], tmp_pat
 
 async def test_directory_down_is_unavailable(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
-    client = TenantDirectory(f"127.0.0.1:{free_port()}", ServiceTokenSource(settings, "metering"))
+    client = TenantDirectory(f"127.0.0.1:{free_port()}", ServiceTokenSource(settings, "metering", "tenant"))
     try:
         with pytest.raises(Unavailable):
             await DirectoryPlanResolver(client).plan_id_for("any-tenant")

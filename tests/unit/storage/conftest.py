@@ -18,6 +18,7 @@ from makoto.storage.v1 import storage_service_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.identity import Role
+from services.common.usage import AUDIT
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
 from tests.limits_support import FixedLimits, fixed_limits_parts
@@ -30,6 +31,7 @@ class MemoryRecorder:
     """In-memory UsageRecorder: a real implementation of the port, for assertions."""
 
     def __init__(self) -> None:
+        self.audit: list[dict[str, str]] = []
         self.events: list[dict[str, Any]] = []
 
     async def start(self) -> None:
@@ -45,6 +47,9 @@ class MemoryRecorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
+        if meter == AUDIT:  # audit events are kept apart: tests count usage in `events`
+            self.audit.append({"tenant": tenant_id, **(dimensions or {})})
+            return
         self.events.append({"meter": meter, "tenant": tenant_id, "value": value, **(dimensions or {})})
 
     async def close(self) -> None:

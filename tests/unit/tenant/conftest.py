@@ -20,6 +20,7 @@ from makoto.tenant.v1 import directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.common.identity import Role
+from services.common.usage import AUDIT
 from services.tenant.server import build
 from tests.support import bearer, running_server
 
@@ -34,6 +35,7 @@ class MemoryRecorder:
     """In-memory UsageRecorder (a real implementation of the port) to observe metering."""
 
     def __init__(self) -> None:
+        self.audit: list[dict[str, str]] = []
         self.events: list[dict[str, Any]] = []
 
     async def start(self) -> None:
@@ -49,6 +51,9 @@ class MemoryRecorder:
         event_id: str | None = None,
         time: datetime | None = None,
     ) -> None:
+        if meter == AUDIT:  # audit events are kept apart: tests count usage in `events`
+            self.audit.append({"tenant": tenant_id, **(dimensions or {})})
+            return
         self.events.append({"meter": meter, "tenant": tenant_id, "value": value, **(dimensions or {})})
 
     async def close(self) -> None:

@@ -66,7 +66,9 @@ async def test_shared_directory_client_against_the_real_server(client: TenantCli
     """The client every data-plane service uses (services.common.directory_client)."""
     await client.create("dataplane")
     directory = TenantDirectory(
-        client.settings.address("tenant"), ServiceTokenSource(client.settings, "storage"), ttl_seconds=0
+        client.settings.address("tenant"),
+        ServiceTokenSource(client.settings, "storage", "tenant"),
+        ttl_seconds=0,
     )
     try:
         active = await directory.require_active("dataplane")

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from services.tenant.db import downgrade, make_engine, migrate
 from services.tenant.schema import VERSION_TABLE, metadata
 
-TABLES = {"tenants", "idempotency", "users", "provisioning_steps", "operations"}
+TABLES = {"tenants", "idempotency", "users", "provisioning_steps", "operations", "api_keys"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,7 +44,7 @@ async def test_migrations_build_the_schema_the_code_uses(any_db: str) -> None:
         await migrate(engine)  # every start runs it: the second run changes nothing
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == TABLES | {VERSION_TABLE}
-            assert await conn.run_sync(_version) == "0002"
+            assert await conn.run_sync(_version) == "0003"
             assert await conn.run_sync(_diff) == []
 
         await downgrade(engine, "base")

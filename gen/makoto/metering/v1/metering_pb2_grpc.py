@@ -70,6 +70,11 @@ class MeteringServiceStub:
                 request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.SerializeToString,
                 response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/makoto.metering.v1.MeteringService/ListAuditRecords',
+                request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -127,6 +132,14 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Reads a tenant's audit log (hash-chained, oldest first). Tenant-admin of that tenant or
+        platform-admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.SetTenantLimits,
                     request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.FromString,
                     response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +374,33 @@ class MeteringService:
             '/makoto.metering.v1.MeteringService/SetTenantLimits',
             makoto_dot_metering_dot_v1_dot_metering__pb2.SetTenantLimitsRequest.SerializeToString,
             makoto_dot_metering_dot_v1_dot_metering__pb2.TenantLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.metering.v1.MeteringService/ListAuditRecords',
+            makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.SerializeToString,
+            makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

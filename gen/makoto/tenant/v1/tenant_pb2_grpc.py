@@ -97,6 +97,26 @@ class TenantServiceStub:
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/CreateApiKey',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/ListApiKeys',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/RevokeApiKey',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ExchangeApiKey = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/ExchangeApiKey',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class TenantServiceServicer:
@@ -189,6 +209,35 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Creates an API key for a machine client. Tenant-admin of that tenant or platform-admin.
+        The secret is in this answer only; the platform keeps a hash of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists a tenant's API keys (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes an API key: it can no longer be exchanged, and tokens issued for it stop working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeApiKey(self, request, context):
+        """Exchanges an API key for a short-lived access token. Needs no bearer token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +300,26 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.ListOperations,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.SerializeToString,
+            ),
+            'ExchangeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeApiKey,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +647,114 @@ class TenantService:
             '/makoto.tenant.v1.TenantService/ListOperations',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListOperationsRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.ListOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/CreateApiKey',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/ListApiKeys',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/RevokeApiKey',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/ExchangeApiKey',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
