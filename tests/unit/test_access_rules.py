@@ -65,8 +65,8 @@ def test_every_rpc_of_the_contract_has_a_consistent_rule() -> None:
         ("/makoto.tenant.v1.TenantService/InviteUser", {TA, PA}, {PA}, "tenant_id", None, True),
         (
             "/makoto.metering.v1.MeteringService/QueryUsage",
-            {TA, MEMBER, PA},
-            {PA},
+            {TA, MEMBER, PA, SERVICE},
+            {PA, SERVICE},
             "tenant_id",
             "reads",
             True,
@@ -147,7 +147,7 @@ BAD_RULES = [
     (R.AccessRule(), "lets nobody call"),
     (
         R.AccessRule(internal=True, roles=[R.ROLE_MEMBER], tenant_field="tenant_id"),
-        "internal rule names no roles",
+        "an internal or public rule names no roles",
     ),
     (R.AccessRule(roles=[R.ROLE_MEMBER]), "tenant roles need a tenant_field"),
     (R.AccessRule(roles=[R.ROLE_UNSPECIFIED], tenant_field="tenant_id"), "ROLE_UNSPECIFIED"),
