@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import psutil
 import pytest
@@ -34,7 +35,7 @@ import pytest_asyncio
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from tests.e2e.envoy_spy import SpyMesh
-from tests.support import bearer, free_port, make_settings
+from tests.support import bearer, direct_channel, free_port, make_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -71,6 +72,13 @@ class RunningMesh:
     def address(self, service: str) -> str:
         """A service's own port (direct gRPC, bypassing Envoy)."""
         return self.settings.address(service)
+
+    def channel(self, target: str, options: list[tuple[str, str | int]] | None = None) -> grpc.aio.Channel:
+        """A channel to Envoy (grpc_target: h2c, as clients reach the edge) or to a service's
+        own port (mTLS, a service's certificate)."""
+        if target == self.grpc_target:
+            return grpc.aio.insecure_channel(target, options=options)
+        return direct_channel(target, options=options)
 
     @property
     def simulator_url(self) -> str:
@@ -133,6 +141,8 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
     env.update(
         {
             "MAKOTO_HOME": str(settings.home),
+            "MAKOTO_TLS": "true" if settings.tls else "false",
+            **({"MAKOTO_TLS_DIR": str(settings.tls_dir)} if settings.tls_dir is not None else {}),
             "MAKOTO_TENANT_PORT": str(settings.tenant_port),
             "MAKOTO_STORAGE_PORT": str(settings.storage_port),
             "MAKOTO_LLM_PORT": str(settings.llm_port),

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from services.common import tls
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key, mint_token
 from services.common.identity import Role, service_audience
@@ -22,10 +26,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_TLS_DIR: Path | None = None
+
+
+def tls_dir() -> Path:
+    """The mesh certificates every test of this process shares (made once: each settings'
+    own home would mean a new CA per test, and a client could not find the one it needs)."""
+    global _TLS_DIR
+    if _TLS_DIR is None:
+        _TLS_DIR = Path(tempfile.mkdtemp(prefix="makoto-test-tls-")) / "tls"
+        tls.ensure_certs(MeshSettings(tls_dir=_TLS_DIR))
+    return _TLS_DIR
+
+
+def tls_settings() -> MeshSettings:
+    return MeshSettings(tls_dir=tls_dir())
+
+
+def direct_channel(
+    target: str,
+    *,
+    identity: str = "tenant",
+    options: list[tuple[str, str | int]] | None = None,
+    interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    """A channel to a service's own port (bypassing Envoy) over the mesh's mTLS. The default
+    identity is a service's, as a peer service calls; pass identity="envoy" or "operator" for
+    what Envoy or an operator's tool may call (no internal methods)."""
+    creds = tls.channel_credentials(tls_settings(), identity)
+    return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
+
+
+def bind_tls(server: grpc.aio.Server, address: str, service: str) -> int:
+    """A test's own stand-in server for `service` on the mesh's mTLS (the clients under test
+    connect with TLS, as in production)."""
+    return server.add_secure_port(address, tls.server_credentials(tls_settings(), service))
+
+
 def make_settings(home: Path, **overrides: object) -> MeshSettings:
-    """Settings on a private home with every port free; the dev signing key is created."""
+    """Settings on a private home with every port free; the dev signing key is created. The
+    mesh's mTLS certificates are the process's shared test set (tls_dir())."""
     values: dict[str, object] = {
         "home": home,
+        "tls_dir": tls_dir(),
         "tenant_port": free_port(),
         "storage_port": free_port(),
         "llm_port": free_port(),

@@ -40,6 +40,14 @@ class MeshSettings(BaseSettings):
     envoy_admin_port: int = 9901
     simulator_port: int = 8090
 
+    # -- mutual TLS inside the mesh (services/common/tls.py) -----------------------------------
+    # Envoy -> services and service -> service over mTLS (client certificates required, the peer's
+    # SAN checked). Off only as an explicit opt-out for development tools (MAKOTO_TLS=false).
+    tls: bool = True
+    # Where the CA and the per-identity certificates are (default <home>/tls, made on first start;
+    # Kubernetes mounts them from a Secret).
+    tls_dir: Path | None = None
+
     issuer: str = "makoto-dev"
     audience: str = "makoto"
     # Extra trusted issuers (JSON list of JwtProvider), e.g. a Cognito user pool.
@@ -212,6 +220,10 @@ class MeshSettings(BaseSettings):
     @cached_property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def tls_path(self) -> Path:
+        return self.tls_dir if self.tls_dir is not None else self.home / "tls"
 
     @property
     def signing_key_path(self) -> Path:

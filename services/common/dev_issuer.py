@@ -117,6 +117,15 @@ class ServiceTokenSource:
         self._token = ""
         self._expires = 0.0
 
+    @property
+    def settings(self) -> MeshSettings:
+        return self._settings
+
+    @property
+    def service_name(self) -> str:
+        """The calling service (also its mTLS identity)."""
+        return self._name
+
     def token(self) -> str:
         now = time.time()
         if now > self._expires - min(60, self._ttl / 4):

@@ -15,7 +15,7 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from services.common import deadline
+from services.common import deadline, tls
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.directory_cache import DirectoryCache
@@ -72,8 +72,13 @@ class TenantDirectory:
         subject_prefix: str = "makoto",
         name: str = "makoto",
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            address, options=_CHANNEL_OPTIONS, interceptors=client_interceptors()
+        self._channel = tls.open_channel(
+            tokens.settings,
+            "tenant",
+            identity=tokens.service_name,
+            address=address,
+            options=_CHANNEL_OPTIONS,
+            interceptors=client_interceptors(),
         )
         self._stub = directory_pb2_grpc.TenantDirectoryServiceStub(self._channel)
         self._tokens = tokens

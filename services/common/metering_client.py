@@ -41,7 +41,7 @@ from google.protobuf.message import DecodeError
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from prometheus_client import Gauge
 
-from services.common import metrics
+from services.common import metrics, tls
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import InvalidArgument, MakotoError, Unavailable
@@ -431,8 +431,10 @@ class SpoolingUsageRecorder:
     # -- transport (overridden by the JetStream recorder) ---------------------------------
 
     async def _open_transport(self) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            self._settings.address("metering"),
+        self._channel = tls.open_channel(
+            self._settings,
+            "metering",
+            identity=self._source,
             options=[
                 ("grpc.max_send_message_length", self._settings.max_message_bytes),
                 # gRPC's own reconnect backoff grows to 120 s by default: after a long outage

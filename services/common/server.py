@@ -15,14 +15,15 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import deadline, workers
-from services.common.access import policies_for
+from services.common import deadline, tls, workers
+from services.common.access import policies_for, rule_of
 from services.common.breaker import breakers
 from services.common.config import MeshSettings
 from services.common.interceptor import MakotoInterceptor
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter
 from services.common.metrics import MetricsServer
+from services.common.peer_check import PeerCheckInterceptor
 from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing, otlp_requested
 from services.common.token_state import TokenState
@@ -78,6 +79,26 @@ def contract_policies(registrations: Sequence[Registration]) -> dict[str, Method
     """The interceptor's table for the registered services, from their access options."""
     pool = descriptor_pool.Default()
     return policies_for(*(pool.FindServiceByName(r.full_name) for r in registrations))
+
+
+def internal_methods(registrations: Sequence[Registration]) -> set[str]:
+    """gRPC paths of the contract's `internal` methods: callable by services only (mTLS peer)."""
+    pool = descriptor_pool.Default()
+    return {
+        f"/{service.full_name}/{method.name}"
+        for service in (pool.FindServiceByName(r.full_name) for r in registrations)
+        for method in service.methods
+        if rule_of(method).internal
+    }
+
+
+def bind(server: grpc.aio.Server, settings: MeshSettings, name: str, port: int) -> int:
+    """The service's port: mTLS with this service's certificate (client certificates required),
+    or plaintext when TLS is switched off for development."""
+    address = f"{settings.host}:{port}"
+    if not settings.tls:
+        return int(server.add_insecure_port(address))
+    return int(server.add_secure_port(address, tls.server_credentials(settings, name)))
 
 
 class _ReflectionPool:
@@ -146,6 +167,8 @@ async def run_server(
         token_state=token_state,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
+        # The peer's certificate first: an Envoy connection never reaches an internal method.
+        *([PeerCheckInterceptor(internal_methods(spec.registrations))] if settings.tls else []),
         makoto,
     ]
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings, spec.name))
@@ -159,7 +182,7 @@ async def run_server(
         server,
         pool=_ReflectionPool(),
     )
-    bound = server.add_insecure_port(f"{settings.host}:{spec.port}")
+    bound = bind(server, settings, spec.name, spec.port)
     if bound == 0:
         raise SystemExit(f"{spec.name}: cannot bind {settings.host}:{spec.port}")
     if spec.recorder is not None:

@@ -21,6 +21,8 @@ import structlog
 from aiohttp import web
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 
+from services.common import tls
+from services.common.config import MeshSettings
 from services.common.errors import MakotoError
 from services.common.jwt_verify import JwtVerifier
 from services.llm import openai_wire as wire
@@ -58,7 +60,11 @@ class OpenAIApi:
         timeout_seconds: float,
         max_body_bytes: int,
         shutdown_grace_seconds: float = 5.0,
+        settings: MeshSettings | None = None,
     ) -> None:
+        # With settings whose TLS is on: HTTPS with LLMService's certificate and client
+        # certificates required (Envoy's), and mTLS to the gRPC port like any service client.
+        self._tls = settings if settings is not None and settings.tls else None
         self._grace = shutdown_grace_seconds
         self._host, self._port = host, port
         self._target = grpc_target
@@ -82,13 +88,18 @@ class OpenAIApi:
 
     async def start(self) -> None:
         # One channel (one HTTP/2 connection) to this process's own gRPC port, for every call.
-        self._channel = grpc.aio.insecure_channel(self._target)
+        self._channel = (
+            tls.open_channel(self._tls, "llm", identity="llm", address=self._target)
+            if self._tls is not None
+            else grpc.aio.insecure_channel(self._target)
+        )
         self._stub = llm_pb2_grpc.LLMServiceStub(self._channel)
         self._runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=self._grace
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        ssl_context = tls.server_ssl_context(self._tls, "llm") if self._tls is not None else None
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=ssl_context)
         await site.start()
         log.info("openai-compatible API serving", address=f"{self._host}:{self._port}")
 

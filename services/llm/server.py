@@ -90,6 +90,7 @@ async def build(
         timeout_seconds=options.timeout_seconds,
         max_body_bytes=settings.max_message_bytes,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        settings=settings,
     )
     return ServerSpec(
         name="llm",

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from services.common import tls
 from services.common.config import JwtProvider, MeshSettings
 from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
 from services.mesh import envoy_observability
@@ -480,6 +481,47 @@ def _route(settings: MeshSettings, method: Method) -> dict[str, Any]:
     return route
 
 
+# -- mTLS to the services (services/common/tls.py) ---------------------------------------------
+
+
+def upstream_tls(settings: MeshSettings, service: str, *, alpn: tuple[str, ...] = ("h2",)) -> dict[str, Any]:
+    """Envoy's client side of the mesh's mTLS for one service's cluster: Envoy's certificate,
+    the mesh CA, and only the service's own SAN accepted (a certificate of another service, or
+    of another CA, fails the handshake: 503 and `upstream_reset_before_response_started`)."""
+    tls_dir = settings.tls_path
+    files = tls.cert_files(tls_dir, tls.ENVOY)
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": _typed(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            sni=tls.dns_name(service),
+            common_tls_context={
+                "alpn_protocols": list(alpn),
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(files.cert)},
+                        "private_key": {"filename": str(files.key)},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(files.ca)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": tls.spiffe_id(service)}}
+                    ],
+                },
+            },
+        ),
+    }
+
+
+def _with_upstream_tls(
+    settings: MeshSettings, cluster: dict[str, Any], service: str, alpn: tuple[str, ...] = ("h2",)
+) -> dict[str, Any]:
+    if settings.tls:
+        cluster["transport_socket"] = upstream_tls(settings, service, alpn=alpn)
+    return cluster
+
+
 def _cluster(settings: MeshSettings, name: str, ports: list[int]) -> dict[str, Any]:
     host = _upstream_host(settings.host)
     http2: dict[str, Any] = {
@@ -804,8 +846,11 @@ def render(
             _router(),
         ],
     )
-    clusters = [_cluster(settings, name, port) for name, port in ports.items()]
-    clusters.append(_openai_cluster(settings))
+    clusters = [
+        _with_upstream_tls(settings, _cluster(settings, name, port), name) for name, port in ports.items()
+    ]
+    # The OpenAI-compatible listener is LLMService's too (HTTP/1.1 over the same mTLS).
+    clusters.append(_with_upstream_tls(settings, _openai_cluster(settings), "llm", ("http/1.1",)))
     clusters += [_jwks_cluster(p) for p in settings.jwt_providers() if p.jwks_path is None and p.jwks_url]
     clusters += envoy_observability.clusters(settings)
     stats = envoy_observability.stats_listener(settings)
@@ -886,7 +931,8 @@ def write_config(
 ) -> Path:
     """Render into <home>/envoy.yaml (absolute paths) and return where it went."""
     home = settings.home.resolve()
-    resolved = settings.model_copy(update={"home": home})
+    tls_dir = settings.tls_dir.resolve() if settings.tls_dir is not None else None
+    resolved = settings.model_copy(update={"home": home, "tls_dir": tls_dir})
     target = path or home / "envoy.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import httpx
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key
+from services.common.tls import ensure_certs
 from services.mesh.envoy_config import DESCRIPTOR_PATH, REPO_ROOT, write_config
 from services.mesh.processes import Child, ChildSpec, envoy_binary, python_module, settings_env
 
@@ -183,6 +184,8 @@ class Mesh:
         home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_signing_key(self.settings)
+        if self.settings.tls:  # before any child starts, so replicas never race to make them
+            ensure_certs(self.settings)
         key = seed_simulator_key(self.settings)
         config = write_config(self.settings, descriptor=self.descriptor)
         for spec in service_specs(self.settings, key, self.log_dir):

@@ -42,12 +42,15 @@ def settings_env(settings: MeshSettings) -> dict[str, str]:
     """The settings as MAKOTO_* variables, so every child sees exactly the launcher's view."""
     out: dict[str, str] = {}
     for name, value in settings.model_dump(mode="json").items():
+        if value is None:  # unset optional (e.g. tls_dir): the child uses the same default
+            continue
         if isinstance(value, list | dict):
             text = json.dumps(value)
         else:
             text = str(value)
         out[f"MAKOTO_{name.upper()}"] = text
     out["MAKOTO_HOME"] = str(settings.home.resolve())
+    out["MAKOTO_TLS_DIR"] = str(settings.tls_path.resolve())
     return out
 
 

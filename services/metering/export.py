@@ -22,6 +22,9 @@ import sys
 import grpc
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
+from services.common import tls
+from services.common.config import MeshSettings
+
 CSV_COLUMNS = (
     "tenant_id",
     "month",
@@ -76,8 +79,9 @@ def invoice_csv(invoice: metering_pb2.Invoice) -> str:
     return out.getvalue()
 
 
-async def _fetch(address: str, token: str, tenant: str, month: str) -> metering_pb2.Invoice:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _fetch(settings: MeshSettings, token: str, tenant: str, month: str) -> metering_pb2.Invoice:
+    # An operator's tool on the mesh's machine: the `operator` certificate (public methods only).
+    async with tls.open_channel(settings, "metering", identity=tls.OPERATOR) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
         reply: metering_pb2.Invoice = await stub.GetInvoice(
             metering_pb2.GetInvoiceRequest(tenant_id=tenant, month=month),
@@ -88,7 +92,6 @@ async def _fetch(address: str, token: str, tenant: str, month: str) -> metering_
 
 
 def main(argv: list[str] | None = None) -> int:
-    from services.common.config import MeshSettings
     from services.common.dev_issuer import mint_token
     from services.common.identity import Role
 
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = MeshSettings()
     token = os.environ.get("MAKOTO_TOKEN") or mint_token(settings, role=Role.PLATFORM_ADMIN, tenant_id=None)
     try:
-        invoice = asyncio.run(_fetch(settings.address("metering"), token, args.tenant, args.month))
+        invoice = asyncio.run(_fetch(settings, token, args.tenant, args.month))
     except grpc.aio.AioRpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1

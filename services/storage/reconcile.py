@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-import grpc
 import structlog
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
+from services.common import tls
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.usage import STORAGE_BYTES, UsageRecorder
@@ -57,7 +57,7 @@ class MeteringBalance:
 
     def __init__(self, settings: MeshSettings) -> None:
         self._tokens = ServiceTokenSource(settings, "storage", "metering")
-        self._channel = grpc.aio.insecure_channel(settings.address("metering"))
+        self._channel = tls.open_channel(settings, "metering", identity="storage")
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
 
     async def storage_balance(self, tenant_id: str) -> int:

@@ -44,7 +44,7 @@ from tests.bench.load import LoadResult, run_fixed
 from tests.bench.mesh import BenchMesh, start_mesh, stop_mesh
 from tests.bench.report import Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "docs" / "profile.md"
@@ -95,7 +95,7 @@ def _pids(mesh: BenchMesh, echo: EchoProcess) -> dict[str, list[int]]:
 async def prepare(mesh: BenchMesh, echo: EchoProcess) -> Target:
     tid = await create_tenant(mesh, "profile")
     md = mesh.metadata(Role.MEMBER, tid)
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as ch:
+    async with direct_channel(mesh.address("storage")) as ch:
         item = items_pb2.Item(
             collection="hot", partition_key="p", sort_key="one", attributes=item_bench.attributes(1)
         )
@@ -150,7 +150,7 @@ async def cpu_table(target: Target, requests: int, concurrency: int, rounds: int
     )
     async with (
         grpc.aio.insecure_channel(target.echo.address) as echo_ch,
-        grpc.aio.insecure_channel(mesh.address("storage")) as direct_ch,
+        direct_channel(mesh.address("storage")) as direct_ch,
         grpc.aio.insecure_channel(mesh.envoy_target) as envoy_ch,
     ):
         paths = [
@@ -363,7 +363,7 @@ async def profile_services(
                 )
             )
     await asyncio.sleep(1.0)  # py-spy attached
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as ch:
+    async with direct_channel(mesh.address("storage")) as ch:
         op = get_item_op(storage_service_pb2_grpc.StorageServiceStub(ch), target)
         calls = await run_for(op, seconds - 1.5, concurrency)
     profiles = []

@@ -16,7 +16,7 @@ from tests.bench.harness import Config, Environment, say
 from tests.bench.load import LoadResult, median_result, run_fixed, spread
 from tests.bench.report import Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 
 async def bench_getitem(cfg: Config, env: Environment) -> Table:
@@ -68,7 +68,7 @@ async def _bench(cfg: Config, env: Environment, table: Table, echo: EchoProcess)
     url = f"/api/v1/tenants/{tid}/collections/hot/partitions/p/items/one"
     async with (
         grpc.aio.insecure_channel(echo.address) as echo_ch,
-        grpc.aio.insecure_channel(mesh.address("storage")) as direct_ch,
+        direct_channel(mesh.address("storage")) as direct_ch,
         grpc.aio.insecure_channel(mesh.envoy_target) as envoy_ch,
         httpx.AsyncClient(
             base_url=mesh.base_url,

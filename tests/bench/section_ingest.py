@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import nats
 import sqlalchemy as sa
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
@@ -42,7 +41,7 @@ from services.mesh.processes import settings_env
 from services.metering.adapters.database import create_engine
 from tests.bench.harness import Config, Environment, bounded, say
 from tests.bench.report import Table, rate
-from tests.support import bearer, make_settings
+from tests.support import bearer, direct_channel, make_settings
 
 NATS_URL = os.environ.get("MAKOTO_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 BATCH = 1000
@@ -156,7 +155,7 @@ async def _wait_stored(db_url: str, tenant: str, count: int, timeout: float) -> 
 
 async def _record_usage(settings: MeshSettings, db_url: str, pid: int, count: int) -> Result:
     md = bearer(settings, Role.SERVICE)
-    async with grpc.aio.insecure_channel(settings.address("metering")) as channel:
+    async with direct_channel(settings.address("metering")) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
         # Warm-up (schema, connection pool, code paths), not counted.
         for req in _requests(f"t-warm-{uuid.uuid4().hex[:8]}", 2 * BATCH):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grpc
 from makoto.storage.v1 import storage_service_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
@@ -15,6 +14,7 @@ from tests.bench.harness import Config, Environment, bounded, say
 from tests.bench.load import LoadResult, median_result, run_fixed
 from tests.bench.report import Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant, store_secret
+from tests.support import direct_channel
 
 DIRECT_CALLS = {
     "sqlite": "aiosqlite: INSERT OR REPLACE / SELECT by key / range SELECT LIMIT 11 (same schema, WAL)",
@@ -125,7 +125,7 @@ async def bench_items(cfg: Config, env: Environment) -> Table:
             "direct client CPU µs/op",
         ],
     )
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+    async with direct_channel(mesh.address("storage")) as channel:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         for backend in ("sqlite", "postgres", "dynamodb", "cosmos"):
             if backend in env.missing:

@@ -33,7 +33,7 @@ from tests.bench.harness import Config, Environment, say
 from tests.bench.load import LoadResult, median_result, run_fixed
 from tests.bench.report import Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant, set_limits
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -107,7 +107,7 @@ async def _start_unlimited_storage(env: Environment) -> tuple[Child, str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            async with grpc.aio.insecure_channel(address) as ch:
+            async with direct_channel(address) as ch:
                 await asyncio.wait_for(ch.channel_ready(), 1.0)
                 return child, address
         except (TimeoutError, grpc.aio.AioRpcError):
@@ -165,8 +165,8 @@ async def bench_limits(cfg: Config, env: Environment) -> tuple[Table, Table]:
     child, off_address = await _start_unlimited_storage(env)
     try:
         async with (
-            grpc.aio.insecure_channel(mesh.address("storage")) as on_ch,
-            grpc.aio.insecure_channel(off_address) as off_ch,
+            direct_channel(mesh.address("storage")) as on_ch,
+            direct_channel(off_address) as off_ch,
         ):
             on = storage_service_pb2_grpc.StorageServiceStub(on_ch)
             off = storage_service_pb2_grpc.StorageServiceStub(off_ch)

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import aiohttp
-import grpc
 import httpx
 import psutil
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -34,7 +33,7 @@ from tests.bench.load import LoadResult, run_fixed
 from tests.bench.mesh import BenchMesh
 from tests.bench.report import Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant, store_secret
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 Op = Callable[[int], Awaitable[None]]
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark."}]
@@ -71,7 +70,7 @@ async def _llm_tenant(mesh: BenchMesh, upstream_v1: str) -> str:
     )
     tid = await create_tenant(mesh, "bench-llm", llm=binding)
     # Measure the gateway, not a budget: a monthly token budget far beyond the run.
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
         current = await stub.GetTenantLimits(
             metering_pb2.GetTenantLimitsRequest(tenant_id=tid), metadata=mesh.metadata(Role.PLATFORM_ADMIN)
@@ -212,7 +211,7 @@ async def bench_llm(cfg: Config, env: Environment) -> Table:
         connector = aiohttp.TCPConnector(limit=64)
         async with (
             aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session,
-            grpc.aio.insecure_channel(mesh.address("llm")) as channel,
+            direct_channel(mesh.address("llm")) as channel,
         ):
             stub = llm_pb2_grpc.LLMServiceStub(channel)
             paths = [

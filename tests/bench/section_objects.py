@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Any
 
-import grpc
 from makoto.storage.v1 import storage_service_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
@@ -17,6 +16,7 @@ from tests.bench.objects import DirectBlob, DirectS3, RawDisk, ServiceObjects, T
 from tests.bench.payload import MiB, Payload
 from tests.bench.report import Table, mib, rate, ratio
 from tests.bench.tenants import create_tenant, store_secret
+from tests.support import direct_channel
 
 
 async def _transfer_pair(
@@ -87,7 +87,7 @@ async def bench_objects(cfg: Config, env: Environment) -> tuple[Table, Table]:
             "server RSS growth (peak RSS)",
         ],
     )
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+    async with direct_channel(mesh.address("storage")) as channel:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
 
         # local: section 2 (256 MiB) and the 1 GiB row of section 3, against raw disk

@@ -22,7 +22,7 @@ from tests.bench.load import LoadResult, median_result, run_fixed
 from tests.bench.mesh import BenchMesh
 from tests.bench.report import REPO_ROOT, Table, ms, rate, ratio
 from tests.bench.tenants import create_tenant
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 # Channels the client spreads its calls over: the kernel spreads connections, not calls.
 CHANNELS = 4
@@ -59,7 +59,7 @@ class StorageProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.address) as ch:
+                async with direct_channel(self.address) as ch:
                     await asyncio.wait_for(ch.channel_ready(), 2.0)
                     return
             except (TimeoutError, grpc.aio.AioRpcError):
@@ -124,7 +124,7 @@ async def bench_workers(cfg: Config, env: Environment) -> Table:
         for r in range(cfg.getitem_rounds):
             for workers in (1, 2) if r % 2 == 0 else (2, 1):
                 proc = procs[workers]
-                channels = [grpc.aio.insecure_channel(proc.address) for _ in range(CHANNELS)]
+                channels = [direct_channel(proc.address) for _ in range(CHANNELS)]
                 try:
                     stubs = [storage_service_pb2_grpc.StorageServiceStub(ch) for ch in channels]
                     if r == 0:

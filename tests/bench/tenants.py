@@ -15,6 +15,7 @@ from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 from services.common.identity import Role
 from services.common.secrets import LocalSecretStore
 from tests.bench.mesh import BenchMesh
+from tests.support import direct_channel
 
 
 def tenant_id(prefix: str) -> str:
@@ -45,7 +46,7 @@ async def create_tenant(
         bindings.item_store.CopyFrom(item_store)
     if llm is not None:
         bindings.llm.CopyFrom(llm)
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as channel:
+    async with direct_channel(mesh.address("tenant")) as channel:
         stub = tenant_pb2_grpc.TenantServiceStub(channel)
         tenant = await stub.CreateTenant(
             tenant_pb2.CreateTenantRequest(
@@ -71,7 +72,7 @@ async def set_limits(mesh: BenchMesh, tid: str, *, api_rps: float) -> None:
     request = metering_pb2.SetTenantLimitsRequest(
         tenant_id=tid, overrides=metering_pb2.PlanLimits(api=rate, reads=rate, writes=rate, llm=rate)
     )
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
         for attempt in range(4):
             try:

@@ -29,7 +29,7 @@ from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.mesh.processes import settings_env
-from tests.support import bearer, free_port
+from tests.support import bearer, direct_channel, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -112,7 +112,7 @@ class ControlPlane:
         """Until the process's gRPC health answers SERVING (fails if the process exits)."""
         proc = self.procs[name]
         deadline = time.monotonic() + READY_TIMEOUT_S
-        async with grpc.aio.insecure_channel(f"{self.settings.host}:{proc.port}") as channel:
+        async with direct_channel(f"{self.settings.host}:{proc.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 if proc.popen.poll() is not None:
@@ -236,9 +236,9 @@ class Clients:
 
 async def open_clients(settings: MeshSettings, tenant_address: str | None = None) -> Clients:
     def channel(service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(settings.address(service))
+        return direct_channel(settings.address(service))
 
-    tch = grpc.aio.insecure_channel(tenant_address or settings.address("tenant"))
+    tch = direct_channel(tenant_address or settings.address("tenant"))
     sch, lch, mch = channel("storage"), channel("llm"), channel("metering")
     return Clients(
         settings=settings,

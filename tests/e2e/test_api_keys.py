@@ -18,6 +18,7 @@ from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 from services.common.identity import API_KEY_CLAIM, ROLE_CLAIM, TENANT_CLAIM, Role
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import create_tenant
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +155,7 @@ async def test_exchange_over_grpc_and_token_on_a_service_port(mesh: RunningMesh)
     md = (("authorization", f"Bearer {issued.access_token}"),)
     request = items_pb2.GetItemRequest(tenant_id=tenant, collection="notes", partition_key="p", sort_key="x")
     # Directly on StorageService's port (no Envoy): the service verifies it the same way.
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as direct:
+    async with direct_channel(mesh.address("storage")) as direct:
         storage = storage_service_pb2_grpc.StorageServiceStub(direct)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await storage.GetItem(request, metadata=md)

@@ -22,6 +22,7 @@ from services.cli import app
 from services.common.identity import Role
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import create_tenant
+from tests.support import direct_channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -74,7 +75,7 @@ async def test_decisions_are_chained_and_verified(mesh: RunningMesh) -> None:
     # Another tenant's member goes around Envoy, straight to StorageService: refused and audited
     # under the tenant it targeted.
     intruder = mesh.metadata(Role.MEMBER, other)
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+    async with direct_channel(mesh.address("storage")) as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         request = items_pb2.GetItemRequest(
             tenant_id=tenant, collection="notes", partition_key="p", sort_key="secret-plan"

@@ -21,6 +21,7 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from services.common.identity import Role
 from services.mesh.envoy_config import DESCRIPTOR_PATH, rest_body_limit
 from tests.e2e.conftest import RunningMesh
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -176,7 +177,7 @@ async def test_grpc_through_envoy_and_internal_rpcs_blocked(
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # Directly on the tenant server the service token works: Envoy is what keeps it internal.
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as channel:
+    async with direct_channel(mesh.address("tenant")) as channel:
         directory = directory_pb2_grpc.TenantDirectoryServiceStub(channel)
         answer = await directory.ResolveTenant(
             directory_pb2.ResolveTenantRequest(tenant_id=tenant), metadata=mesh.metadata(Role.SERVICE)

@@ -16,7 +16,7 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from services.common.dev_issuer import mint_token
 from services.common.identity import Role
 from tests.e2e.envoy_spy import SpyMesh
-from tests.support import bearer, client_stream
+from tests.support import bearer, client_stream, direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -214,7 +214,7 @@ async def test_internal_rpcs_are_not_reachable_through_envoy(envoy_spy: SpyMesh)
         assert r.status_code in (403, 404)
     assert envoy_spy.rec.calls == []
     # The same call directly on the service port works for a service token: it is Envoy that refuses.
-    async with grpc.aio.insecure_channel(envoy_spy.settings.address("tenant")) as channel:
+    async with direct_channel(envoy_spy.settings.address("tenant")) as channel:
         directory = directory_pb2_grpc.TenantDirectoryServiceStub(channel)
         answer = await directory.ResolveTenant(
             directory_pb2.ResolveTenantRequest(tenant_id="acme"), metadata=service

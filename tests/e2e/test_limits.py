@@ -18,6 +18,7 @@ from makoto.storage.v1 import items_pb2, storage_service_pb2_grpc
 from services.common.identity import Role
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import create_tenant
+from tests.support import direct_channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -134,7 +135,7 @@ async def test_rate_limit_over_rest_and_grpc_spares_other_tenants_and_bills_noth
             assert r.status_code == 200
 
         # gRPC, directly on the service port (no Envoy): the same limit, the same answer.
-        async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+        async with direct_channel(mesh.address("storage")) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             request = items_pb2.GetItemRequest(
                 tenant_id=noisy, collection="c", partition_key="p", sort_key="s"
@@ -156,7 +157,7 @@ async def test_rate_limit_over_rest_and_grpc_spares_other_tenants_and_bills_noth
 
     # Refused calls are not billed: the api_calls metered for GetItem equal the 200 answers.
     # (Counted after the spools delivered: poll until two reads agree.)
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         metering = metering_pb2_grpc.MeteringServiceStub(channel)
 
         async def metered() -> dict[str, int]:

@@ -27,6 +27,7 @@ from services.llm.ports import Message
 from services.llm.tokens import count_chat_tokens, count_tokens
 from tests.e2e.test_replicas import _host_requests
 from tests.mesh_fixture import RunningMesh, start_mesh, stop_mesh
+from tests.support import direct_channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -143,7 +144,7 @@ async def test_one_tpm_across_two_llm_replicas(replicated: RunningMesh) -> None:
 
 
 async def _metered_tokens(mesh: RunningMesh, tenant: str, expected: tuple[int, int]) -> tuple[int, int]:
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
         got = (0, 0)
         for _ in range(60):

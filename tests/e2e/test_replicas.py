@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.identity import Role
 from tests.mesh_fixture import RunningMesh, start_mesh, stop_mesh
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def tenant(replicated: RunningMesh) -> str:
 
 
 async def _health(address: str, service: str) -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with direct_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         return int(reply.status)

@@ -22,6 +22,7 @@ from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from services.common.identity import Role
 from services.llm.tokens import count_tokens
 from tests.mesh_fixture import RunningMesh, start_mesh, stop_mesh
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,7 @@ async def _usage(
     request = metering_pb2.QueryUsageRequest(tenant_id=tenant, meter=meter, group_by=group_by)
     request.start_time.FromDatetime(now - timedelta(hours=1))
     request.end_time.FromDatetime(now + timedelta(hours=1))
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         reply = await metering_pb2_grpc.MeteringServiceStub(channel).QueryUsage(
             request, metadata=mesh.metadata(Role.PLATFORM_ADMIN), timeout=10
         )
@@ -97,7 +98,7 @@ async def test_sigterm_under_streaming_load_meters_every_delivered_token(pair: R
         assert r.status_code == 200, r.text
     victim = pair.replicas("llm")[1]
     md = pair.metadata(Role.MEMBER, tenant)
-    async with grpc.aio.insecure_channel(victim.address) as channel:
+    async with direct_channel(victim.address) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         started = [asyncio.Event() for _ in range(STREAMS)]
         tasks = [asyncio.create_task(_stream(stub, md, tenant, ev)) for ev in started]

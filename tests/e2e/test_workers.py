@@ -25,7 +25,7 @@ from makoto.storage.v1 import items_pb2, storage_service_pb2_grpc
 from services.common.identity import Role
 from services.mesh.processes import settings_env
 from tests.mesh_fixture import REPO_ROOT, RunningMesh
-from tests.support import free_port
+from tests.support import direct_channel, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +90,7 @@ async def _serving(address: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            async with grpc.aio.insecure_channel(address) as ch:
+            async with direct_channel(address) as ch:
                 await asyncio.wait_for(ch.channel_ready(), 2.0)
                 return
         except (TimeoutError, grpc.aio.AioRpcError):
@@ -103,7 +103,7 @@ async def _api_calls(mesh: RunningMesh, tenant: str) -> int:
     request = metering_pb2.QueryUsageRequest(tenant_id=tenant, meter="api_calls", group_by=["method"])
     request.start_time.FromDatetime(now - timedelta(hours=1))
     request.end_time.FromDatetime(now + timedelta(hours=1))
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         reply = await metering_pb2_grpc.MeteringServiceStub(channel).QueryUsage(
             request, metadata=mesh.metadata(Role.PLATFORM_ADMIN), timeout=10
         )
@@ -134,7 +134,7 @@ async def test_two_workers_on_one_port_both_answer_and_every_call_is_metered(
     # The kernel spreads connections, not calls: each fresh channel is a new connection. 40
     # channels all landing on one of two workers would happen with probability 2**-39.
     for _ in range(40):
-        async with grpc.aio.insecure_channel(workers.address) as ch:
+        async with direct_channel(workers.address) as ch:
             stub = storage_service_pb2_grpc.StorageServiceStub(ch)
             if calls == 0:
                 await stub.PutItem(items_pb2.PutItemRequest(tenant_id=tenant, item=item), metadata=md)

@@ -36,7 +36,7 @@ from tests.security.attacks import (
     usage_by_method,
     wait_for_method,
 )
-from tests.support import client_stream
+from tests.support import client_stream, direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -184,7 +184,7 @@ async def test_other_tenant_on_every_service_port_is_permission_denied(
     before = snapshot(mesh, b)
     for role in (Role.TENANT_ADMIN, Role.MEMBER):
         for name, attempt in attempts(mesh.metadata(role, a), a, b).items():
-            async with grpc.aio.insecure_channel(mesh.address(name.split("-", 1)[0])) as channel:
+            async with direct_channel(mesh.address(name.split("-", 1)[0])) as channel:
                 err = await refused(attempt(stubs(channel)), DENIED)
             assert SECRET not in (err.details() or ""), name
             assert error_info(err).domain == "makoto", name
@@ -192,21 +192,21 @@ async def test_other_tenant_on_every_service_port_is_permission_denied(
     # A sentinel through each service that spools usage: once it is metered, anything the
     # refused calls might have recorded for B would have arrived too. They are billed to nobody.
     own = mesh.metadata(Role.TENANT_ADMIN, b)
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as channel:
+    async with direct_channel(mesh.address("tenant")) as channel:
         await refused(
             stubs(channel).tenants.RemoveUser(
                 tenant_pb2.RemoveUserRequest(tenant_id=b, user_id="nobody"), metadata=own
             ),
             grpc.StatusCode.NOT_FOUND,
         )
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+    async with direct_channel(mesh.address("storage")) as channel:
         await refused(
             stubs(channel).storage.GetObjectMetadata(
                 objects_pb2.GetObjectMetadataRequest(tenant_id=b, key="sentinel"), metadata=own
             ),
             grpc.StatusCode.NOT_FOUND,
         )
-    async with grpc.aio.insecure_channel(mesh.address("llm")) as channel:
+    async with direct_channel(mesh.address("llm")) as channel:
         await stubs(channel).llm.CountTokens(
             llm_pb2.CountTokensRequest(tenant_id=b, messages=[llm_pb2.ChatMessage(role="user", content="x")]),
             metadata=own,
@@ -301,9 +301,7 @@ async def test_members_cannot_call_admin_rpcs(mesh: RunningMesh, pair: tuple[str
     for role in (Role.MEMBER, Role.TENANT_ADMIN):
         for target in ("direct", "envoy"):
             md = mesh.metadata(role, b)  # even for their own tenant
-            async with grpc.aio.insecure_channel(
-                mesh.address("tenant") if target == "direct" else mesh.grpc_target
-            ) as ch:
+            async with mesh.channel(mesh.address("tenant") if target == "direct" else mesh.grpc_target) as ch:
                 s = stubs(ch)
                 calls = [
                     s.tenants.CreateTenant(
@@ -321,7 +319,7 @@ async def test_members_cannot_call_admin_rpcs(mesh: RunningMesh, pair: tuple[str
                 ]
                 for call in calls:
                     await refused(call, DENIED)
-            async with grpc.aio.insecure_channel(
+            async with mesh.channel(
                 mesh.address("metering") if target == "direct" else mesh.grpc_target
             ) as ch:
                 s = stubs(ch)
@@ -348,7 +346,7 @@ async def test_members_cannot_call_admin_rpcs(mesh: RunningMesh, pair: tuple[str
                     DENIED,
                 )
     # A member cannot manage users either (tenant-admin only), even in its own tenant.
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as ch:
+    async with direct_channel(mesh.address("tenant")) as ch:
         await refused(
             stubs(ch).tenants.InviteUser(
                 tenant_pb2.InviteUserRequest(
@@ -399,21 +397,21 @@ async def test_internal_rpcs_only_for_service_tokens(mesh: RunningMesh, pair: tu
         mesh.metadata(Role.TENANT_ADMIN, a),
         mesh.metadata(Role.PLATFORM_ADMIN),
     ):
-        async with grpc.aio.insecure_channel(mesh.address("tenant")) as ch:
+        async with direct_channel(mesh.address("tenant")) as ch:
             await refused(
                 stubs(ch).directory.ResolveTenant(
                     directory_pb2.ResolveTenantRequest(tenant_id=b), metadata=md
                 ),
                 DENIED,
             )
-        async with grpc.aio.insecure_channel(mesh.address("metering")) as ch:
+        async with direct_channel(mesh.address("metering")) as ch:
             await refused(
                 stubs(ch).metering.RecordUsage(metering_pb2.RecordUsageRequest(events=[event]), metadata=md),
                 DENIED,
             )
     assert await usage_by_method(mesh, b, meter) == {}
     # The same calls with a service token work: it is the role that is refused, not the call.
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as ch:
+    async with direct_channel(mesh.address("tenant")) as ch:
         resolved = await stubs(ch).directory.ResolveTenant(
             directory_pb2.ResolveTenantRequest(tenant_id=b), metadata=mesh.metadata(Role.SERVICE)
         )

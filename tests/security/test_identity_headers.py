@@ -17,6 +17,7 @@ from makoto.tenant.v1 import tenant_pb2
 from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import API, bad_token, create_tenant, items_on_disk, refused, stubs
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +86,7 @@ async def test_spoofed_metadata_on_service_ports(mesh: RunningMesh, pair: tuple[
         tenant_id=b, item=items_pb2.Item(collection="notes", partition_key="p", sort_key="planted")
     )
     forged_admin = f"Bearer {bad_token(mesh, 'alg-none', Role.PLATFORM_ADMIN, None)}"
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as ch:
+    async with direct_channel(mesh.address("tenant")) as ch:
         s = stubs(ch)
         await refused(s.tenants.CreateTenant(create, metadata=fake), grpc.StatusCode.UNAUTHENTICATED)
         await refused(
@@ -100,7 +101,7 @@ async def test_spoofed_metadata_on_service_ports(mesh: RunningMesh, pair: tuple[
             s.tenants.CreateTenant(create, metadata=(*member_a, ("authorization", forged_admin))),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as ch:
+    async with direct_channel(mesh.address("storage")) as ch:
         s = stubs(ch)
         await refused(s.storage.GetItem(get_b, metadata=fake), grpc.StatusCode.UNAUTHENTICATED)
         await refused(

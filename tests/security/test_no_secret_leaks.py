@@ -25,6 +25,7 @@ from services.common.identity import Role
 from services.common.secrets import LocalSecretStore
 from tests.e2e.conftest import RunningMesh
 from tests.security.attacks import API, BAD_TOKEN_KINDS, bad_token, bearer_md, create_tenant, stubs
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +171,7 @@ async def test_errors_and_logs_never_carry_secrets(mesh: RunningMesh) -> None:
         tenant_id=wrong, messages=[llm_pb2.ChatMessage(role="user", content="x")]
     )
     for target in (mesh.address("llm"), mesh.grpc_target):
-        async with grpc.aio.insecure_channel(target) as ch:
+        async with mesh.channel(target) as ch:
             s = stubs(ch)
             code = await a.grpc("grpc chat, rejected key", s.llm.CreateChatCompletion(request, metadata=md_w))
             assert code == grpc.StatusCode.FAILED_PRECONDITION
@@ -178,7 +179,7 @@ async def test_errors_and_logs_never_carry_secrets(mesh: RunningMesh) -> None:
                 "grpc stream, rejected key", _drain(s.llm.StreamChatCompletion(request, metadata=md_w))
             )
             assert code == grpc.StatusCode.FAILED_PRECONDITION
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as ch:
+    async with direct_channel(mesh.address("storage")) as ch:
         s = stubs(ch)
         get_victim = items_pb2.GetItemRequest(
             tenant_id=victim, collection="c", partition_key="p", sort_key="s"
@@ -192,7 +193,7 @@ async def test_errors_and_logs_never_carry_secrets(mesh: RunningMesh) -> None:
             assert await a.grpc(f"grpc token {kind}", s.storage.GetItem(get_victim, metadata=md)) == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as ch:
+    async with direct_channel(mesh.address("tenant")) as ch:
         code = await a.grpc(
             "resolve",
             stubs(ch).directory.ResolveTenant(

@@ -131,7 +131,7 @@ async def test_escaping_keys_stay_in_the_tenant_root(mesh: RunningMesh) -> None:
 
     md = mesh.metadata(Role.TENANT_ADMIN, tenant)
     for via, target in enumerate((mesh.address("storage"), mesh.grpc_target)):
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with mesh.channel(target) as channel:
             storage = stubs(channel).storage
             for key in GRPC_REFUSED:
                 marker = f"grpc-{uuid.uuid4().hex}".encode()

@@ -31,7 +31,7 @@ from tests.security.attacks import (
     refused,
     stubs,
 )
-from tests.support import client_stream
+from tests.support import client_stream, direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def _upload(tenant: str, key: str, *chunks: bytes) -> list[objects_pb2.UploadObj
 
 async def assert_all_healthy(mesh: RunningMesh) -> None:
     for service in SERVICES:
-        async with grpc.aio.insecure_channel(mesh.address(service)) as channel:
+        async with direct_channel(mesh.address(service)) as channel:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service]), timeout=5
             )
@@ -90,7 +90,7 @@ async def test_oversized_grpc_messages_are_refused(mesh: RunningMesh) -> None:
         )
 
     for service in SERVICES:
-        async with grpc.aio.insecure_channel(mesh.address(service), options=BIG_CLIENT) as channel:
+        async with direct_channel(mesh.address(service), options=BIG_CLIENT) as channel:
             err = await refused(too_big(service, stubs(channel)), grpc.StatusCode.RESOURCE_EXHAUSTED)
             assert "larger than max" in (err.details() or ""), service
 
@@ -118,7 +118,7 @@ async def test_oversized_grpc_messages_are_refused(mesh: RunningMesh) -> None:
         )
         # A streamed upload is unlimited in total, but each chunk is at most 1 MiB.
         for target in (mesh.grpc_target, mesh.address("storage")):
-            async with grpc.aio.insecure_channel(target, options=BIG_CLIENT) as direct:
+            async with mesh.channel(target, options=BIG_CLIENT) as direct:
                 err = await refused(
                     client_stream(
                         stubs(direct).storage.UploadObject,

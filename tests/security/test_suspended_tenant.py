@@ -24,6 +24,7 @@ from tests.security.attacks import (
     refused,
     stubs,
 )
+from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +83,7 @@ async def test_suspended_tenant_cannot_touch_its_data(mesh: RunningMesh) -> None
         assert (r.json()["state"], r.json()["stateReason"]) == ("TENANT_STATE_SUSPENDED", "security hold")
 
     md = mesh.metadata(Role.TENANT_ADMIN, tenant)
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as ch:
+    async with direct_channel(mesh.address("storage")) as ch:
         s = stubs(ch)
         err = await refused(
             s.storage.GetItem(
@@ -102,7 +103,7 @@ async def test_suspended_tenant_cannot_touch_its_data(mesh: RunningMesh) -> None
                 pass
 
         await refused(download(), grpc.StatusCode.PERMISSION_DENIED)
-    async with grpc.aio.insecure_channel(mesh.address("llm")) as ch:
+    async with direct_channel(mesh.address("llm")) as ch:
         s = stubs(ch)
         await refused(
             s.llm.CountTokens(

@@ -32,7 +32,7 @@ from tests.security.attacks import (
     usage_by_method,
     wait_for_method,
 )
-from tests.support import client_stream
+from tests.support import client_stream, direct_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ async def _is_unauthenticated(call: object) -> None:
 
 async def test_tenant_port(mesh: RunningMesh, victim: str) -> None:
     planted = [f"sec-forged-{uuid.uuid4().hex[:8]}" for _ in BAD_TOKEN_KINDS]
-    async with grpc.aio.insecure_channel(mesh.address("tenant")) as channel:
+    async with direct_channel(mesh.address("tenant")) as channel:
         s = stubs(channel)
         for kind, tenant in zip(BAD_TOKEN_KINDS, planted, strict=True):
             admin = bearer_md(bad_token(mesh, kind, Role.PLATFORM_ADMIN, None))
@@ -87,7 +87,7 @@ async def test_tenant_port(mesh: RunningMesh, victim: str) -> None:
 
 async def test_storage_port(mesh: RunningMesh, victim: str) -> None:
     marker = uuid.uuid4().hex.encode()
-    async with grpc.aio.insecure_channel(mesh.address("storage")) as channel:
+    async with direct_channel(mesh.address("storage")) as channel:
         s = stubs(channel)
         for kind in BAD_TOKEN_KINDS:
             md = bearer_md(bad_token(mesh, kind, Role.TENANT_ADMIN, victim))
@@ -125,7 +125,7 @@ async def test_storage_port(mesh: RunningMesh, victim: str) -> None:
 
 
 async def test_llm_port(mesh: RunningMesh, victim: str) -> None:
-    async with grpc.aio.insecure_channel(mesh.address("llm")) as channel:
+    async with direct_channel(mesh.address("llm")) as channel:
         s = stubs(channel)
         for kind in BAD_TOKEN_KINDS:
             md = bearer_md(bad_token(mesh, kind, Role.MEMBER, victim))
@@ -159,7 +159,7 @@ async def test_llm_port(mesh: RunningMesh, victim: str) -> None:
 async def test_metering_port(mesh: RunningMesh, victim: str) -> None:
     plan_id = f"forged-{uuid.uuid4().hex[:8]}"
     event_meter = f"forged_{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(mesh.address("metering")) as channel:
+    async with direct_channel(mesh.address("metering")) as channel:
         s = stubs(channel)
         for kind in BAD_TOKEN_KINDS:
             service = bearer_md(bad_token(mesh, kind, Role.SERVICE, None))

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
@@ -23,7 +22,7 @@ from services.common.metering_client import SpoolingUsageRecorder, spool_path
 from services.common.server import ServerSpec
 from services.metering.plans import FixedPlanResolver
 from services.metering.server import build
-from tests.support import bearer, running_server
+from tests.support import bearer, direct_channel, running_server
 
 WHEN = datetime(2025, 4, 2, 12, tzinfo=UTC)
 TENANT = "acme"
@@ -93,7 +92,7 @@ async def server_rows(settings: MeshSettings, meter: str = "api_calls") -> dict[
     request = metering_pb2.QueryUsageRequest(tenant_id=TENANT, meter=meter, group_by=["n"])
     request.start_time.FromDatetime(datetime(2025, 4, 1, tzinfo=UTC))
     request.end_time.FromDatetime(datetime(2025, 5, 1, tzinfo=UTC))
-    async with grpc.aio.insecure_channel(settings.address("metering")) as channel:
+    async with direct_channel(settings.address("metering")) as channel:
         reply = await metering_pb2_grpc.MeteringServiceStub(channel).QueryUsage(
             request, metadata=bearer(settings, Role.PLATFORM_ADMIN)
         )

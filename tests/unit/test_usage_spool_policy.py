@@ -36,7 +36,7 @@ from services.common.metering_client import SpoolingUsageRecorder
 from services.common.server import Registration, ServerSpec
 from services.metering.plans import FixedPlanResolver
 from services.metering.server import build as build_metering
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.common.test_interceptor import Servicer, get
 
 
@@ -64,7 +64,7 @@ async def storage_like(
         )
 
     async with running_server(build, settings):
-        async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+        async with direct_channel(settings.address("storage")) as channel:
             yield (
                 storage_service_pb2_grpc.StorageServiceStub(channel),
                 health_pb2_grpc.HealthStub(channel),

@@ -18,7 +18,8 @@ import grpc
 import structlog
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 
-from services.common import deadline
+from services.common import deadline, tls
+from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import MakotoError
 from services.common.limits.model import EffectiveLimits
 from services.common.trace_context import client_interceptors
@@ -92,8 +93,11 @@ class TenantLimitsCache:
 class MeteringLimitsClient:
     """Fetches TenantLimits from MeteringService with a service token."""
 
-    def __init__(self, address: str, metadata: Callable[[], tuple[tuple[str, str], ...]]) -> None:
-        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors())
+    def __init__(self, tokens: ServiceTokenSource) -> None:
+        self._channel = tls.open_channel(
+            tokens.settings, "metering", identity=tokens.service_name, interceptors=client_interceptors()
+        )
+        metadata = tokens.metadata
         self._stub = metering_pb2_grpc.MeteringServiceStub(self._channel)
         self._metadata = metadata
 

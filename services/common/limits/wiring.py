@@ -27,9 +27,7 @@ def build_limits(settings: MeshSettings, service: str, fetch: Fetch | None = Non
     if fetch is None:
         from services.common.dev_issuer import ServiceTokenSource
 
-        client = MeteringLimitsClient(
-            settings.address("metering"), ServiceTokenSource(settings, service, "metering").metadata
-        )
+        client = MeteringLimitsClient(ServiceTokenSource(settings, service, "metering"))
         fetch = client
         closers.append(client.close)
     closers.append(counters.close)

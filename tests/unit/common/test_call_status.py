@@ -13,7 +13,7 @@ from makoto.storage.v1 import objects_pb2, storage_service_pb2_grpc
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.common.server import Registration, ServerSpec, run_server
-from tests.support import bearer, make_settings
+from tests.support import bearer, direct_channel, make_settings
 from tests.unit.common.test_interceptor import Recorder, Servicer, get
 from tests.unit.common.test_interceptor import server as server  # the fixture
 
@@ -75,7 +75,7 @@ async def test_shutdown_cut_is_recorded_unavailable(tmp_path: Any) -> None:
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_server(spec, settings, stop_event=stop))
-    async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+    async with direct_channel(settings.address("storage")) as channel:
         await channel.channel_ready()
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         md = bearer(settings, Role.MEMBER, "acme")

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import grpc
 import nats
 import pytest
 from google.protobuf import field_mask_pb2
@@ -30,7 +29,7 @@ from services.common.identity import Role
 from services.common.tenant_events import changed_subject
 from services.tenant.server import build as build_tenant
 from tests.e2e.control_plane import private_prefix
-from tests.support import bearer, free_port, make_settings, running_server
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server
 
 
 class NatsServer:
@@ -95,7 +94,7 @@ async def setup(
 
 
 async def admin_call(settings: MeshSettings, method: str, request: object) -> None:
-    async with grpc.aio.insecure_channel(settings.address("tenant")) as ch:
+    async with direct_channel(settings.address("tenant")) as ch:
         stub = tenant_pb2_grpc.TenantServiceStub(ch)
         await getattr(stub, method)(request, metadata=bearer(settings, Role.PLATFORM_ADMIN))
 

@@ -21,7 +21,7 @@ from services.common.errors import Aborted, ResourceExhausted
 from services.common.identity import Role, current_principal
 from services.common.server import Registration, ServerSpec
 from services.common.usage import AUDIT
-from tests.support import bearer, client_stream, forge_token, running_server
+from tests.support import bearer, client_stream, direct_channel, forge_token, running_server
 
 
 class Recorder:
@@ -120,7 +120,7 @@ async def server(
         )
 
     async with running_server(build, settings):
-        async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+        async with direct_channel(settings.address("storage")) as channel:
             yield storage_service_pb2_grpc.StorageServiceStub(channel), recorder
 
 

@@ -29,7 +29,7 @@ from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.metering.server import build as build_metering
 from services.tenant.server import build as build_tenant
-from tests.support import bearer, running_server
+from tests.support import bearer, direct_channel, running_server
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 ADMIN_DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
@@ -120,8 +120,8 @@ async def platform(settings: MeshSettings, url: str) -> AsyncIterator[Platform]:
     async with running_server(partial(build_tenant, db_url=url, recorder_factory=None), settings):
         async with running_server(partial(build_metering, db_url=url), settings):
             async with (
-                grpc.aio.insecure_channel(settings.address("tenant")) as channel_t,
-                grpc.aio.insecure_channel(settings.address("metering")) as channel_m,
+                direct_channel(settings.address("tenant")) as channel_t,
+                direct_channel(settings.address("metering")) as channel_m,
             ):
                 yield Platform(settings, channel_t, channel_m)
 

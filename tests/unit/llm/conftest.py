@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-import grpc
 import pytest
 from aiohttp import web
 from makoto.llm.v1 import llm_pb2_grpc
@@ -19,7 +18,7 @@ from services.llm.config import LlmSettings
 from services.llm.server import build
 from services.llm.simulator import SIMULATOR_KEY_NAME, SimulatorState, simulator_state, start_simulator
 from tests.limits_support import FixedLimits, fixed_limits_parts
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.llm.support import FixedTenants, MemoryRecorder, llm_binding
 
 SIM_KEY = "sk-sim-test-7f3a9c2e41d86b05"
@@ -77,7 +76,7 @@ async def harness(simulator_settings: tuple[MeshSettings, web.AppRunner]) -> Asy
         limits=fixed_limits_parts(settings, limits),
     )
     async with running_server(server, settings):
-        async with grpc.aio.insecure_channel(settings.address("llm")) as channel:
+        async with direct_channel(settings.address("llm")) as channel:
             yield LlmHarness(
                 settings, llm_pb2_grpc.LLMServiceStub(channel), recorder, tenants, secrets, runner, limits
             )

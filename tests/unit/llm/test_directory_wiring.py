@@ -16,7 +16,7 @@ from services.common.config import MeshSettings
 from services.common.secrets import SecretResolver
 from services.llm.server import build
 from services.llm.simulator import SIMULATOR_KEY_NAME
-from tests.support import bearer, running_server
+from tests.support import bearer, bind_tls, direct_channel, running_server
 from tests.unit.llm.conftest import SIM_KEY
 from tests.unit.llm.support import MemoryRecorder, llm_binding
 
@@ -44,7 +44,7 @@ async def directory(
     servicer = Directory()
     server = grpc.aio.server()
     directory_pb2_grpc.add_TenantDirectoryServiceServicer_to_server(servicer, server)
-    server.add_insecure_port(settings.address("tenant"))
+    bind_tls(server, settings.address("tenant"), "tenant")
     await server.start()
     try:
         yield servicer
@@ -68,7 +68,7 @@ async def test_chat_through_the_tenant_directory(
     recorder = MemoryRecorder()
     async with (
         running_server(partial(build, recorder=recorder, secrets=secrets), settings),
-        grpc.aio.insecure_channel(settings.address("llm")) as channel,
+        direct_channel(settings.address("llm")) as channel,
     ):
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         request = llm_pb2.CreateChatCompletionRequest(

@@ -26,7 +26,7 @@ from services.llm.config import LlmSettings
 from services.llm.server import build
 from services.llm.simulator import SIMULATOR_KEY_NAME
 from tests.fault_proxy import FaultProxy, Mode, fault_proxy
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.llm.conftest import SIM_KEY
 from tests.unit.llm.support import FixedTenants, MemoryRecorder, error_info, llm_binding
 
@@ -77,7 +77,7 @@ async def drill(
         options = LlmSettings(max_retries=2, timeout_seconds=60.0)
         server = partial(build, recorder=MemoryRecorder(), tenants=tenants, secrets=secrets, options=options)
         async with running_server(server, settings):
-            async with grpc.aio.insecure_channel(settings.address("llm")) as channel:
+            async with direct_channel(settings.address("llm")) as channel:
                 d = LlmDrill(proxy, llm_pb2_grpc.LLMServiceStub(channel), settings)
                 for tenant in ("sick-llm", "well-llm"):
                     code, _, err = await d.chat(tenant, timeout=10)

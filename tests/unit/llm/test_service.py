@@ -19,7 +19,7 @@ from services.llm.config import LlmSettings
 from services.llm.server import build
 from services.llm.simulator import bound_port, simulator_state, start_simulator
 from services.llm.tokens import count_tokens
-from tests.support import bearer, free_port, make_settings, running_server
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server
 from tests.unit.llm.conftest import SIM_KEY, LlmHarness
 from tests.unit.llm.support import MemoryRecorder, error_info, llm_binding
 
@@ -451,7 +451,7 @@ async def test_provider_timeout_is_deadline_exceeded(tmp_path: object, harness: 
     )
     async with (
         running_server(server, settings),
-        grpc.aio.insecure_channel(settings.address("llm")) as channel,
+        direct_channel(settings.address("llm")) as channel,
     ):
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         err = await rpc_error(

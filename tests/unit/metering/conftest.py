@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import asyncpg
-import grpc
 import pytest
 from makoto.metering.v1 import metering_pb2_grpc
 
 from services.common.config import MeshSettings
 from services.metering.plans import FixedPlanResolver
 from services.metering.server import build
-from tests.support import make_settings, running_server
+from tests.support import direct_channel, make_settings, running_server
 
 PG_ADMIN_DSN = os.environ.get("MAKOTO_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -85,7 +84,7 @@ async def metering(
         else:
             mp.delenv("MAKOTO_METERING_DB_URL", raising=False)
         async with running_server(partial(build, plans=plans), settings):
-            async with grpc.aio.insecure_channel(settings.address("metering")) as channel:
+            async with direct_channel(settings.address("metering")) as channel:
                 stub = metering_pb2_grpc.MeteringServiceStub(channel)
                 yield Metering("postgresql" if store_url else "sqlite", settings, stub, plans)
 

@@ -14,7 +14,7 @@ from services.common.dev_issuer import ServiceTokenSource
 from services.common.directory_client import TenantDirectory
 from services.common.errors import Unavailable
 from services.metering.plans import DirectoryPlanResolver, FixedPlanResolver
-from tests.support import free_port, make_settings
+from tests.support import bind_tls, free_port, make_settings
 
 
 class Directory(directory_pb2_grpc.TenantDirectoryServiceServicer):
@@ -40,7 +40,7 @@ async def directory() -> AsyncIterator[tuple[str, Directory]]:
     servicer = Directory()
     server = grpc.aio.server()
     directory_pb2_grpc.add_TenantDirectoryServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+    port = bind_tls(server, f"127.0.0.1:{free_port()}", "tenant")
     await server.start()
     try:
         yield f"127.0.0.1:{port}", servicer

@@ -67,6 +67,7 @@ async def transport(tmp_path: Path, pg_url: str) -> AsyncIterator[Transport]:
     env.update(
         {
             "MAKOTO_HOME": str(settings.home),
+            "MAKOTO_TLS_DIR": str(settings.tls_path),
             "MAKOTO_NATS_URL": NATS_URL,
             "MAKOTO_USAGE_TRANSPORT": "jetstream",
             "MAKOTO_USAGE_STREAM": settings.usage_stream,

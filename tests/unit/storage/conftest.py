@@ -22,7 +22,7 @@ from services.common.usage import AUDIT
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
 from tests.limits_support import FixedLimits, fixed_limits_parts
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 
 TENANTS = ("acme", "globex", "meter-co")
 
@@ -93,7 +93,7 @@ async def storage(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sto
         build, recorder=recorder, resolver=resolver, limits=fixed_limits_parts(settings, limits)
     )
     async with running_server(server_build, settings):
-        async with grpc.aio.insecure_channel(
+        async with direct_channel(
             settings.address("storage"),
             options=[
                 ("grpc.max_receive_message_length", 8 * 1024 * 1024),

@@ -41,7 +41,7 @@ from services.storage.tenants import StaticTenantResolver
 from tests.contract.emulators import Emulator, StaticSecrets, moto_server  # noqa: F401
 from tests.contract.item_emulators import item_postgres_dsn, unique_tenant  # noqa: F401
 from tests.fault_proxy import FaultProxy, Mode, fault_proxy
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
 DEADLINE = 1.0  # the client's grpc-timeout in these drills
@@ -202,7 +202,7 @@ async def drill(
         secrets = StaticSecrets({S3_SECRET: "makoto-test:makoto-test-secret"})
         server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=secrets)
         async with running_server(server_build, settings):
-            async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+            async with direct_channel(settings.address("storage")) as channel:
                 stub = storage_service_pb2_grpc.StorageServiceStub(channel)
                 md = {t: bearer(settings, Role.MEMBER, t) for t in (sick, well)}
                 d = Drill(proxy, stub, sick, well, md, kind)

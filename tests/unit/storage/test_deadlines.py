@@ -25,7 +25,7 @@ from services.common.identity import Role
 from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
 from tests.limits_support import FixedLimits, fixed_limits_parts
-from tests.support import bearer, free_port, make_settings, running_server
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
 
@@ -103,7 +103,7 @@ async def hung_storage(
     )
     try:
         async with running_server(server_build, settings):
-            async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+            async with direct_channel(settings.address("storage")) as channel:
                 stub = storage_service_pb2_grpc.StorageServiceStub(channel)
                 yield backend, stub, bearer(settings, Role.MEMBER, "slowpoke")
     finally:
@@ -168,7 +168,7 @@ async def capped_storage(
     server_build = functools.partial(build, recorder=MemoryRecorder(), resolver=resolver, secrets=Secrets())
     try:
         async with running_server(server_build, settings):
-            async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+            async with direct_channel(settings.address("storage")) as channel:
                 stub = storage_service_pb2_grpc.StorageServiceStub(channel)
                 yield backend, stub, bearer(settings, Role.MEMBER, "slowpoke")
     finally:

@@ -20,7 +20,7 @@ from services.storage.server import build
 from services.storage.tenants import StaticTenantResolver
 from tests.limits_support import FixedLimits, fixed_limits_parts
 from tests.redis_support import PrivateRedis
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,7 +57,7 @@ async def test_calls_keep_working_and_stay_limited_without_redis(tmp_path: Path,
         limits=fixed_limits_parts(settings, limits),
     )
     async with running_server(server, settings):
-        async with grpc.aio.insecure_channel(settings.address("storage")) as channel:
+        async with direct_channel(settings.address("storage")) as channel:
             stub = storage_service_pb2_grpc.StorageServiceStub(channel)
             md = bearer(settings, Role.MEMBER, "acme")
             await stub.PutItem(

@@ -36,7 +36,7 @@ from services.mesh.processes import settings_env
 from services.metering.plans import FixedPlanResolver
 from services.metering.server import build as build_metering
 from services.tenant.server import build as build_tenant
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 KEYS = [f"shared/k{i}" for i in range(4)]
@@ -171,8 +171,8 @@ async def test_kill_9_mid_write_then_reconciliation_bills_exactly_what_is_stored
     storage.start()
     await storage.ready()
     async with (
-        grpc.aio.insecure_channel(settings.address("tenant")) as tch,
-        grpc.aio.insecure_channel(settings.address("metering")) as mch,
+        direct_channel(settings.address("tenant")) as tch,
+        direct_channel(settings.address("metering")) as mch,
     ):
         tenants = tenant_pb2_grpc.TenantServiceStub(tch)
         metering = metering_pb2_grpc.MeteringServiceStub(mch)
@@ -181,7 +181,7 @@ async def test_kill_9_mid_write_then_reconciliation_bills_exactly_what_is_stored
         )
 
         # 1. Racing writers on four keys and a slow upload; kill -9 in the middle of it all.
-        async with grpc.aio.insecure_channel(settings.address("storage")) as sch:
+        async with direct_channel(settings.address("storage")) as sch:
             stub = storage_service_pb2_grpc.StorageServiceStub(sch)
             stop, started = asyncio.Event(), asyncio.Event()
             writers = [asyncio.create_task(_writer(stub, member, tenant, stop)) for _ in range(WRITERS)]
@@ -221,7 +221,7 @@ async def test_kill_9_mid_write_then_reconciliation_bills_exactly_what_is_stored
         # 3. StorageService comes back (its spool drains) and one write tells it the tenant.
         storage.start()
         await storage.ready()
-        async with grpc.aio.insecure_channel(settings.address("storage")) as sch:
+        async with direct_channel(settings.address("storage")) as sch:
             stub = storage_service_pb2_grpc.StorageServiceStub(sch)
             await stub.PutObjectContent(
                 objects_pb2.PutObjectContentRequest(

@@ -18,7 +18,7 @@ from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.storage.server import build as build_storage
 from services.tenant.server import build as build_tenant
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.storage.conftest import MemoryRecorder
 
 
@@ -36,8 +36,8 @@ async def test_storage_follows_the_tenant_directory(mesh: tuple[MeshSettings, Me
     admin = bearer(settings, Role.PLATFORM_ADMIN)
     member = bearer(settings, Role.MEMBER, "acme")
     async with (
-        grpc.aio.insecure_channel(settings.address("tenant")) as tch,
-        grpc.aio.insecure_channel(settings.address("storage")) as sch,
+        direct_channel(settings.address("tenant")) as tch,
+        direct_channel(settings.address("storage")) as sch,
     ):
         tenants = tenant_pb2_grpc.TenantServiceStub(tch)
         storage = storage_service_pb2_grpc.StorageServiceStub(sch)

@@ -22,7 +22,7 @@ from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.common.usage import AUDIT
 from services.tenant.server import build
-from tests.support import bearer, running_server
+from tests.support import bearer, direct_channel, running_server
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _RUN = uuid.uuid4().hex[:8]
@@ -146,7 +146,7 @@ async def client(settings: MeshSettings, db_url: str) -> AsyncIterator[TenantCli
     recorder = MemoryRecorder()
     server = functools.partial(build, db_url=db_url, recorder_factory=lambda _s: recorder)
     async with running_server(server, settings):
-        channel = grpc.aio.insecure_channel(settings.address("tenant"))
+        channel = direct_channel(settings.address("tenant"))
         try:
             yield TenantClient(
                 settings=settings,

@@ -21,7 +21,7 @@ from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 from services.common.config import JwtProvider, MeshSettings
 from services.tenant.server import build
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, moto_server  # noqa: F401
-from tests.support import bearer, make_settings, running_server
+from tests.support import bearer, direct_channel, make_settings, running_server
 
 PASSWORD = "Corr3ct-Horse-Battery!"
 
@@ -93,7 +93,7 @@ async def api(pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> As
     settings = make_settings(tmp_path / "home", extra_jwt_providers=[cognito])
     url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
     async with running_server(functools.partial(build, db_url=url, recorder_factory=None), settings):
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             yield Api(settings, tenant_pb2_grpc.TenantServiceStub(channel))
 
 

@@ -34,7 +34,7 @@ from services.tenant.provisioning.workflow import Step, WorkflowProvisioner
 from services.tenant.server import build
 from services.tenant.tenants import TenantManager
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, moto_server  # noqa: F401
-from tests.support import bearer
+from tests.support import bearer, direct_channel
 
 _ids = itertools.count()
 
@@ -175,7 +175,7 @@ async def api(settings: MeshSettings, platform_env: None) -> AsyncIterator[Api]:
 
     url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
     async with running_server(functools.partial(build, db_url=url, recorder_factory=None), settings):
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             yield Api(settings, tenant_pb2_grpc.TenantServiceStub(channel))
 
 

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 from azure.cosmos.aio import CosmosClient
 from azure.storage.blob.aio import BlobServiceClient
@@ -25,14 +24,14 @@ from services.storage.ports import ItemKey
 from services.tenant.server import build
 from tests.contract.emulators import Azurite, azurite  # noqa: F401
 from tests.contract.item_emulators import COSMOS_EMULATOR_KEY, Emulator, item_cosmos  # noqa: F401
-from tests.support import bearer, running_server
+from tests.support import bearer, direct_channel, running_server
 
 
 @pytest.fixture
 async def stub(settings: MeshSettings) -> AsyncIterator[tenant_pb2_grpc.TenantServiceStub]:
     url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
     async with running_server(functools.partial(build, db_url=url, recorder_factory=None), settings):
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             yield tenant_pb2_grpc.TenantServiceStub(channel)
 
 

@@ -28,7 +28,7 @@ from services.tenant.db import make_engine
 from services.tenant.schema import provisioning_steps, tenants
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, moto_server  # noqa: F401
 from tests.fault_proxy import Mode, fault_proxy
-from tests.support import bearer, free_port
+from tests.support import bearer, direct_channel, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -39,6 +39,7 @@ def tenant_process(settings: MeshSettings, db_url: str, log: Path) -> Iterator[s
     env.update(
         {
             "MAKOTO_HOME": str(settings.home),
+            "MAKOTO_TLS_DIR": str(settings.tls_path),
             "MAKOTO_TENANT_PORT": str(settings.tenant_port),
             "MAKOTO_METERING_PORT": str(free_port()),  # usage is spooled: nothing listens
             "MAKOTO_TENANT_DB_URL": db_url,
@@ -119,7 +120,7 @@ async def test_kill_9_mid_provisioning_then_restart_resumes(
             )
             await proxy.set_mode(Mode.BLACKHOLE)
             with tenant_process(settings, db_url, log) as first:
-                channel = grpc.aio.insecure_channel(settings.address("tenant"))
+                channel = direct_channel(settings.address("tenant"))
                 stub = tenant_pb2_grpc.TenantServiceStub(channel)
                 create = asyncio.ensure_future(
                     stub.CreateTenant(

@@ -17,14 +17,14 @@ from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tena
 from services.common.config import MeshSettings
 from services.common.identity import Role
 from services.tenant.server import build
-from tests.support import bearer, free_port, make_settings, running_server
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 async def test_default_build_uses_embedded_database_and_spools_usage(settings: MeshSettings) -> None:
     async with running_server(build, settings):
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             stub = tenant_pb2_grpc.TenantServiceStub(channel)
             await stub.CreateTenant(
                 tenant_pb2.CreateTenantRequest(tenant=tenant_pb2.Tenant(tenant_id="wired")),
@@ -43,7 +43,7 @@ async def test_default_build_uses_embedded_database_and_spools_usage(settings: M
 
     # a restart finds the tenant again (migrations on an existing database are a no-op)
     async with running_server(build, settings):
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             got = await tenant_pb2_grpc.TenantServiceStub(channel).GetTenant(
                 tenant_pb2.GetTenantRequest(tenant_id="wired"),
                 metadata=bearer(settings, Role.MEMBER, "wired"),
@@ -56,6 +56,7 @@ async def test_module_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> 
     env = {
         **os.environ,
         "MAKOTO_HOME": str(settings.home),
+        "MAKOTO_TLS_DIR": str(settings.tls_path),
         "MAKOTO_TENANT_PORT": str(settings.tenant_port),
         "MAKOTO_METERING_PORT": str(free_port()),
         "MAKOTO_LOG_LEVEL": "WARNING",
@@ -66,7 +67,7 @@ async def test_module_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> 
         sys.executable, "-m", "services.tenant", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+        async with direct_channel(settings.address("tenant")) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for _ in range(200):
                 try:

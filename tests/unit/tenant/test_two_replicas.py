@@ -19,7 +19,7 @@ from services.common.identity import Role
 from services.storage.server import build as build_storage
 from services.tenant.schema import VERSION_TABLE
 from tests.e2e.control_plane import NATS_URL, ControlPlane, private_prefix
-from tests.support import bearer, free_port, make_settings, running_server
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server
 from tests.unit.tenant.conftest import MemoryRecorder
 
 
@@ -47,7 +47,7 @@ async def test_two_replicas_migrate_together_and_serve_without_conflict(tmp_path
         assert len(versions) == 1, versions
 
         admin = bearer(settings, Role.PLATFORM_ADMIN)
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in ports]
+        channels = [direct_channel(f"127.0.0.1:{p}") for p in ports]
         try:
             a, b = (tenant_pb2_grpc.TenantServiceStub(ch) for ch in channels)
 
@@ -126,7 +126,7 @@ async def test_two_replicas_migrate_together_and_serve_without_conflict(tmp_path
             build = functools.partial(build_storage, recorder=MemoryRecorder())
             async with (
                 running_server(build, storage_settings),
-                grpc.aio.insecure_channel(storage_settings.address("storage")) as sch,
+                direct_channel(storage_settings.address("storage")) as sch,
             ):
                 storage = storage_service_pb2_grpc.StorageServiceStub(sch)
                 member = bearer(settings, Role.MEMBER, "solo-2")
