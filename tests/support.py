@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -55,6 +56,12 @@ def direct_channel(
     what Envoy or an operator's tool may call (no internal methods)."""
     creds = tls.channel_credentials(tls_settings(), identity)
     return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
+
+
+def direct_ssl(identity: str = "envoy") -> ssl.SSLContext:
+    """For HTTPS to a service's own HTTP listener (LLMService's OpenAI-compatible API): trust
+    the mesh CA and present `identity`'s certificate, as Envoy does."""
+    return tls.client_ssl_context(tls_settings(), identity)
 
 
 def bind_tls(server: grpc.aio.Server, address: str, service: str) -> int:

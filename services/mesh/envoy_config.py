@@ -649,6 +649,8 @@ def _access_log(log_dir: Path) -> list[dict[str, Any]]:
         "duration_ms": "%DURATION%",
         "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
         "cluster": "%UPSTREAM_CLUSTER%",
+        # Why the upstream connection failed, e.g. a service certificate without the expected SAN.
+        "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
         "subject": f"%DYNAMIC_METADATA({JWT_FILTER}:{JWT_PAYLOAD_KEY}:sub)%",
         "tenant_id": f"%DYNAMIC_METADATA({FIELD_FILTER})%",
         "user_agent": "%REQ(USER-AGENT)%",

@@ -23,7 +23,12 @@ from google.api import httpbody_pb2
 from google.protobuf.message import Message
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
-from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
+from makoto.storage.v1 import (
+    items_pb2,
+    objects_pb2,
+    storage_service_pb2,  # noqa: F401  # its _grpc module does not load the descriptor
+    storage_service_pb2_grpc,
+)
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings

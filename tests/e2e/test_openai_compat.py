@@ -16,7 +16,7 @@ import pytest
 from services.common.identity import Role
 from tests.mesh_fixture import RunningMesh
 from tests.security.attacks import BAD_TOKEN_KINDS, bad_token
-from tests.support import mint_token
+from tests.support import direct_ssl, mint_token
 
 pytestmark = pytest.mark.e2e
 
@@ -150,15 +150,24 @@ async def test_cross_tenant_and_bad_tokens_are_refused(mesh: RunningMesh, tenant
         with pytest.raises(openai.PermissionDeniedError):
             await client.chat.completions.create(model="chat", messages=messages)
     # ... and so does the service itself, reached directly (bypassing Envoy).
-    direct = f"http://{mesh.settings.host}:{mesh.settings.llm_openai_port}/v1"
+    direct = f"https://{mesh.settings.host}:{mesh.settings.llm_openai_port}/v1"
     token = mint_token(mesh.settings, role=Role.MEMBER, tenant_id=tenant)
     async with openai.AsyncOpenAI(
-        base_url=direct, api_key=token, organization=other, max_retries=0
+        base_url=direct,
+        api_key=token,
+        organization=other,
+        max_retries=0,
+        http_client=httpx.AsyncClient(verify=direct_ssl()),
     ) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:
             await client.chat.completions.create(model="chat", messages=messages)
         assert caught.value.body["type"] == "permission_error"  # type: ignore[index]
-    async with openai.AsyncOpenAI(base_url=direct, api_key="not-a-jwt", max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=direct,
+        api_key="not-a-jwt",
+        max_retries=0,
+        http_client=httpx.AsyncClient(verify=direct_ssl()),
+    ) as client:
         with pytest.raises(openai.AuthenticationError):
             await client.models.list()
     async with openai.AsyncOpenAI(base_url=f"{mesh.base_url}/v1", api_key="not-a-jwt", max_retries=0) as c:
@@ -191,9 +200,9 @@ async def test_openai_calls_are_metered_like_grpc_ones(mesh: RunningMesh) -> Non
 async def test_bad_tokens_are_401_on_the_service_port_itself(mesh: RunningMesh, tenant: str) -> None:
     """Bypassing Envoy: the OpenAI listener refuses every kind of bad token, even one claiming
     platform-admin, before any work (no usage left behind is checked by the gRPC twin test)."""
-    direct = f"http://{mesh.settings.host}:{mesh.settings.llm_openai_port}"
+    direct = f"https://{mesh.settings.host}:{mesh.settings.llm_openai_port}"
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
-    async with httpx.AsyncClient(base_url=direct, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=direct, timeout=30, verify=direct_ssl()) as client:
         for kind in BAD_TOKEN_KINDS:
             for role in (Role.MEMBER, Role.PLATFORM_ADMIN):
                 token = bad_token(mesh, kind, role, tenant)
