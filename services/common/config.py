@@ -47,6 +47,9 @@ class MeshSettings(BaseSettings):
     # Where the CA and the per-identity certificates are (default <home>/tls, made on first start;
     # Kubernetes mounts them from a Secret).
     tls_dir: Path | None = None
+    # A plaintext port serving only grpc.health.v1 (no data, no tokens), for probes that cannot
+    # do mTLS: Kubernetes' gRPC probes. 0 = none (`make up` and compose need none).
+    health_port: int = 0
 
     issuer: str = "makoto-dev"
     audience: str = "makoto"

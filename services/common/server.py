@@ -105,6 +105,20 @@ def bind(server: grpc.aio.Server, settings: MeshSettings, name: str, port: int) 
     return int(server.add_secure_port(address, tls.server_credentials(settings, name)))
 
 
+def _probe_server(
+    settings: MeshSettings, name: str, health_servicer: health.aio.HealthServicer
+) -> grpc.aio.Server | None:
+    """The plaintext health-only port (settings.health_port) beside the mTLS one: the same
+    health states, nothing else (no service, no reflection)."""
+    if not settings.tls or not settings.health_port:
+        return None
+    probe = grpc.aio.server(options=server_options(settings, name))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+    if probe.add_insecure_port(f"{settings.host}:{settings.health_port}") == 0:
+        raise SystemExit(f"{name}: cannot bind the health port {settings.host}:{settings.health_port}")
+    return probe
+
+
 class _ReflectionPool:
     """The default descriptor pool, but FindFileContainingSymbol also resolves a method
     ("pkg.Service.Method"): upb's pool does not, so `grpcurl describe pkg.Service.Method`
@@ -189,11 +203,14 @@ async def run_server(
     bound = bind(server, settings, spec.name, spec.port)
     if bound == 0:
         raise SystemExit(f"{spec.name}: cannot bind {settings.host}:{spec.port}")
+    probe = _probe_server(settings, spec.name, health_servicer)
     if spec.recorder is not None:
         await spec.recorder.start()
     scrape = MetricsServer(settings, spec.name)
     scrape.start()
     await server.start()
+    if probe is not None:
+        await probe.start()
     for listener in spec.listeners:
         await listener.start()
     for name in ["", *names]:
@@ -230,6 +247,8 @@ async def run_server(
     # api_calls record says so (a little early, so the mark is set before grpc cancels them).
     cut_mark = loop.call_later(max(0.0, settings.shutdown_grace_seconds - 0.1), makoto.begin_shutdown)
     await server.stop(settings.shutdown_grace_seconds)
+    if probe is not None:
+        await probe.stop(None)
     cut_mark.cancel()
     # Cut calls finish their finally blocks (and record their usage) after grpc cancelled them.
     await makoto.wait_idle(SHUTDOWN_RECORD_SECONDS)

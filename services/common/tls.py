@@ -177,18 +177,25 @@ def ensure_certs(settings: MeshSettings) -> Path:
     return directory
 
 
+def certs_dir(settings: MeshSettings) -> Path:
+    """Where this process reads its certificate: an explicit MAKOTO_TLS_DIR is used as it is
+    (Kubernetes mounts each service's own Secret there: CA, its certificate and key only);
+    the default <home>/tls is made on first use."""
+    return settings.tls_dir if settings.tls_dir is not None else ensure_certs(settings)
+
+
 def _read(files: CertFiles) -> tuple[bytes, bytes, bytes]:
     return files.ca.read_bytes(), files.cert.read_bytes(), files.key.read_bytes()
 
 
 def server_credentials(settings: MeshSettings, name: str) -> grpc.ServerCredentials:
     """This service's certificate; clients must present one from the mesh CA."""
-    ca, cert, key = _read(cert_files(ensure_certs(settings), name))
+    ca, cert, key = _read(cert_files(certs_dir(settings), name))
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
 def channel_credentials(settings: MeshSettings, identity: str) -> grpc.ChannelCredentials:
-    ca, cert, key = _read(cert_files(ensure_certs(settings), identity))
+    ca, cert, key = _read(cert_files(certs_dir(settings), identity))
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
@@ -228,7 +235,7 @@ def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
 def server_ssl_context(settings: MeshSettings, name: str) -> ssl.SSLContext:
     """For an HTTP listener (LLMService's OpenAI-compatible API): this service's certificate,
     client certificates from the mesh CA required."""
-    files = cert_files(ensure_certs(settings), name)
+    files = cert_files(certs_dir(settings), name)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files.ca))
     context.load_cert_chain(str(files.cert), str(files.key))
     context.verify_mode = ssl.CERT_REQUIRED
@@ -237,7 +244,7 @@ def server_ssl_context(settings: MeshSettings, name: str) -> ssl.SSLContext:
 
 def client_ssl_context(settings: MeshSettings, identity: str) -> ssl.SSLContext:
     """For an HTTP client inside the mesh (tests, tools): trust the mesh CA, present `identity`."""
-    files = cert_files(ensure_certs(settings), identity)
+    files = cert_files(certs_dir(settings), identity)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
     context.load_cert_chain(str(files.cert), str(files.key))
     return context

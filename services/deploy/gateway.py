@@ -30,6 +30,7 @@ TARGETS: tuple[Target, ...] = ("compose", "k8s")
 IMAGE_DESCRIPTOR = Path("/app/gen/makoto.binpb")
 IMAGE_OPENAPI = Path("/app/docs/openapi.json")
 IMAGE_HOME = Path("/var/lib/makoto")
+K8S_TLS_DIR = Path("/etc/makoto/tls")
 K8S_CONFIG_PATH = REPO_ROOT / "deploy" / "k8s" / "base" / "gateway" / "envoy.json"
 
 SERVICES = ("tenant", "storage", "llm", "metering")
@@ -55,16 +56,21 @@ def upstream_hosts(target: Target) -> dict[str, list[str]]:
     return hosts
 
 
-def fleet_settings() -> MeshSettings:
+def fleet_settings(target: Target = "compose") -> MeshSettings:
     # Defaults only (ports, limits, timeouts), never the renderer's environment.
     # Envoy's stats are served for Prometheus on the port every MAKOTO container uses (9464).
+    # mTLS material: compose's init container writes it into the shared home (<home>/tls);
+    # Kubernetes mounts the gateway's Secret at K8S_TLS_DIR.
     return MeshSettings.model_construct(
-        home=IMAGE_HOME, host="0.0.0.0", metrics_ports={"envoy": METRICS_PORT}
+        home=IMAGE_HOME,
+        host="0.0.0.0",
+        metrics_ports={"envoy": METRICS_PORT},
+        tls_dir=K8S_TLS_DIR if target == "k8s" else None,
     )
 
 
 def gateway_config(target: Target) -> dict[str, Any]:
-    settings = fleet_settings()
+    settings = fleet_settings(target)
     # The routes come from the repository's descriptor set; Envoy in the image reads its copies
     # of it and of the OpenAPI document (served at /openapi.json).
     config: dict[str, Any] = render(

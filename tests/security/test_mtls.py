@@ -30,11 +30,12 @@ from services.common.identity import Role
 from services.mesh.envoy_config import write_config
 from services.mesh.launcher import envoy_spec
 from services.mesh.processes import Child
+from services.tenant.server import build as build_tenant
 from tests.mesh_fixture import RunningMesh
 from tests.security.attacks import create_tenant
-from tests.support import bearer, direct_channel, make_settings, tls_dir
+from tests.support import bearer, direct_channel, free_port, make_settings, running_server, tls_dir
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e  # the shared mesh; the in-process cases below need none
 
 SERVICES = ("tenant", "storage", "llm", "metering")
 HEALTH = health_pb2.HealthCheckRequest()
@@ -249,3 +250,30 @@ async def test_envoy_refuses_a_service_presenting_another_services_certificate(
         assert row["status"] in (200, 503), row  # gRPC: HTTP 200 + grpc-status 14 (UNAVAILABLE)
         assert "CERTIFICATE_VERIFY_FAILED" in row["upstream_failure"], row
     assert not [row for row in rows if row.get("cluster") == "tenant" and row.get("upstream_failure")]
+
+
+# -- the plaintext health port and the development opt-out -----------------------------------
+
+
+async def test_the_health_port_is_plaintext_and_serves_health_only(tmp_path: Path) -> None:
+    """For Kubernetes' gRPC probes (they cannot present a certificate): health, nothing else."""
+    settings = make_settings(tmp_path / "home", health_port=free_port())
+    probe = f"{settings.host}:{settings.health_port}"
+    async with running_server(build_tenant, settings):
+        async with grpc.aio.insecure_channel(probe) as channel:
+            assert await _health(channel) is None
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await tenant_pb2_grpc.TenantServiceStub(channel).ListTenants(
+                    tenant_pb2.ListTenantsRequest(), metadata=bearer(settings, Role.PLATFORM_ADMIN), timeout=5
+                )
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+            err = await _health(channel)
+            assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_plaintext_only_when_switched_off_explicitly(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", tls=False)
+    async with running_server(build_tenant, settings):
+        async with grpc.aio.insecure_channel(settings.address("tenant")) as channel:
+            assert await _health(channel) is None

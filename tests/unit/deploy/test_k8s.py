@@ -16,11 +16,13 @@ import yaml
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key
+from services.common.tls import ensure_certs
 from services.deploy.gateway import (
     IMAGE_DESCRIPTOR,
     IMAGE_HOME,
     IMAGE_OPENAPI,
     K8S_CONFIG_PATH,
+    K8S_TLS_DIR,
     dumps,
     gateway_config,
 )
@@ -32,7 +34,11 @@ from tests.unit.envoy.test_envoy_config import validate as envoy_validate
 K8S = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 # The only Secrets the manifests may name; they are created outside the repository.
-REFERENCED_SECRETS = {"makoto-keys", "makoto-backends"}
+REFERENCED_SECRETS = {
+    "makoto-keys",
+    "makoto-backends",
+    *(f"makoto-tls-{name}" for name in ("tenant", "storage", "llm", "metering", "gateway")),
+}
 
 
 def kubernetes_validate() -> Path:
@@ -106,8 +112,12 @@ def test_deployments_are_probed_bounded_and_unprivileged(overlay: tuple[str, lis
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
     for service, full_name in PUBLIC_SERVICES.items():
         [c] = deployments[service]["spec"]["template"]["spec"]["containers"]
-        # Readiness asks the gRPC health service about this very service (what Envoy asks too).
+        # Readiness asks the gRPC health service about this very service (what Envoy asks too),
+        # on the plaintext health-only port (kubelet cannot present an mTLS certificate).
         assert c["readinessProbe"]["grpc"]["service"] == full_name
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert c["readinessProbe"]["grpc"]["port"] == int(env["MAKOTO_HEALTH_PORT"])
+        assert env["MAKOTO_TLS_DIR"] == "/etc/makoto/tls"
         assert c["args"] == ["serve", service]
 
 
@@ -125,12 +135,22 @@ def test_secrets_are_referenced_never_embedded(overlay: tuple[str, list[dict[str
             )
     assert named == REFERENCED_SECRETS
     # The gateway gets the public JWKS only, never the signing key or the secret store.
-    [jwks] = [
-        v
+    gateway_secrets = {
+        v["secret"]["secretName"]: v
         for v in by_kind(manifests, "Deployment")["gateway"]["spec"]["template"]["spec"]["volumes"]
         if "secret" in v
-    ]
-    assert jwks["secret"]["items"] == [{"key": "jwks.json", "path": "jwks.json"}]
+    }
+    assert set(gateway_secrets) == {"makoto-keys", "makoto-tls-gateway"}
+    assert gateway_secrets["makoto-keys"]["secret"]["items"] == [{"key": "jwks.json", "path": "jwks.json"}]
+    # mTLS: each workload mounts only its own certificate Secret.
+    for name, d in by_kind(manifests, "Deployment").items():
+        volumes = d["spec"]["template"]["spec"].get("volumes", [])
+        tls_secrets = {v["secret"]["secretName"] for v in volumes if "secret" in v} - {
+            "makoto-keys",
+            "makoto-backends",
+        }
+        if name in PUBLIC_SERVICES or name == "gateway":
+            assert tls_secrets == {f"makoto-tls-{name}"}, name
 
 
 def test_autoscalers_budgets_and_services_point_at_real_workloads(
@@ -232,7 +252,10 @@ def _validate_image_config(config: dict[str, Any], tmp_path: Path) -> None:
     files here."""
     home = tmp_path / "home"
     ensure_signing_key(MeshSettings.model_construct(home=home))
+    ensure_certs(MeshSettings.model_construct(home=home))
     text = json.dumps(config)
+    # Kubernetes mounts the gateway's mTLS Secret at K8S_TLS_DIR; compose has it in the home.
+    text = text.replace(str(K8S_TLS_DIR), str(home / "tls"))
     for path in (IMAGE_DESCRIPTOR, IMAGE_OPENAPI, IMAGE_HOME / "keys" / "jwks.json"):
         assert str(path) in text
     text = text.replace(str(IMAGE_DESCRIPTOR), str(DESCRIPTOR_PATH)).replace(str(IMAGE_HOME), str(home))

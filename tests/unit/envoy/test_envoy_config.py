@@ -14,6 +14,7 @@ import yaml
 
 from services.common.config import JwtProvider, MeshSettings
 from services.common.dev_issuer import ensure_signing_key
+from services.common.tls import ensure_certs
 from services.mesh.envoy_config import (
     DESCRIPTOR_PATH,
     OPENAI_CLUSTER,
@@ -77,6 +78,7 @@ def test_every_envoy_config_in_the_repo_validates(config: Path, tmp_path: Path) 
     # with the real descriptor set and a fresh dev JWKS.
     (tmp_path / "gen").symlink_to(REPO_ROOT / "gen", target_is_directory=True)
     ensure_signing_key(MeshSettings.model_construct(home=tmp_path / ".makoto"))
+    ensure_certs(MeshSettings.model_construct(home=tmp_path / ".makoto"))  # Envoy reads them at start
     (tmp_path / ".makoto" / "logs").mkdir()
     validate(config, cwd=tmp_path)
 
