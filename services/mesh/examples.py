@@ -47,6 +47,14 @@ def banner(settings: MeshSettings, tenant: str = "acme") -> str:
     except ValueError:
         protoset = shlex.quote(str(DESCRIPTOR_PATH))
     grpcurl = _tool("grpcurl") or "grpcurl"
+    # A service's own port speaks mTLS: the operator's certificate, the service's name to verify.
+    certs = settings.tls_path
+    direct = (
+        f"-cacert {shlex.quote(str(certs / 'ca.pem'))} -cert {shlex.quote(str(certs / 'operator.pem'))} "
+        f"-key {shlex.quote(str(certs / 'operator.key'))} -servername storage.makoto.internal"
+        if settings.tls
+        else "-plaintext"
+    )
     auth = '-H "Authorization: Bearer $TOKEN"'
     json_ct = "-H 'Content-Type: application/json'"
     item = f"{api}/tenants/{tenant}/collections/notes/partitions/p1/items/s1"
@@ -95,8 +103,8 @@ def banner(settings: MeshSettings, tenant: str = "acme") -> str:
         f"  curl -s {api}/tenants/{tenant}/invoices/{month} {auth}",
         "",
         "  # gRPC: reflection on a service port, calls through Envoy with the descriptor set",
-        f"  {grpcurl} -plaintext {settings.address('storage')} list",
-        f"  {grpcurl} -plaintext {settings.address('storage')} describe makoto.storage.v1.StorageService",
+        f"  {grpcurl} {direct} {settings.address('storage')} list",
+        f"  {grpcurl} {direct} {settings.address('storage')} describe makoto.storage.v1.StorageService",
         f"  {grpcurl} -plaintext -protoset {protoset} {auth.replace('Authorization', 'authorization')} \\",
         f'       -d \'{{"tenant_id": "{tenant}", "collection": "notes", "partition_key": "p1", '
         f'"sort_key": "s1"}}\' \\',

@@ -35,6 +35,16 @@ PUBLIC = {
 OPS = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
+def mtls(mesh: RunningMesh, service: str) -> list[str]:
+    """grpcurl's flags for a service's own port: the mesh CA, the operator's certificate, and
+    the service's name to verify (its certificate names `<service>.makoto.internal`)."""
+    certs = mesh.settings.tls_path
+    return [
+        *("-cacert", str(certs / "ca.pem"), "-cert", str(certs / "operator.pem")),
+        *("-key", str(certs / "operator.key"), "-servername", f"{service}.makoto.internal"),
+    ]
+
+
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(GRPCURL), *args], capture_output=True, text=True, timeout=30)
 
@@ -77,14 +87,14 @@ def test_the_binary_comes_from_the_wheel() -> None:
     ],
 )
 def test_list_by_reflection_on_each_service_port(mesh: RunningMesh, service: str, expected: set[str]) -> None:
-    out = grpcurl("-plaintext", mesh.address(service), "list")
+    out = grpcurl(*mtls(mesh, service), mesh.address(service), "list")
     assert out.returncode == 0, out.stderr
     assert set(out.stdout.split()) == expected | OPS
 
 
 def test_describe_by_reflection(mesh: RunningMesh) -> None:
     storage = mesh.address("storage")
-    out = grpcurl("-plaintext", storage, "describe", "makoto.storage.v1.StorageService")
+    out = grpcurl(*mtls(mesh, "storage"), storage, "describe", "makoto.storage.v1.StorageService")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("makoto.storage.v1.StorageService is a service:")
     upload = "rpc UploadObject ( stream .makoto.storage.v1.UploadObjectRequest )"
@@ -92,7 +102,7 @@ def test_describe_by_reflection(mesh: RunningMesh) -> None:
     assert "returns ( stream .makoto.storage.v1.DownloadObjectResponse )" in out.stdout
     assert 'get:"/api/v1/tenants/{tenant_id}/collections/{collection}' in out.stdout
 
-    out = grpcurl("-plaintext", storage, "describe", "makoto.storage.v1.GetItemRequest")
+    out = grpcurl(*mtls(mesh, "storage"), storage, "describe", "makoto.storage.v1.GetItemRequest")
     assert out.returncode == 0, out.stderr
     assert "message GetItemRequest {" in out.stdout
     for field in (
@@ -105,7 +115,7 @@ def test_describe_by_reflection(mesh: RunningMesh) -> None:
 
     # One method, as operators usually ask.
     out = grpcurl(
-        "-plaintext", mesh.address("llm"), "describe", "makoto.llm.v1.LLMService.StreamChatCompletion"
+        *mtls(mesh, "llm"), mesh.address("llm"), "describe", "makoto.llm.v1.LLMService.StreamChatCompletion"
     )
     assert out.returncode == 0, out.stderr
     assert "makoto.llm.v1.LLMService.StreamChatCompletion is a method:" in out.stdout

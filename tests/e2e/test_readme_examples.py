@@ -121,8 +121,13 @@ def test_the_printed_examples_work(mesh: RunningMesh) -> None:
         (r"^curl -sN -X POST \S+/chat/completions:stream ", stream),
         (r"^curl -s '\S+/usage\?meter=api_calls' ", ignore),  # polled below
         (r"^curl -s \S+/invoices/\d{4}-\d{2} ", invoice),
-        (r"^\S*grpcurl -plaintext \S+ list$", grpc_list),
-        (r"^\S*grpcurl -plaintext \S+ describe makoto.storage.v1.StorageService$", grpc_describe),
+        # A service port: mTLS with the operator's certificate (makoto up runs TLS by default).
+        (r"^\S*grpcurl -cacert \S+ -cert \S+ -key \S+ -servername \S+ \S+ list$", grpc_list),
+        (
+            r"^\S*grpcurl -cacert \S+ -cert \S+ -key \S+ -servername \S+ \S+ describe "
+            r"makoto.storage.v1.StorageService$",
+            grpc_describe,
+        ),
         (r"^\S*grpcurl -plaintext -protoset \S+ .*StorageService/GetItem$", grpc_get_item),
     ]
     assert len(commands) == len(checks), commands

@@ -21,6 +21,7 @@ import yaml
 from services.cli import ServerName
 from services.common.config import MeshSettings
 from services.common.secrets import LocalSecretStore
+from services.common.tls import IDENTITIES
 from services.deploy.gateway import upstream_hosts
 from services.mesh.envoy_config import REPO_ROOT
 from services.mesh.launcher import SIMULATOR_KEY_SECRET
@@ -172,6 +173,8 @@ def test_init_home_creates_the_keys_once_and_prints_no_secret(tmp_path: Path) ->
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     settings = MeshSettings.model_construct(home=tmp_path / "home")
     assert settings.jwks_path.exists() and settings.signing_key_path.exists()
+    # The mesh's mTLS material for every identity (Envoy's included), made once.
+    assert all((settings.home / "tls" / f"{n}.{ext}").exists() for n in IDENTITIES for ext in ("pem", "key"))
     key = LocalSecretStore(settings).get(SIMULATOR_KEY_SECRET)
     assert key
     assert runs[0].stdout == runs[1].stdout  # the second run reuses what the first made

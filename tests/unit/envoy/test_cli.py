@@ -68,8 +68,11 @@ def test_banner_has_working_examples(tmp_path: Path) -> None:
         f"{base}/api/v1/tenants/acme/chat/completions:stream",
         f"{base}/api/v1/tenants/acme/usage?meter=api_calls",
         f"{base}/api/v1/tenants/acme/invoices/",
-        f"grpcurl -plaintext {settings.address('storage')} list",
-        f"grpcurl -plaintext {settings.address('storage')} describe makoto.storage.v1.StorageService",
+        # A service port speaks mTLS: the operator's certificate, the service's name.
+        f"-cert {settings.tls_path / 'operator.pem'} -key {settings.tls_path / 'operator.key'}",
+        f"-servername storage.makoto.internal {settings.address('storage')} list",
+        f"-servername storage.makoto.internal {settings.address('storage')} describe "
+        "makoto.storage.v1.StorageService",
         "makoto.storage.v1.StorageService/GetItem",
         str(settings.home),
     ):
