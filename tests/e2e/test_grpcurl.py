@@ -217,7 +217,7 @@ def test_without_a_token_is_unauthenticated(mesh: RunningMesh, tenant: str) -> N
     assert out.stdout == ""
     # Directly on the service port too: reflection is open, the RPCs are not.
     direct = grpcurl(
-        "-plaintext",
+        *mtls(mesh, "storage"),
         "-d",
         json.dumps(body),
         mesh.address("storage"),
@@ -237,7 +237,7 @@ def test_health_on_a_service_port(mesh: RunningMesh) -> None:
         ("metering", "makoto.metering.v1.MeteringService"),
     ):
         out = grpcurl(
-            "-plaintext",
+            *mtls(mesh, service),
             "-d",
             json.dumps({"service": name}),
             mesh.address(service),
@@ -245,3 +245,6 @@ def test_health_on_a_service_port(mesh: RunningMesh) -> None:
         )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == {"status": "SERVING"}
+        # Plaintext is refused on the same port (mTLS only).
+        plain = grpcurl("-plaintext", "-max-time", "5", mesh.address(service), "grpc.health.v1.Health/Check")
+        assert plain.returncode != 0
