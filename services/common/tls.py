@@ -185,6 +185,8 @@ def certs_dir(settings: MeshSettings) -> Path:
 
 
 def _read(files: CertFiles) -> tuple[bytes, bytes, bytes]:
+    if not files.cert.exists():
+        raise FileNotFoundError(f"no mTLS certificate {files.cert} (identities: {', '.join(IDENTITIES)})")
     return files.ca.read_bytes(), files.cert.read_bytes(), files.key.read_bytes()
 
 

@@ -62,7 +62,7 @@ async def test_shutdown_cut_is_recorded_unavailable(tmp_path: Any) -> None:
     settings = make_settings(tmp_path / "home", shutdown_grace_seconds=0.5)
     recorder = Recorder()
     spec = ServerSpec(
-        name="test",
+        name="storage",  # the server presents StorageService's mTLS certificate
         port=settings.storage_port,
         registrations=[
             Registration(
