@@ -167,6 +167,8 @@ class EgressPolicy:
         except ValueError:
             literal = None
         if literal is not None:
+            if any(entry.covers(literal, port) for entry in self.allow):
+                return  # the allow-list is the one exception to the provider host lists
             self._check_address(literal, port)
             if hosts:
                 raise EgressRefused(f"must name a host of {', '.join(hosts)}, not an IP address")

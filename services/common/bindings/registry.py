@@ -83,6 +83,21 @@ def llm_spec(provider: int) -> BackendSpec[tenant_pb2.LlmBinding] | None:
     return LLM_PROVIDERS.get(provider)
 
 
+def object_spec_hosts(backend: int) -> tuple[str, ...]:
+    spec = object_spec(backend)
+    return spec.hosts if spec is not None else ()
+
+
+def item_spec_hosts(backend: int) -> tuple[str, ...]:
+    spec = item_spec(backend)
+    return spec.hosts if spec is not None else ()
+
+
+def llm_spec_hosts(provider: int) -> tuple[str, ...]:
+    spec = llm_spec(provider)
+    return spec.hosts if spec is not None else ()
+
+
 def _names(specs: dict[int, BackendSpec[B]]) -> str:
     return ", ".join(spec.name.upper() for spec in specs.values())
 

@@ -11,6 +11,7 @@ Violations = list[tuple[str, str]]
 
 # Secrets are referenced, never stored: these are the stores a reference may point into.
 SECRET_SCHEMES = ("local://", "env://", "aws-sm://", AWS_SM_ARN_PREFIX, "azure-kv://")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9._~:/@+=,!*%#-]+$")
 
 
@@ -41,4 +42,6 @@ def secret_ref_violations(value: str, at: str) -> Violations:
     rest = value[len(scheme) :]
     if not rest or not _SAFE_REF.fullmatch(rest):
         return [(at, f"{scheme} reference needs a name of URL-safe characters")]
+    if scheme == "env://" and not _ENV_NAME.fullmatch(rest):
+        return [(at, "env:// reference needs an environment variable name")]
     return []
