@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -212,6 +213,8 @@ class MeshSettings(BaseSettings):
     @classmethod
     def _split_egress_allow(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):  # the launcher passes lists as JSON
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
