@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import protovalidate
+from google.protobuf.message import Message
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.bindings import azure_blob, cosmos, dynamodb, llm, postgres, s3, secret_scope
 from services.common.bindings.egress import EgressPolicy, EgressRefused
-from services.common.bindings.syntax import Violations, secret_ref_violations, url_violations
+from services.common.bindings.syntax import Violations, url_violations
 from services.common.errors import FailedPrecondition, InvalidArgument
 
 B = TypeVar("B", tenant_pb2.ObjectStoreBinding, tenant_pb2.ItemStoreBinding, tenant_pb2.LlmBinding)
@@ -102,15 +104,29 @@ def _names(specs: dict[int, BackendSpec[B]]) -> str:
     return ", ".join(spec.name.upper() for spec in specs.values())
 
 
-def _one(
-    spec: BackendSpec[B] | None, binding: B, at: str, kind: str, field: str, secret_field: str
-) -> Violations:
+_validator = protovalidate.Validator()
+
+
+def contract_violations(binding: Message, at: str) -> Violations:
+    """The rules written in the .proto (protovalidate): the same ones the interceptor applies to
+    requests, so code that gets a binding another way (the adapters) checks the same thing."""
+    out: Violations = []
+    for violation in _validator.collect_violations(binding):
+        names = [str(e.field_name) for e in (violation.proto.field.elements if violation.proto.field else ())]
+        out.append((".".join([at, *names]), violation.proto.message))
+    return out
+
+
+def _one(spec: BackendSpec[B] | None, binding: B, at: str, kind: str, field: str) -> Violations:
+    out = contract_violations(binding, at)
     if spec is None:
-        return [(f"{at}.{field}", f"{kind} is required")]
-    out = spec.validate(binding, at)
-    if spec.url_endpoint:
+        if not any(f == f"{at}.{field}" for f, _ in out):
+            out.append((f"{at}.{field}", f"{kind} is required"))
+        return out
+    out += spec.validate(binding, at)
+    if spec.url_endpoint and isinstance(binding, tenant_pb2.ItemStoreBinding):
+        # Item endpoints are a URL or a DSN depending on the backend: not a contract rule.
         out += url_violations(binding.endpoint, f"{at}.endpoint")
-    out += secret_ref_violations(getattr(binding, secret_field), f"{at}.{secret_field}")
     return out
 
 
@@ -120,19 +136,15 @@ def violations(bindings: tenant_pb2.TenantBindings, prefix: str) -> Violations:
     if bindings.HasField("object_store"):
         b = bindings.object_store
         kind = f"an object store backend ({_names(OBJECT_BACKENDS)})"
-        out += _one(
-            object_spec(b.backend), b, f"{prefix}.object_store", kind, "backend", "credentials_secret_ref"
-        )
+        out += _one(object_spec(b.backend), b, f"{prefix}.object_store", kind, "backend")
     if bindings.HasField("item_store"):
         i = bindings.item_store
         kind = f"an item store backend ({_names(ITEM_BACKENDS)})"
-        out += _one(
-            item_spec(i.backend), i, f"{prefix}.item_store", kind, "backend", "credentials_secret_ref"
-        )
+        out += _one(item_spec(i.backend), i, f"{prefix}.item_store", kind, "backend")
     if bindings.HasField("llm"):
         m = bindings.llm
         kind = f"an LLM provider ({_names(LLM_PROVIDERS)})"
-        out += _one(llm_spec(m.provider), m, f"{prefix}.llm", kind, "provider", "api_key_secret_ref")
+        out += _one(llm_spec(m.provider), m, f"{prefix}.llm", kind, "provider")
     return out
 
 

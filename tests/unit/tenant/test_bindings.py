@@ -19,24 +19,35 @@ def _violations(b: tenant_pb2.TenantBindings) -> set[str]:
 
 
 async def test_create_reports_every_bad_binding_field(client: TenantClient) -> None:
-    bad = B.TenantBindings(
+    # Contract rules (protovalidate, in the .proto) answer first, before any backend rule runs.
+    contract_bad = B.TenantBindings(
         object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_S3, bucket="b"),
         item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_UNSPECIFIED),
         llm=B.LlmBinding(provider=B.LLM_PROVIDER_AZURE_OPENAI, api_key_secret_ref="plaintext-key"),
     )
-    err = await rpc_error(client.create("badbind", bindings=bad))
+    err = await rpc_error(client.create("badbind", bindings=contract_bad))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(err)
+    assert set(violations) == {"tenant.bindings.item_store.backend", "tenant.bindings.llm.api_key_secret_ref"}
+    # the refused value itself is not echoed back (it might be a pasted secret)
+    assert "plaintext-key" not in (err.details() or "") + "".join(violations.values())
+
+    # Then every backend's own rules (services/common/bindings, the adapters' code), all at once.
+    backend_bad = B.TenantBindings(
+        object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_S3, bucket="b"),
+        item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_POSTGRES),
+        llm=B.LlmBinding(provider=B.LLM_PROVIDER_AZURE_OPENAI),
+    )
+    err = await rpc_error(client.create("badbind", bindings=backend_bad))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(err)
     assert set(violations) == {
         "tenant.bindings.object_store.bucket",
-        "tenant.bindings.item_store.backend",
+        "tenant.bindings.item_store.endpoint",
         "tenant.bindings.llm.endpoint",
         "tenant.bindings.llm.api_version",
-        "tenant.bindings.llm.api_key_secret_ref",
     }
     assert "S3" in violations["tenant.bindings.object_store.bucket"]
-    # the refused value itself is not echoed back (it might be a pasted secret)
-    assert "plaintext-key" not in (err.details() or "") + "".join(violations.values())
     # nothing was created or provisioned
     assert (await rpc_error(client.get("badbind"))).code() == grpc.StatusCode.NOT_FOUND
     assert not (client.settings.data_dir / "tenants" / "badbind").exists()
@@ -208,7 +219,7 @@ def test_defaults_fill_only_absent_bindings() -> None:
             B.TenantBindings(
                 llm=B.LlmBinding(provider=B.LLM_PROVIDER_OPENAI, api_key_secret_ref="env://BAD-NAME")
             ),
-            {"tenant.bindings.llm.api_key_secret_ref"},
+            set(),  # well-formed; env:// is then refused by the secret scope (test_binding_egress.py)
         ),
         (
             B.TenantBindings(
