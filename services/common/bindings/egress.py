@@ -18,7 +18,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -143,13 +143,19 @@ def host_matches(host: str, patterns: Sequence[str]) -> bool:
 
 
 class EgressPolicy:
-    """The allow-list plus the checks; `resolve` is injectable so tests can play DNS."""
+    """The allow-list plus the checks. `resolver` (host, port) -> addresses replaces the
+    system resolver, so tests can play a DNS server whose answers change (rebinding)."""
 
     def __init__(
-        self, allow: Iterable[str] = (), *, resolve_timeout: float = RESOLVE_TIMEOUT_SECONDS
+        self,
+        allow: Iterable[str] = (),
+        *,
+        resolve_timeout: float = RESOLVE_TIMEOUT_SECONDS,
+        resolver: Callable[[str, int], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.allow = parse_allow(allow)
         self._timeout = resolve_timeout
+        self._resolver = resolver
 
     def __repr__(self) -> str:
         return f"EgressPolicy(allow={len(self.allow)} entries)"
@@ -192,18 +198,21 @@ class EgressPolicy:
         raise EgressRefused(f"points inside the platform ({kind} address)")
 
     async def _resolve(self, host: str, port: int) -> list[IPAddress] | None:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self._timeout
-            )
+            raws = await asyncio.wait_for(self._lookup(host, port), self._timeout)
         except (OSError, TimeoutError, UnicodeError):
             return None
         out: list[IPAddress] = []
-        for info in infos:
-            raw = str(info[4][0]).split("%", 1)[0]
+        for raw_address in raws:
+            raw = raw_address.split("%", 1)[0]
             try:
                 out.append(_ip(raw))
             except ValueError:
                 continue
         return out or None
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
+        if self._resolver is not None:
+            return await self._resolver(host, port)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [str(info[4][0]) for info in infos]

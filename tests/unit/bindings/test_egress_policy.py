@@ -141,3 +141,19 @@ def test_platform_refs_are_allowed_only_where_given() -> None:
     secret_scope.check(
         "local://llm-simulator-key", "acme", "f", platform_refs=frozenset({"local://llm-simulator-key"})
     )
+
+
+async def test_a_rebinding_name_is_caught_when_checked_again() -> None:
+    """Bind time sees a public address; by build time the same name answers loopback."""
+    answers = [["93.184.216.34"], ["127.0.0.1"]]
+    asked: list[tuple[str, int]] = []
+
+    async def dns(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return answers[min(len(asked), len(answers)) - 1]
+
+    policy = EgressPolicy(resolver=dns)
+    await policy.check("postgresql://app@db.rebind.example:5432/x", ANY_PUBLIC)  # bind time
+    with pytest.raises(EgressRefused, match="loopback"):
+        await policy.check("postgresql://app@db.rebind.example:5432/x", ANY_PUBLIC)  # build time
+    assert asked == [("db.rebind.example", 5432)] * 2
