@@ -77,9 +77,10 @@ class CosmosItemConfig:
         options = dict(binding.options)
         container = options.get("container", "items")
         describe = f"item_store binding (cosmos database {database!r}, container {container!r})"
-        if not binding.endpoint:
+        problems = binding_violations(binding)
+        if problems:
             raise FailedPrecondition(
-                f"{describe}: endpoint (the account URI) is required",
+                f"{describe} is misconfigured: " + "; ".join(f"{f}: {d}" for f, d in problems),
                 reason="BINDING_INVALID",
                 metadata=_META,
             )
