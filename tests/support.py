@@ -22,6 +22,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+DEV_EGRESS_ALLOW = ("127.0.0.1", "localhost", "::1")
+
+
 def make_settings(home: Path, **overrides: object) -> MeshSettings:
     """Settings on a private home with every port free; the dev signing key is created."""
     values: dict[str, object] = {
@@ -38,6 +41,9 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
         "shutdown_grace_seconds": 2.0,
         # The machine's Redis is shared by every test run: each settings gets its own keys.
         "redis_prefix": f"makoto-test-{uuid.uuid4().hex[:12]}:",
+        # The dev egress allow-list the tests run under: every emulator (moto, Azurite, Cosmos,
+        # the LLM simulator) listens on loopback, which bindings may otherwise not name.
+        "egress_allow": list(DEV_EGRESS_ALLOW),
     }
     values.update(overrides)
     settings = MeshSettings(**values)  # type: ignore[arg-type]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.deadline import DEFAULT_SECONDS, MAX_SECONDS
 
@@ -200,6 +201,22 @@ class MeshSettings(BaseSettings):
     # A message delivered to a consumer that neither acked nor failed it within this is
     # delivered again (to any replica): bounds the delay a killed MeteringService causes.
     usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
+
+    # -- egress (services/common/bindings/egress.py) ---------------------------------------------
+    # Endpoints a tenant binding may point at beyond the provider host lists, comma-separated:
+    # host, host:port, ip, ip:port, [v6]:port or a CIDR. Empty in production; development names
+    # the local emulators and simulator (they live on loopback, which is otherwise refused), e.g.
+    # MAKOTO_EGRESS_ALLOW=127.0.0.1:10000,localhost:4566.
+    egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_egress_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # the launcher passes lists as JSON
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     # -- storage reconciliation (services/storage/reconcile.py) ----------------------------------
     # How often StorageService compares each tenant's metered storage_bytes with the bytes its

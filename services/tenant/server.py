@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
+from services.common.bindings.egress import EgressPolicy
 from services.common.config import MeshSettings
 from services.common.secrets.resolver import SecretResolver
 from services.common.server import Registration, ServerSpec, token_state_for
@@ -76,7 +77,7 @@ async def build(
         )
         journal = SqlJournal(engine)
         provisioner = WorkflowProvisioner(planner, journal)
-        tenants = TenantManager(store, provisioner, identity, notifier)
+        tenants = TenantManager(store, provisioner, identity, notifier, EgressPolicy(settings.egress_allow))
         await tenants.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
         token_state = token_state_for(settings)

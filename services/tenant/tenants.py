@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from services.common import paging
+from services.common.bindings.egress import EgressPolicy
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -64,7 +65,11 @@ class TenantManager:
         provisioner: Provisioner,
         identity: IdentityProvider,
         notifier: ChangeNotifier | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        # Where bindings may point (services/common/bindings/egress.py); none: loopback and
+        # private endpoints are all refused.
+        self._egress = egress or EgressPolicy()
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
@@ -99,7 +104,9 @@ class TenantManager:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:
                 return earlier
-        binding_rules.check(spec.bindings, "tenant.bindings")
+        await binding_rules.check(
+            spec.bindings, "tenant.bindings", tenant_id=spec.tenant_id, egress=self._egress
+        )
         residency.check(spec.region, spec.bindings)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
@@ -230,6 +237,9 @@ class TenantManager:
                     changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
                 )
             if "bindings" in changes:
+                await binding_rules.check(
+                    changes["bindings"], "tenant.bindings", tenant_id=tenant_id, egress=self._egress
+                )
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:
                 return await self._write(tenant, changes)

@@ -23,6 +23,7 @@ from services.storage.ports import ObjectStore
 from services.storage.registry import AdapterContext
 from tests.contract.backends import ObjectStoreFactory
 from tests.contract.emulators import Azurite, StaticSecrets, azurite
+from tests.support import DEV_EGRESS_ALLOW
 
 __all__ = ["azure_blob_object_store_factory", "azurite"]
 
@@ -33,7 +34,9 @@ _ids = itertools.count()
 async def azure_blob_object_store_factory(
     azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ObjectStoreFactory]:
-    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("contract-azure-blob")))
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("contract-azure-blob")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
     secrets = StaticSecrets({"local://blob-contract": azurite.connection_string})
     made: list[tuple[AdapterContext, tenant_pb2.ObjectStoreBinding]] = []
 

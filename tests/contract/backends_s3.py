@@ -22,6 +22,7 @@ from services.storage.ports import ObjectStore
 from services.storage.registry import AdapterContext
 from tests.contract.backends import ObjectStoreFactory
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, StaticSecrets, moto_server
+from tests.support import DEV_EGRESS_ALLOW
 
 __all__ = ["moto_server", "s3_object_store_factory"]
 
@@ -32,7 +33,9 @@ _ids = itertools.count()
 async def s3_object_store_factory(
     moto_server: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ObjectStoreFactory]:
-    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("contract-s3")))
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("contract-s3")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
     secrets = StaticSecrets({"local://s3-contract": json.dumps(MOTO_CREDENTIALS)})
     made: list[tuple[AdapterContext, tenant_pb2.ObjectStoreBinding]] = []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from services.common.bindings.registry import item_spec_hosts
 from services.storage.ports import ItemStore
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ async def build_item_store(
     binding: tenant_pb2.ItemStoreBinding,
     make: Callable[[str | None], StoreT],
 ) -> StoreT:
+    if binding.endpoint:
+        await ctx.check_endpoint(binding.endpoint, item_spec_hosts(binding.backend), "item_store")
     secret = None
     if binding.credentials_secret_ref:
         secret = (await ctx.secret(binding.credentials_secret_ref, "item_store")).get_secret_value()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from services.common.bindings.registry import object_spec_hosts
 from services.common.errors import FailedPrecondition
 from services.storage.adapters.s3.backend import S3ObjectStore
 from services.storage.adapters.s3.config import config_from_binding
@@ -54,7 +55,10 @@ async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> 
     if binding.credentials_secret_ref:
         secret = await ctx.secret(binding.credentials_secret_ref, "object_store")
         credentials = parse_secret(secret.get_secret_value())
-    store = S3ObjectStore(config_from_binding(ctx.tenant_id, binding, credentials))
+    config = config_from_binding(ctx.tenant_id, binding, credentials)
+    if config.endpoint_url:  # none: the SDK's AWS endpoint
+        await ctx.check_endpoint(config.endpoint_url, object_spec_hosts(binding.backend), "object_store")
+    store = S3ObjectStore(config)
     if binding.options.get("auto_provision", "").lower() == "true":
         try:
             await store.provision()
