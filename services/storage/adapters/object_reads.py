@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from services.common.errors import InvalidArgument
+from services.storage.adapters.object_errors import past_end
 from services.storage.ports import ObjectInfo
 
 Read = tuple[ObjectInfo, AsyncIterator[bytes]]
@@ -21,12 +22,6 @@ MAX_PAGE_SIZE = 1000
 async def empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
-
-
-def past_end() -> InvalidArgument:
-    return InvalidArgument(
-        "range start is past the end of the object", field_violations=[("range_start", "past the end")]
-    )
 
 
 async def read_window(

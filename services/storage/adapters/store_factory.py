@@ -1,4 +1,4 @@
-"""What every cloud item-store factory does around its own constructor: resolve the binding's
+"""What every cloud store factory does around its own constructor: resolve the binding's
 credentials secret, build the adapter, and provision the tenant's resources only when the
 binding asks for it (option auto_provision = "true", for dev setups; otherwise provisioning is
 the control plane's job). The adapter connects lazily."""
@@ -6,26 +6,33 @@ the control plane's job). The adapter connects lazily."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
-
-from services.storage.ports import ItemStore
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
 
     from services.storage.registry import AdapterContext
 
-StoreT = TypeVar("StoreT", bound=ItemStore)
+
+class _Store(Protocol):
+    async def provision(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
-async def build_item_store(
+StoreT = TypeVar("StoreT", bound=_Store)
+
+
+async def build_store(
     ctx: AdapterContext,
-    binding: tenant_pb2.ItemStoreBinding,
+    binding: tenant_pb2.ObjectStoreBinding | tenant_pb2.ItemStoreBinding,
+    field: Literal["object_store", "item_store"],
     make: Callable[[str | None], StoreT],
 ) -> StoreT:
+    """make(secret value or None) builds the adapter."""
     secret = None
     if binding.credentials_secret_ref:
-        secret = (await ctx.secret(binding.credentials_secret_ref, "item_store")).get_secret_value()
+        secret = (await ctx.secret(binding.credentials_secret_ref, field)).get_secret_value()
     store = make(secret)
     if binding.options.get("auto_provision", "").lower() == "true":
         try:
