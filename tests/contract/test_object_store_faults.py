@@ -106,6 +106,7 @@ async def test_rejected_credentials_name_the_binding_never_the_secret(fault_rig:
             ("list", store.list("", 10, "")),
             ("put", store.put("k", chunked(b"x"), content_type="", user_metadata={})),
             ("delete", store.delete("k")),
+            ("provision", store.provision()),
         ):
             with pytest.raises(FailedPrecondition) as err:
                 await op
