@@ -6,7 +6,7 @@ errors.call() applies the mesh's retry policy and error mapping to every request
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,14 +21,13 @@ from services.storage.adapters.azure_blob.config import BlobConfig
 from services.storage.adapters.azure_blob.errors import ErrorContext, RetryPolicy, call, error_code
 from services.storage.adapters.azure_blob.names import to_blob_name
 from services.storage.adapters.azure_blob.writer import BlobWriter
-from services.storage.adapters.object_backend import check_sign_ttl, delete_described, unless_code
-from services.storage.adapters.object_writer import write_and_describe
+from services.storage.adapters.object_backend import CloudObjectStore, check_sign_ttl, unless_code
 from services.storage.ports import ObjectCapabilities, ObjectInfo, ObjectPage, SignedUrl, SignMethod
 
 CLOCK_SKEW = timedelta(minutes=5)  # SAS start time set back so a slightly late clock still accepts it
 
 
-class AzureBlobObjectStore:
+class AzureBlobObjectStore(CloudObjectStore):
     def __init__(self, cfg: BlobConfig, *, retry: RetryPolicy | None = None) -> None:
         self.cfg = cfg
         self._policy = retry or RetryPolicy(max_attempts=cfg.max_attempts)
@@ -58,25 +57,12 @@ class AzureBlobObjectStore:
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(to_blob_name(key))
 
-    async def put(
-        self,
-        key: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        user_metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> ObjectInfo:
-        return await write_and_describe(
-            self._writer,
-            self.cfg.label,
-            key,
-            chunks,
-            lambda: self.head(key),
-            content_type=content_type,
-            user_metadata=user_metadata,
-            if_none_match=if_none_match,
-        )
+    @property
+    def label(self) -> str:
+        return self.cfg.label
+
+    async def writer(self, create_only: bool) -> BlobWriter:
+        return self._writer
 
     async def get(
         self, key: str, *, start: int = 0, length: int | None = None
@@ -86,17 +72,12 @@ class AzureBlobObjectStore:
     async def head(self, key: str) -> ObjectInfo:
         return await reader.head_blob(self._blob(key), self.cfg, self._policy, key)
 
-    async def delete(self, key: str) -> ObjectInfo:
+    async def delete_if_match(self, key: str, etag: str) -> None:
         blob = self._blob(key)
-        ctx = ErrorContext(self.cfg.label, key)
-        return await delete_described(
-            key,
-            lambda: self.head(key),
-            lambda etag: call(
-                lambda: blob.delete_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified),
-                ctx,
-                self._policy,
-            ),
+        await call(
+            lambda: blob.delete_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified),
+            ErrorContext(self.cfg.label, key),
+            self._policy,
         )
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> ObjectPage:

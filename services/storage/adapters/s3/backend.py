@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,8 +16,7 @@ import aioboto3
 from botocore.config import Config
 
 from services.common.errors import FailedPrecondition
-from services.storage.adapters.object_backend import check_sign_ttl, delete_described, unless_code
-from services.storage.adapters.object_writer import write_and_describe
+from services.storage.adapters.object_backend import CloudObjectStore, check_sign_ttl, unless_code
 from services.storage.adapters.s3 import lister, reader
 from services.storage.adapters.s3.config import S3Config
 from services.storage.adapters.s3.errors import ErrorContext, RetryPolicy, call, error_code
@@ -37,7 +36,7 @@ def _shared_session() -> aioboto3.Session:
     return _SESSION
 
 
-class S3ObjectStore:
+class S3ObjectStore(CloudObjectStore):
     def __init__(self, cfg: S3Config, *, retry: RetryPolicy | None = None) -> None:
         self.cfg = cfg
         self._policy = retry or RetryPolicy(max_attempts=cfg.max_attempts)
@@ -85,33 +84,19 @@ class S3ObjectStore:
                 )
         return self._client
 
-    async def put(
-        self,
-        key: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        user_metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> ObjectInfo:
-        if if_none_match and not self.cfg.conditional_writes:
+    @property
+    def label(self) -> str:
+        return self.cfg.label
+
+    async def writer(self, create_only: bool) -> S3Writer:
+        if create_only and not self.cfg.conditional_writes:
             raise FailedPrecondition(
                 f"{self.cfg.label}: capability if_none_match (create-only writes) is off for this "
                 "S3-compatible store (binding option conditional_writes=false)",
                 reason="CAPABILITY_MISSING",
                 metadata={"capability": "if_none_match"},
             )
-        client = await self.client()
-        return await write_and_describe(
-            S3Writer(client, self.cfg, self._policy),
-            self.cfg.label,
-            key,
-            chunks,
-            lambda: reader.head_object(client, self.cfg, self._policy, key),
-            content_type=content_type,
-            user_metadata=user_metadata,
-            if_none_match=if_none_match,
-        )
+        return S3Writer(await self.client(), self.cfg, self._policy)
 
     async def get(
         self, key: str, *, start: int = 0, length: int | None = None
@@ -121,17 +106,12 @@ class S3ObjectStore:
     async def head(self, key: str) -> ObjectInfo:
         return await reader.head_object(await self.client(), self.cfg, self._policy, key)
 
-    async def delete(self, key: str) -> ObjectInfo:
+    async def delete_if_match(self, key: str, etag: str) -> None:
         client = await self.client()
-        ctx = ErrorContext(self.cfg.label, key)
-        return await delete_described(
-            key,
-            lambda: self.head(key),
-            lambda etag: call(
-                lambda: client.delete_object(Bucket=self.cfg.bucket, Key=key, IfMatch=f'"{etag}"'),
-                ctx,
-                self._policy,
-            ),
+        await call(
+            lambda: client.delete_object(Bucket=self.cfg.bucket, Key=key, IfMatch=f'"{etag}"'),
+            ErrorContext(self.cfg.label, key),
+            self._policy,
         )
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> ObjectPage:
