@@ -21,6 +21,7 @@ class _Store(Protocol):
 
 
 StoreT = TypeVar("StoreT", bound=_Store)
+C = TypeVar("C")
 
 
 async def build_store(
@@ -41,3 +42,20 @@ async def build_store(
             await store.close()
             raise
     return store
+
+
+async def build_object_store(
+    ctx: AdapterContext,
+    binding: tenant_pb2.ObjectStoreBinding,
+    parse_secret: Callable[[str], dict[str, str]],
+    config_from_binding: Callable[[str, tenant_pb2.ObjectStoreBinding, dict[str, str] | None], C],
+    store: Callable[[C], StoreT],
+) -> StoreT:
+    """An object store from its binding: the secret parsed into credentials (none without a
+    reference: the SDK's default chain), the backend's config, the store."""
+
+    def make(secret: str | None) -> StoreT:
+        credentials = parse_secret(secret) if secret is not None else None
+        return store(config_from_binding(ctx.tenant_id, binding, credentials))
+
+    return await build_store(ctx, binding, "object_store", make)

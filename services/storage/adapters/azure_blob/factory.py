@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from services.common.errors import FailedPrecondition
 from services.storage.adapters.azure_blob.backend import AzureBlobObjectStore
 from services.storage.adapters.azure_blob.config import config_from_binding
-from services.storage.adapters.store_factory import build_store
+from services.storage.adapters.store_factory import build_object_store
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -51,11 +51,4 @@ def parse_secret(secret: str) -> dict[str, str]:
 
 
 async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> AzureBlobObjectStore:
-    return await build_store(
-        ctx,
-        binding,
-        "object_store",
-        lambda secret: AzureBlobObjectStore(
-            config_from_binding(ctx.tenant_id, binding, parse_secret(secret) if secret is not None else None)
-        ),
-    )
+    return await build_object_store(ctx, binding, parse_secret, config_from_binding, AzureBlobObjectStore)
