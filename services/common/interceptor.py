@@ -589,49 +589,23 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         context: grpc.aio.ServicerContext,
         streaming_in: bool,
     ) -> Any:
-        state = CallState(method, policy)
-        started = time.perf_counter()
-        self._enter()
-        self._bind_log(state, metadata)
+        state, started, deadline_token = self._begin(method, policy, metadata, context, streaming_in)
         token = None
-        deadline_token = deadline.start(
-            self._deadlines.effective(context.time_remaining(), streaming=streaming_in)
-        )
         try:
-            principal = self._authenticate(state, metadata)
-            if principal is not None and self._token_state is not None:
-                await self._token_state.check(principal)
-            token = set_principal(principal)
-            if streaming_in:
-                request_or_iter = self._checked_requests(state, request_or_iter, context, True)
-            else:
-                self._check_message(state, request_or_iter)
-                await self._limit(state, context, True)
-                self._gate(state)
-            structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+            token, request_or_iter = await self._admit(
+                state, metadata, request_or_iter, context, streaming_in, True
+            )
             result = await deadline.run(behavior(request_or_iter, context))
             await self._meter_before_ok(state)
             if self._worker_md is not None:
                 context.set_trailing_metadata(self._worker_md)
             return result
-        except grpc.aio.AbortError:
-            state.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            self._cut(state)
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if self._propagates(context, state, exc):
+                raise
             await self._abort(context, state, exc)
         finally:
-            if token is not None:
-                reset_principal(token)
-            deadline.reset(deadline_token)
-            if self._spans:
-                _end_span(state)
-            try:
-                await self._finish(state, started)
-            finally:
-                self._leave()
+            await self._settle(state, started, token, deadline_token)
 
     async def _run_stream_in_span(
         self,
@@ -643,42 +617,89 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         context: grpc.aio.ServicerContext,
         streaming_in: bool,
     ) -> AsyncGenerator[Any, None]:
+        state, started, deadline_token = self._begin(method, policy, metadata, context, True)
+        token = None
+        try:
+            token, request_or_iter = await self._admit(
+                state, metadata, request_or_iter, context, streaming_in, False
+            )
+            async for response in deadline.stream(behavior(request_or_iter, context)):
+                yield response
+            await self._meter_before_ok(state)
+        except BaseException as exc:
+            if self._propagates(context, state, exc):
+                raise
+            await self._abort(context, state, exc)
+        finally:
+            await self._settle(state, started, token, deadline_token)
+
+    # -- the steps every call runs, unary or streaming -------------------------------------
+
+    def _begin(
+        self,
+        method: str,
+        policy: MethodPolicy | None,
+        metadata: Any,
+        context: grpc.aio.ServicerContext,
+        streaming: bool,
+    ) -> tuple[CallState, float, Any]:
+        """(the call's state, its start time, the deadline's context token)."""
         state = CallState(method, policy)
         started = time.perf_counter()
         self._enter()
         self._bind_log(state, metadata)
-        token = None
-        deadline_token = deadline.start(self._deadlines.effective(context.time_remaining(), streaming=True))
+        return (
+            state,
+            started,
+            deadline.start(self._deadlines.effective(context.time_remaining(), streaming=streaming)),
+        )
+
+    async def _admit(
+        self,
+        state: CallState,
+        metadata: Any,
+        request_or_iter: Any,
+        context: grpc.aio.ServicerContext,
+        streaming_in: bool,
+        unary_out: bool,
+    ) -> tuple[Any, Any]:
+        """Authenticate, check and limit the call: (the principal's context token, the
+        requests, checked as they arrive when streamed in)."""
+        principal = self._authenticate(state, metadata)
+        if principal is not None and self._token_state is not None:
+            await self._token_state.check(principal)
+        token = set_principal(principal)
         try:
-            principal = self._authenticate(state, metadata)
-            if principal is not None and self._token_state is not None:
-                await self._token_state.check(principal)
-            token = set_principal(principal)
             if streaming_in:
-                request_or_iter = self._checked_requests(state, request_or_iter, context, False)
+                request_or_iter = self._checked_requests(state, request_or_iter, context, unary_out)
             else:
                 self._check_message(state, request_or_iter)
-                await self._limit(state, context, False)
+                await self._limit(state, context, unary_out)
                 self._gate(state)
-            structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
-            async for response in deadline.stream(behavior(request_or_iter, context)):
-                yield response
-            await self._meter_before_ok(state)
-        except grpc.aio.AbortError:
+        except BaseException:
+            reset_principal(token)  # the caller only resets a principal it was handed
+            raise
+        structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+        return token, request_or_iter
+
+    def _propagates(self, context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> bool:
+        """True for what must leave the call as it is (already aborted, cancelled, closed),
+        after recording it; False for an error the call answers with a status (_abort)."""
+        if isinstance(exc, grpc.aio.AbortError):
             state.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
+            return True
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             self._cut(state)
-            raise
-        except Exception as exc:
-            await self._abort(context, state, exc)
+            return True
+        return not isinstance(exc, Exception)
+
+    async def _settle(self, state: CallState, started: float, token: Any, deadline_token: Any) -> None:
+        if token is not None:
+            reset_principal(token)
+        deadline.reset(deadline_token)
+        if self._spans:
+            _end_span(state)
+        try:
+            await self._finish(state, started)
         finally:
-            if token is not None:
-                reset_principal(token)
-            deadline.reset(deadline_token)
-            if self._spans:
-                _end_span(state)
-            try:
-                await self._finish(state, started)
-            finally:
-                self._leave()
+            self._leave()

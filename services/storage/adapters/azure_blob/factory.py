@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from services.common.bindings.registry import object_spec_hosts
 from services.common.errors import FailedPrecondition
 from services.storage.adapters.azure_blob.backend import AzureBlobObjectStore
 from services.storage.adapters.azure_blob.config import config_from_binding
+from services.storage.adapters.store_factory import build_object_store
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -51,18 +51,11 @@ def parse_secret(secret: str) -> dict[str, str]:
 
 
 async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> AzureBlobObjectStore:
-    credentials = None
-    if binding.credentials_secret_ref:
-        secret = await ctx.secret(binding.credentials_secret_ref, "object_store")
-        credentials = parse_secret(secret.get_secret_value())
-    config = config_from_binding(ctx.tenant_id, binding, credentials)
-    # The account URL may come from the secret's connection string: checked here, after reading it.
-    await ctx.check_endpoint(config.account_url, object_spec_hosts(binding.backend), "object_store")
-    store = AzureBlobObjectStore(config)
-    if binding.options.get("auto_provision", "").lower() == "true":
-        try:
-            await store.provision()
-        except BaseException:
-            await store.close()
-            raise
-    return store
+    return await build_object_store(
+        ctx,
+        binding,
+        parse_secret,
+        config_from_binding,
+        lambda config: config.account_url,
+        AzureBlobObjectStore,
+    )
