@@ -80,7 +80,9 @@ async def azure_blob_fault_rig(
     azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[FaultRig]:
     """Azurite verifies Shared Key signatures: rejected credentials are a real wrong key."""
-    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("faults-azure-blob")))
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("faults-azure-blob")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
     wrong = base64.b64encode(b"not the account key, but 64 bytes long......................!!").decode()
     secrets = StaticSecrets({"local://blob-faults": azurite.key, "local://blob-faults-wrong": wrong})
     made: list[AzureBlobObjectStore] = []

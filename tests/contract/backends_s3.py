@@ -75,7 +75,9 @@ async def s3_fault_rig(
     moto_server: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[FaultRig]:
     """moto checks no credentials: rejected ones are answered by the HTTP fault proxy (`rejected`)."""
-    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("faults-s3")))
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("faults-s3")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
     wrong = {"access_key_id": "AKIAWRONGWRONGWRONG1", "secret_access_key": "wrong-secret-never-shown"}
     secrets = StaticSecrets(
         {"local://s3-faults": json.dumps(MOTO_CREDENTIALS), "local://s3-faults-wrong": json.dumps(wrong)}
