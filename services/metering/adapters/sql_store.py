@@ -29,13 +29,15 @@ from services.metering.model import MeterPrice, PricePlan
 from services.metering.ports import AggregateRow
 from services.metering.usage_columns import UsageColumns
 
-# Arrays in, one INSERT ... SELECT: far fewer round trips and parse steps than executemany.
-_PG_INSERT = (
-    "WITH ins AS (INSERT INTO usage_events"
+# Arrays in, one INSERT ... SELECT: far fewer round trips and parse steps than executemany. The
+# count of new rows comes from the command tag ("INSERT 0 <n>"): a RETURNING + count(*) CTE
+# costs PostgreSQL ~1 µs more per event (measured with the bench's rows, issue 8).
+PG_INSERT = (
+    "INSERT INTO usage_events"
     " (id, source, type, subject, time_us, value, dimensions, recorded_at_us)"
     " SELECT i, s, t, j, tu, v, d::json, $8 FROM unnest("
     "$1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]"
-    ") AS u(i, s, t, j, tu, v, d) ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+    ") AS u(i, s, t, j, tu, v, d) ON CONFLICT (id) DO NOTHING"
 )
 # Connections for ingest batches: a few in flight fill one core; more only queue in PostgreSQL.
 INGEST_POOL_SIZE = 4
@@ -116,8 +118,8 @@ class SqlMeteringStore:
             pool = self._ingest_pool or await self._open_ingest_pool()
             # asyncpg straight, no SQLAlchemy: one round trip (a single statement commits on
             # its own), where engine.begin() adds a pre-ping, BEGIN and COMMIT per batch.
-            accepted = await pool.fetchval(
-                _PG_INSERT,
+            status = await pool.execute(
+                PG_INSERT,
                 columns.ids,
                 columns.sources,
                 columns.types,
@@ -127,7 +129,7 @@ class SqlMeteringStore:
                 columns.dimensions,
                 now,
             )
-            return int(accepted)
+            return int(status.rsplit(" ", 1)[1])
         async with self._engine.begin() as conn:
             result = await conn.exec_driver_sql(_SQLITE_INSERT, columns.rows(now))
             return max(0, result.rowcount)
