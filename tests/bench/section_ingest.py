@@ -43,7 +43,8 @@ from services.common.usage import API_CALLS
 from services.common.usage_jetstream import usage_recorder
 from services.mesh.processes import settings_env
 from services.metering.adapters.database import create_engine
-from services.metering.adapters.sql_store import PG_INSERT
+from services.metering.adapters.sql_store import pg_insert
+from services.metering.usage_columns import UsageColumns
 from tests.bench.harness import Config, Environment, bounded, say
 from tests.bench.report import Table, rate, ratio
 from tests.support import bearer, make_settings
@@ -185,7 +186,7 @@ async def _record_usage(settings: MeshSettings, db_url: str, pid: int, count: in
     return Result(count, seconds, cpu)
 
 
-def _columns(tenant: str, count: int) -> list[tuple[list[Any], ...]]:
+def _columns(tenant: str, count: int) -> list[UsageColumns]:
     """The rows _requests() sends, prebuilt as the columns the store's statement binds."""
     dims = orjson.dumps({"method": "/makoto.storage.v1.StorageService/GetItem", "status": "OK"}).decode()
     now_us = time.time_ns() // 1000
@@ -193,13 +194,15 @@ def _columns(tenant: str, count: int) -> list[tuple[list[Any], ...]]:
     for start in range(0, count, BATCH):
         ids = [f"{tenant}-{i}" for i in range(start, min(count, start + BATCH))]
         n = len(ids)
-        out.append((ids, ["bench"] * n, [API_CALLS] * n, [tenant] * n, [now_us] * n, [1] * n, [dims] * n))
+        out.append(
+            UsageColumns(ids, ["bench"] * n, [API_CALLS] * n, [tenant] * n, [now_us] * n, [1] * n, [dims] * n)
+        )
     return out
 
 
 async def _direct(pg_dsn: str, count: int, *, copy: bool) -> Result:
     """Baselines in this process, no gRPC and no service: the same batches through asyncpg with
-    IN_FLIGHT connections. copy=False: the store's own statement (PG_INSERT: same idempotence,
+    IN_FLIGHT connections. copy=False: the store's own statement (pg_insert: same idempotence,
     same commit per batch); copy=True: COPY (binary) into a scratch table shaped like
     usage_events, no conflict handling at all (the floor of moving the rows in)."""
     tenant = f"t-direct-{uuid.uuid4().hex[:8]}"
@@ -217,11 +220,12 @@ async def _direct(pg_dsn: str, count: int, *, copy: bool) -> Result:
             while queue:
                 cols = queue.pop()
                 if copy:
-                    records = list(zip(*cols, [now] * len(cols[0]), strict=True))
+                    records = cols.rows(now)
                     await pool.copy_records_to_table(scratch, records=records)
                     stored += len(records)
                 else:
-                    status = await pool.execute(PG_INSERT, *cols, now)
+                    sql, args = pg_insert(cols, now)
+                    status = await pool.execute(sql, *args)
                     stored += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
 
         cpu0, t0 = _own_cpu(), time.perf_counter()
@@ -370,8 +374,8 @@ async def bench_ingest(cfg: Config, env: Environment) -> Table:
                     await nc.close()
     table.notes += [
         f"RecordUsage: {IN_FLIGHT} requests of {BATCH:,} events in flight on one channel; a batch is one "
-        "transaction (PostgreSQL: one INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, its count "
-        "from the command tag, sent "
+        "transaction (PostgreSQL: one INSERT ... SELECT FROM unnest(string_to_array($1, ...), ...) "
+        "ON CONFLICT DO NOTHING, each column sent as one joined string, the count from the command tag, "
         "through asyncpg directly; SQLite: executemany INSERT OR IGNORE). The request is read into those "
         "columns in one pass and the proto's rules are checked on them (services/metering/usage_columns.py). "
         "CPU: MeteringService's user+system time per event (the client's and PostgreSQL's own are excluded).",

@@ -12,13 +12,20 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from makoto.metering.v1 import metering_pb2
 
 from services.common.errors import InvalidArgument
 from services.common.identity import Role
 from services.common.interceptor import validate_message
 from services.common.metering_client import MeterEvent
-from services.metering.adapters.sql_store import SqlMeteringStore
+from services.metering.adapters.sql_store import (
+    PG_INSERT_ARRAYS,
+    PG_INSERT_JOINED,
+    SqlMeteringStore,
+    pg_insert,
+)
+from services.metering.adapters.sql_tables import usage_events
 from services.metering.periods import MAX_US, to_us
 from services.metering.usage_columns import UsageColumns, columns_from_proto
 from tests.support import bearer
@@ -190,5 +197,69 @@ async def test_store_insert_columns_first_of_a_repeated_id_stands(
         assert await store.insert_columns(columns) == 0
         total = await store.totals(tenant_id=tenant, meters=["api_calls"], start_us=0, end_us=MAX_US)
         assert total == {"api_calls": -3 + -2 + -1}
+    finally:
+        await store.close()
+
+
+def test_pg_insert_joins_columns_unless_a_value_holds_the_separator() -> None:
+    ordinary = columns_from_proto([good(i) for i in range(3)])
+    assert ordinary is not None
+    assert pg_insert(ordinary, 1)[0] == PG_INSERT_JOINED
+    for field in ("id", "source"):
+        events = [good(i) for i in range(3)]
+        setattr(events[1], field, f"a\x1f{field}")
+        columns = columns_from_proto(events)
+        assert columns is not None  # valid per the rules: any string
+        assert pg_insert(columns, 1)[0] == PG_INSERT_ARRAYS
+    lone = UsageColumns([""], ["s"], ["api_calls"], ["t-abc"], [0], [1], ["{}"])
+    assert pg_insert(lone, 1)[0] == PG_INSERT_ARRAYS  # string_to_array('') is empty, not ['']
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {},
+        {"id": "a\x1fb"},
+        {"source": "s\x1fs"},
+        {"dimensions": {"k": "v\x1fw,x"}},
+        {"value": -(2**63)},
+        {"value": 2**63 - 1},
+    ],
+    ids=["ordinary", "separator in id", "separator in source", "separator in dimension", "min", "max"],
+)
+async def test_store_keeps_every_value_exactly(
+    store_url: str | None, tmp_path: Path, odd: dict[str, object]
+) -> None:
+    url = store_url or f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite3'}"
+    store = await SqlMeteringStore.open(url)
+    try:
+        tenant = new_tenant()
+        events = [good(i, tenant) for i in range(4)]
+        for field, value in odd.items():
+            if field == "dimensions":
+                events[2].dimensions.update(value)  # type: ignore[call-overload]
+            else:
+                setattr(events[2], field, value)
+        columns = columns_from_proto(events)
+        assert columns is not None
+        assert await store.insert_columns(columns) == 4
+        async with store.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        usage_events.c.id,
+                        usage_events.c.source,
+                        usage_events.c.time_us,
+                        usage_events.c.value,
+                        usage_events.c.dimensions,
+                    )
+                    .where(usage_events.c.subject == tenant)
+                    .order_by(usage_events.c.time_us)
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (e.id, e.source, e.time.seconds * 1_000_000 + e.time.nanos // 1000, e.value, dict(e.dimensions))
+            for e in events
+        ]
     finally:
         await store.close()
