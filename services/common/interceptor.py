@@ -1,7 +1,8 @@
 """The server-side call pipeline every service runs, in this order:
 
 telemetry (JSON log line, trace id) -> auth (verify JWT, policy, tenant check) ->
-validation (protovalidate rules from the proto) -> servicer -> error mapping -> metering
+validation (protovalidate rules from the proto; a type marked validated_by_handler is checked by
+its handler with the same rules) -> servicer -> error mapping -> metering
 (one api_calls event per completed tenant RPC).
 
 It is one grpc.aio interceptor that wraps each handler once, so streaming and unary calls
