@@ -15,6 +15,7 @@ from services.metering.model import Invoice, PricePlan, UsageRow
 from services.metering.periods import Month, next_month_start_us, to_us
 from services.metering.ports import PlanResolver, PricePlanStore, UsageStore
 from services.metering.pricing import normalize_plan
+from services.metering.usage_columns import UsageColumns
 from services.metering.usage_query import UsageQuery, check_range, query_usage
 
 
@@ -39,6 +40,11 @@ class Metering:
         even when the rest of the event differs: the first version stands."""
         accepted = await self._usage.insert_events(events)
         return accepted, len(events) - accepted
+
+    async def record_columns(self, columns: UsageColumns) -> tuple[int, int]:
+        """The same for a checked batch already in columns (the RecordUsage hot path)."""
+        accepted = await self._usage.insert_columns(columns)
+        return accepted, len(columns) - accepted
 
     async def query(self, query: UsageQuery) -> list[UsageRow]:
         check_range(query.start_us, query.end_us)

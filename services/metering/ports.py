@@ -9,6 +9,7 @@ from typing import Protocol
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.metering.model import PricePlan
+from services.metering.usage_columns import UsageColumns
 
 # (bucket start in µs or None for the whole range, group values in group_by order, sum)
 AggregateRow = tuple[int | None, tuple[str, ...], int]
@@ -17,6 +18,10 @@ AggregateRow = tuple[int | None, tuple[str, ...], int]
 class UsageStore(Protocol):
     async def insert_events(self, events: Sequence[MeterEvent]) -> int:
         """Insert-or-ignore by event id (also within `events`); returns how many were new."""
+        ...
+
+    async def insert_columns(self, columns: UsageColumns) -> int:
+        """The same for usage events (no audit events) already in columns."""
         ...
 
     async def aggregate(
