@@ -119,7 +119,9 @@ class LlmLimits:
         eff = await self._limits.get(tenant_id)
         await self._raise_floors(eff)
         plan_tpm = eff.limits.llm_tokens_per_minute or 0
-        tpm = min(t for t in (tpm, plan_tpm) if t > 0) if (tpm > 0 or plan_tpm > 0) else 0
+        if plan_tpm > 0 and (tpm <= 0 or plan_tpm < tpm):  # the lower of the two set
+            tpm = plan_tpm
+        tpm = max(tpm, 0)
         if tpm and estimate > tpm:
             raise ResourceExhausted(
                 f"request needs about {estimate} tokens, more than the tenant's limit of "
