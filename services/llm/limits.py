@@ -88,6 +88,8 @@ class _Ledger:
     max_tokens: int = 0
     max_nanos: int = 0
     used_at: float = 0.0
+    # The tenant's limits at its last charge (the budgets its alerts are judged against).
+    limits: EffectiveLimits | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -227,6 +229,7 @@ class LlmLimits:
             to_nanos(eff.limits.llm_monthly_spend) if eff.limits.llm_monthly_spend is not None else None
         )
         ledger = self._ledger(tenant_id, eff.month)
+        ledger.limits = eff
         ledger.tokens += tokens
         ledger.nanos += nanos
         if ledger.must_flush():
@@ -240,18 +243,10 @@ class LlmLimits:
         charge.nanos += nanos
         charge.flush_at = self._flush_at(eff, budget_tokens, budget_nanos, new_tokens, new_nanos)
         if tokens > 0 or nanos > 0:
-            for kind, budget, before, after in (
-                ("tokens", budget_tokens, new_tokens - tokens, new_tokens),
-                ("spend", budget_nanos, new_nanos - nanos, new_nanos),
+            if (budget_tokens is not None and new_tokens > budget_tokens) or (
+                budget_nanos is not None and new_nanos > budget_nanos
             ):
-                if budget is None:
-                    continue
-                if after > budget:
-                    charge.over = True
-                for threshold in ALERT_THRESHOLDS:
-                    mark = budget * threshold / 100
-                    if before < mark <= after:
-                        await self._alert(tenant_id, eff.month, kind, threshold)
+                charge.over = True
 
     def _ledger(self, tenant_id: str, month: str) -> _Ledger:
         ledger = self._ledgers.get((tenant_id, month))
@@ -276,6 +271,25 @@ class LlmLimits:
                 ledger.tokens += tokens  # never lost: counted again by the next flush
                 ledger.nanos += nanos
                 raise
+            await self._alerts(ledger, tokens, nanos)
+
+    async def _alerts(self, ledger: _Ledger, tokens: int, nanos: int) -> None:
+        """Thresholds this round trip moved the shared totals across. The add is atomic, so of
+        all replicas exactly one sees each crossing."""
+        eff = ledger.limits
+        if eff is None or (tokens <= 0 and nanos <= 0):
+            return
+        spend = eff.limits.llm_monthly_spend
+        for kind, budget, added, after in (
+            ("tokens", eff.limits.llm_monthly_tokens, tokens, ledger.seen_tokens),
+            ("spend", to_nanos(spend) if spend is not None else None, nanos, ledger.seen_nanos),
+        ):
+            if budget is None:
+                continue
+            for threshold in ALERT_THRESHOLDS:
+                mark = budget * threshold / 100
+                if after - added < mark <= after:
+                    await self._alert(eff.tenant_id, eff.month, kind, threshold)
 
     @staticmethod
     def _room_share(budget: int | None, seen: int) -> int:

@@ -16,9 +16,11 @@ from services.common.limits.counters import SharedCounters
 from services.common.limits.keys import budget_keys
 from services.common.limits.model import Limits
 from services.common.limits.tenant_limits import TenantLimitsCache
+from services.common.usage import LLM_BUDGET_ALERTS
 from services.llm import limits as llm_limits
 from services.llm.limits import BudgetExceeded, LlmLimits
 from tests.limits_support import FixedLimits
+from tests.unit.llm.support import MemoryRecorder
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -116,3 +118,29 @@ async def test_tpm_settlement_rides_on_the_next_reservation(counters: SharedCoun
     with pytest.raises(ResourceExhausted):
         await limits.reserve("p", 30, rpm=0, tpm=600)  # 625 of 600: the debt was counted
     await limits.close()
+
+
+async def test_each_threshold_alerts_once_across_replicas_whatever_flush_crosses_it(
+    counters: SharedCounters,
+) -> None:
+    fixed = FixedLimits(table={"al": Limits(llm_monthly_tokens=10_000)})
+    recorder = MemoryRecorder()
+    a = LlmLimits(counters, TenantLimitsCache(fixed, ttl_seconds=60.0), recorder)
+    b = LlmLimits(counters, TenantLimitsCache(fixed, ttl_seconds=60.0), recorder)
+    # Small calls on two replicas, so crossings happen inside flushes of several kept charges
+    # and of the other replica's charges, up to 90 % of the budget.
+    spent = 0
+    while spent < 9_000:
+        for limits in (a, b):
+            charge = await limits.reserve("al", 3, rpm=0, tpm=0)
+            await limits.settle("al", charge, 3, 4)
+            spent += 7
+    await a.close()
+    await b.close()
+    assert await _shared_tokens(counters, a, "al") == spent
+    crossed = [
+        (e.dimensions["budget"], e.dimensions["threshold"])
+        for e in recorder.events
+        if e.meter == LLM_BUDGET_ALERTS
+    ]
+    assert crossed == [("tokens", "80")]
