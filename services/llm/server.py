@@ -100,5 +100,5 @@ async def build(
         recorder=recorder,
         rate_limiter=limits.api,
         listeners=[openai_api],
-        on_stop=[servicer.drain, registry.close, *registry_stops, *limits.closers],
+        on_stop=[servicer.drain, llm_limits.close, registry.close, *registry_stops, *limits.closers],
     )
