@@ -97,7 +97,7 @@ def mint_token(
     }
     if tenant_id:
         claims[TENANT_CLAIM] = tenant_id
-    if features:
+    if features is not None:  # [] is a claim too: no feature enabled
         claims[FEATURES_CLAIM] = features
     claims.update(extra_claims or {})
     return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})

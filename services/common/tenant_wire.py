@@ -1,0 +1,105 @@
+"""Refuse requests whose tenant field is encoded so two parsers could read different tenants.
+
+Protobuf keeps the LAST occurrence of a singular field, merges repeated sub-messages, and parks a
+field sent with the wrong wire type among unknown fields. Envoy's field extraction reads the
+wire differently (the first occurrence, any wire type), so a crafted message could show Envoy one
+tenant and the service another. The service is the authority (envoy/README.md): before parsing,
+it scans the raw bytes along the tenant field path and refuses any occurrence that is not the
+single canonical length-delimited one. Only that path is walked; other fields are skipped.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor
+
+_LEN = 2
+_START_GROUP = 3
+_END_GROUP = 4
+
+
+class _Malformed(Exception):
+    """Bytes protobuf itself will refuse: left to the parser's own error."""
+
+
+def field_numbers(message: Descriptor, path: str) -> tuple[int, ...]:
+    """Field numbers along a dotted path (the access rule's tenant_field, already checked)."""
+    numbers: list[int] = []
+    current: Descriptor | None = message
+    for part in path.split("."):
+        assert current is not None
+        field = current.fields_by_name[part]
+        numbers.append(field.number)
+        current = field.message_type
+    return tuple(numbers)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Malformed
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _skip(buf: bytes, pos: int, wire_type: int) -> int:
+    if wire_type == 0:
+        return _varint(buf, pos)[1]
+    if wire_type == 1:
+        return pos + 8
+    if wire_type == _LEN:
+        length, pos = _varint(buf, pos)
+        return pos + length
+    if wire_type == 5:
+        return pos + 4
+    raise _Malformed
+
+
+def _problem(buf: bytes, numbers: tuple[int, ...]) -> str | None:
+    wanted = numbers[0]
+    seen = 0
+    depth = 0  # inside a (deprecated) group: its fields are not this message's
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if depth == 0 and number == wanted and wire_type != _LEN:
+            return f"field {number} sent with wire type {wire_type}"
+        if wire_type == _START_GROUP:
+            depth += 1
+            continue
+        if wire_type == _END_GROUP:
+            depth -= 1
+            if depth < 0:
+                raise _Malformed
+            continue
+        if depth == 0 and number == wanted:
+            seen += 1
+            if seen > 1:
+                return f"field {number} sent more than once"
+            length, start = _varint(buf, pos)
+            pos = start + length
+            if pos > len(buf):
+                raise _Malformed
+            if len(numbers) > 1:
+                inner = _problem(buf[start:pos], numbers[1:])
+                if inner is not None:
+                    return inner
+            continue
+        pos = _skip(buf, pos, wire_type)
+    if pos > len(buf):
+        raise _Malformed
+    return None
+
+
+def tenant_field_problem(raw: bytes, numbers: tuple[int, ...]) -> str | None:
+    """Why the tenant field path of this serialized message is ambiguous, or None when it is
+    canonical (absent, or present once per level with the length-delimited wire type)."""
+    try:
+        return _problem(raw, numbers)
+    except _Malformed:
+        return None
