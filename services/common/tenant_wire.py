@@ -4,8 +4,9 @@ Protobuf keeps the LAST occurrence of a singular field, merges repeated sub-mess
 field sent with the wrong wire type among unknown fields. Envoy's field extraction reads the
 wire differently (the first occurrence, any wire type), so a crafted message could show Envoy one
 tenant and the service another. The service is the authority (envoy/README.md): before parsing,
-it scans the raw bytes along the tenant field path and refuses any occurrence that is not the
-single canonical length-delimited one. Only that path is walked; other fields are skipped.
+it scans the raw bytes along the tenant field path and refuses an occurrence with the wrong wire
+type, or occurrences that name different tenants. Only that path is walked; other fields are
+skipped.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def _skip(buf: bytes, pos: int, wire_type: int) -> int:
     raise _Malformed
 
 
-def _problem(buf: bytes, numbers: tuple[int, ...]) -> str | None:
+def _collect(buf: bytes, numbers: tuple[int, ...], found: list[bytes]) -> str | None:
+    """Append every value the path reaches in `buf` to `found`; a reason when an occurrence on
+    the path has the wrong wire type."""
     wanted = numbers[0]
-    seen = 0
     depth = 0  # inside a (deprecated) group: its fields are not this message's
     pos = 0
     while pos < len(buf):
@@ -78,17 +80,16 @@ def _problem(buf: bytes, numbers: tuple[int, ...]) -> str | None:
                 raise _Malformed
             continue
         if depth == 0 and number == wanted:
-            seen += 1
-            if seen > 1:
-                return f"field {number} sent more than once"
             length, start = _varint(buf, pos)
             pos = start + length
             if pos > len(buf):
                 raise _Malformed
-            if len(numbers) > 1:
-                inner = _problem(buf[start:pos], numbers[1:])
-                if inner is not None:
-                    return inner
+            if len(numbers) == 1:
+                found.append(buf[start:pos])
+            else:
+                problem = _collect(buf[start:pos], numbers[1:], found)
+                if problem is not None:
+                    return problem
             continue
         pos = _skip(buf, pos, wire_type)
     if pos > len(buf):
@@ -97,9 +98,15 @@ def _problem(buf: bytes, numbers: tuple[int, ...]) -> str | None:
 
 
 def tenant_field_problem(raw: bytes, numbers: tuple[int, ...]) -> str | None:
-    """Why the tenant field path of this serialized message is ambiguous, or None when it is
-    canonical (absent, or present once per level with the length-delimited wire type)."""
+    """Why the tenant field path of this serialized message is ambiguous, or None when every
+    occurrence on the path is length-delimited and all the tenant values it reaches agree.
+    (Envoy's transcoder itself repeats the field when a REST body restates the path's tenant;
+    the same value twice is harmless, two different ones are not.)"""
+    found: list[bytes] = []
     try:
-        return _problem(raw, numbers)
+        problem = _collect(raw, numbers, found)
     except _Malformed:
         return None
+    if problem is None and len(set(found)) > 1:
+        return f"field path {'.'.join(map(str, numbers))} names {len(set(found))} different tenants"
+    return problem

@@ -742,6 +742,12 @@ def _openai_route(settings: MeshSettings) -> dict[str, Any]:
     cel = CelBuilder()
     requested = cel.path("request", "headers", OPENAI_ORG_HEADER)
     own = cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, TENANT_CLAIM)
+    role = cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, ROLE_CLAIM)
+    # Tenant users only, as every LLM RPC behind /v1 admits (a platform-admin or service token
+    # with a tenant claim is refused here as on the gRPC routes).
+    tenant_user = functools.reduce(
+        cel.or_, (cel.eq(role, cel.const(str(r))) for r in (Role.TENANT_ADMIN, Role.MEMBER))
+    )
     no_org = {"not_rule": {"header": {"name": OPENAI_ORG_HEADER, "present_match": True}}}
     timeout = _seconds(unary_timeout(settings, "llm"))
     return {
@@ -764,8 +770,12 @@ def _openai_route(settings: MeshSettings) -> dict[str, Any]:
                     "rules": {
                         "action": "ALLOW",
                         "policies": {
-                            "openai-token-tenant": {"permissions": [no_org], "principals": [{"any": True}]},
-                            "openai-named-tenant": _policy(cel.eq(requested, own)),
+                            "openai-token-tenant": {
+                                "permissions": [no_org],
+                                "principals": [{"any": True}],
+                                "condition": _Flow(tenant_user.ast),
+                            },
+                            "openai-named-tenant": _policy(cel.and_(tenant_user, cel.eq(requested, own))),
                         },
                     }
                 },

@@ -16,21 +16,19 @@ local function refuse(handle, why)
 end
 
 function envoy_on_request(handle)
-  local headers = handle:headers()
-  local count = headers:getNumValues("authorization")
-  if count == 0 then
-    return -- jwt_authn already refused every route that needs a token
-  end
-  if count > 1 then
-    return refuse(handle, "more than one authorization header")
-  end
-  if not string.match(headers:get("authorization"), BEARER) then
-    return refuse(handle, "authorization must be exactly: Bearer <jwt>")
-  end
   local verified = handle:streamInfo():dynamicMetadata():get("__JWT_FILTER__")
   local payload = verified and verified["__PAYLOAD_KEY__"]
   if payload == nil then
-    return -- a public route: the token was not verified here, the service verifies it
+    -- No verified token: jwt_authn already refused every route that needs one; a public route
+    -- (health, the API-key exchange) does not use the header.
+    return
+  end
+  local headers = handle:headers()
+  if headers:getNumValues("authorization") ~= 1 then
+    return refuse(handle, "exactly one authorization header")
+  end
+  if not string.match(headers:get("authorization"), BEARER) then
+    return refuse(handle, "authorization must be exactly: Bearer <jwt>")
   end
   local now = os.time()
   local iat = tonumber(payload["iat"])
