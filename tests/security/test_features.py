@@ -70,12 +70,16 @@ async def test_features_claim_narrows_methods_on_every_surface(mesh: RunningMesh
                 assert error_info(err).reason == "FEATURE_NOT_ENABLED"
         # The listed feature works, on /v1 and on REST; an unlisted one stays refused.
         emb = {"model": "embedding", "input": ["one"]}
-        r = await http.post("/v1/embeddings", json=emb, headers={"authorization": f"Bearer {embeddings_only}"})
+        r = await http.post(
+            "/v1/embeddings", json=emb, headers={"authorization": f"Bearer {embeddings_only}"}
+        )
         assert r.status_code == 200, r.text
         r = await http.post("/v1/embeddings", json=emb, headers={"authorization": f"Bearer {nothing}"})
         assert r.status_code == 403, r.text
         # No claim: not narrowed (the tenant's plan decides).
-        r = await http.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {unclaimed}"})
+        r = await http.post(
+            "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {unclaimed}"}
+        )
         assert r.status_code == 200, r.text
         # Methods without a feature (ListModels) are callable with any features claim.
         r = await http.get(f"{API}/tenants/{tenant}/models", headers={"authorization": f"Bearer {nothing}"})
