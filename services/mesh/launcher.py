@@ -315,6 +315,8 @@ async def run_up(
     # Everything the mesh writes (keys, databases, spools, logs, the admin socket's directory)
     # is the user's alone; the children inherit the mask.
     private_files()
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
     mesh = Mesh(settings, ready_timeout=ready_timeout, say=say)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
