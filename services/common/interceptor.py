@@ -190,8 +190,13 @@ def audit_resource(message: Message) -> str:
 
 
 def _decided(state: CallState) -> tuple[tuple[str, str], ...]:
-    """The tenant the service decided the call was for, once its tenant check passed."""
-    return ((TENANT_HEADER, state.tenant_id),) if state.authorized and state.tenant_id else ()
+    """The tenant the service decided the call was for, once its tenant check passed. Metadata
+    values must be printable ASCII: a request naming anything else (refused by validation
+    anyway) states none."""
+    tenant = state.tenant_id
+    if not (state.authorized and tenant and tenant.isascii() and tenant.isprintable()):
+        return ()
+    return ((TENANT_HEADER, tenant[:128]),)
 
 
 def _strict_tenant_handler(

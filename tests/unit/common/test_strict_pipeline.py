@@ -198,3 +198,14 @@ async def test_reflection_needs_a_token_outside_development(settings: MeshSettin
     async with _serve(settings) as ch:  # development (what `make up` runs): open
         assert settings.profile == "development"
         assert STORAGE.full_name in await _list_services(ch, ())
+
+
+async def test_a_tenant_id_that_is_no_metadata_value_states_none(
+    channel: grpc.aio.Channel, settings: MeshSettings
+) -> None:
+    # Refused by validation (400), never a 500 from writing it into a trailer.
+    tenant = "\u00ec\u00a3x"
+    token = mint_token(settings, role=Role.MEMBER, tenant_id=tenant)
+    code, trailers = await _call(channel, _get(tenant), (("authorization", f"Bearer {token}"),))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert TENANT_HEADER not in dict(trailers or ())
