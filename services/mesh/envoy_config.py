@@ -183,10 +183,20 @@ def _early_trace_header_removal() -> list[dict[str, Any]]:
     ]
 
 
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the terminating NUL.
+_SUN_PATH_MAX = 108
+
+
 def admin(settings: MeshSettings) -> dict[str, Any]:
     """Envoy's admin (it can switch on debug logs, drain, quit) on a Unix socket only its user
     may open (0600); never on a TCP port."""
-    return {"address": {"pipe": {"path": str(settings.admin_socket_path), "mode": 0o600}}}
+    path = str(settings.admin_socket_path)
+    if len(path.encode()) >= _SUN_PATH_MAX:
+        raise ValueError(
+            f"Envoy admin socket path is too long for a Unix socket ({path}): "
+            "set MAKOTO_ENVOY_ADMIN_SOCKET to a shorter path"
+        )
+    return {"address": {"pipe": {"path": path, "mode": 0o600}}}
 
 
 def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str, Any]:

@@ -179,6 +179,12 @@ def test_listener_and_admin(rendered: dict[str, Any]) -> None:
     assert "socket_address" not in rendered["admin"]["address"]
 
 
+def test_admin_socket_path_must_fit_a_unix_socket(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", envoy_admin_socket="/tmp/" + "x" * 120)
+    with pytest.raises(ValueError, match="MAKOTO_ENVOY_ADMIN_SOCKET"):
+        render(settings)
+
+
 def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> None:
     jwt = _filter(rendered, "envoy.filters.http.jwt_authn")
     [provider] = jwt["providers"].values()
