@@ -43,7 +43,7 @@ from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter, RateLimited
 from services.common.policy import PUBLIC_PREFIXES, REFLECTION_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.telemetry import otlp_requested
-from services.common.tenant_wire import field_numbers, tenant_field_problem
+from services.common.tenant_wire import canonical, field_numbers
 from services.common.token_state import TokenState
 from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
@@ -117,13 +117,14 @@ def _refuse_ambiguous(request: Any) -> None:
 
 
 def _canonical_tenant(
-    deserializer: Callable[[bytes], Any], numbers: tuple[int, ...]
+    deserializer: Callable[[bytes], Any], numbers: tuple[int, ...], names: tuple[str, ...]
 ) -> Callable[[bytes], Any]:
     def deserialize(raw: bytes) -> Any:
-        problem = tenant_field_problem(raw, numbers)
+        message = deserializer(raw)
+        problem = canonical(message, raw, numbers, names)
         if problem is not None:
             return _Ambiguous(problem)
-        return deserializer(raw)
+        return message
 
     return deserialize
 
@@ -212,7 +213,8 @@ def _strict_tenant_handler(
     except KeyError:
         return handler
     numbers = field_numbers(found.input_type, policy.tenant_field)
-    return handler._replace(request_deserializer=_canonical_tenant(deserializer, numbers))
+    names = tuple(policy.tenant_field.split("."))
+    return handler._replace(request_deserializer=_canonical_tenant(deserializer, numbers, names))
 
 
 class UsageNotRecorded(Unavailable):

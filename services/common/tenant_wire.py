@@ -11,7 +11,12 @@ skipped.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, unknown_fields
 from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError, Message
 
 _LEN = 2
 _START_GROUP = 3
@@ -110,3 +115,65 @@ def tenant_field_problem(raw: bytes, numbers: tuple[int, ...]) -> str | None:
     if problem is None and len(set(found)) > 1:
         return f"field path {'.'.join(map(str, numbers))} names {len(set(found))} different tenants"
     return problem
+
+
+# -- the fast path ---------------------------------------------------------------------------
+# The exact scan above walks every top-level field in Python (a BatchGetItems of 100 keys: a
+# third of a millisecond). Well-formed requests are cleared in C instead: the parsed message has
+# no unknown fields along the path (a wrong wire type would land there), and a "shadow" message
+# that declares only the path's fields, as repeated, parses each level's occurrences at most
+# once. Anything else falls back to the exact scan.
+
+
+@functools.cache
+def _shadow_for(numbers: tuple[int, ...]) -> Any:
+    pool = descriptor_pool.DescriptorPool()
+    file = descriptor_pb2.FileDescriptorProto(name="makoto_tenant_shadow.proto", package="makoto.shadow")
+    for level, number in enumerate(numbers):
+        msg = file.message_type.add(name=f"L{level}")
+        last = level == len(numbers) - 1
+        field = msg.field.add(
+            name="f", number=number, label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        )
+        if last:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+        else:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+            field.type_name = f".makoto.shadow.L{level + 1}"
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("makoto.shadow.L0"))
+
+
+def _single_occurrences(raw: bytes, numbers: tuple[int, ...]) -> bool:
+    try:
+        shadow = _shadow_for(numbers).FromString(raw)
+    except DecodeError:
+        return False
+    level = [shadow]
+    for _ in numbers:
+        nxt: list[Any] = []
+        for holder in level:
+            if len(holder.f) > 1:
+                return False
+            nxt.extend(holder.f)
+        level = nxt
+    return True
+
+
+def _no_unknown_fields(message: Message, names: tuple[str, ...]) -> bool:
+    current: Any = message
+    for i, name in enumerate(names):
+        if len(unknown_fields.UnknownFieldSet(current)):
+            return False
+        if i < len(names) - 1:
+            if not current.HasField(name):
+                return True
+            current = getattr(current, name)
+    return True
+
+
+def canonical(message: Message, raw: bytes, numbers: tuple[int, ...], names: tuple[str, ...]) -> str | None:
+    """tenant_field_problem for a request already parsed as `message`, cheap when it is fine."""
+    if _no_unknown_fields(message, names) and _single_occurrences(raw, numbers):
+        return None
+    return tenant_field_problem(raw, numbers)

@@ -18,7 +18,7 @@ from services.common.config import MeshSettings
 from services.common.dev_issuer import mint_token
 from services.common.identity import TENANT_HEADER, Role
 from services.common.server import Registration, ServerSpec
-from services.common.tenant_wire import field_numbers, tenant_field_problem
+from services.common.tenant_wire import canonical, field_numbers, tenant_field_problem
 from tests.support import bearer, client_stream, running_server
 from tests.unit.common.test_interceptor import Recorder, Servicer
 
@@ -209,3 +209,36 @@ async def test_a_tenant_id_that_is_no_metadata_value_states_none(
     code, trailers = await _call(channel, _get(tenant), (("authorization", f"Bearer {token}"),))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert TENANT_HEADER not in dict(trailers or ())
+
+
+def test_fast_path_agrees_with_the_exact_scan() -> None:
+    """canonical() clears well-formed requests in C and must refuse exactly what the scan does."""
+    get_numbers, upload_numbers = (1,), (1, 1)
+    cases = [
+        (items_pb2.GetItemRequest, get_numbers, ("tenant_id",), _get("acme")),
+        (items_pb2.GetItemRequest, get_numbers, ("tenant_id",), b"\x09\x04acme\0\0\0" + _get("globex")),
+        (items_pb2.GetItemRequest, get_numbers, ("tenant_id",), b"\x08\x01" + _get("acme")),
+        (items_pb2.GetItemRequest, get_numbers, ("tenant_id",), _get("acme") + _get("acme")),
+        (items_pb2.GetItemRequest, get_numbers, ("tenant_id",), _get("acme") + _get("globex")),
+        (objects_pb2.UploadObjectRequest, upload_numbers, ("header", "tenant_id"), _header("acme")),
+        (
+            objects_pb2.UploadObjectRequest,
+            upload_numbers,
+            ("header", "tenant_id"),
+            _header("acme") + _header("globex"),
+        ),
+        (
+            objects_pb2.UploadObjectRequest,
+            upload_numbers,
+            ("header", "tenant_id"),
+            b"\x0a\x09\x09\x04acme\0\0\0",
+        ),
+        (objects_pb2.UploadObjectRequest, upload_numbers, ("header", "tenant_id"), b"\x12\x03abc"),
+    ]
+    verdicts = []
+    for cls, numbers, names, raw in cases:
+        message = cls.FromString(raw)
+        fast = canonical(message, raw, numbers, names)
+        assert (fast is None) == (tenant_field_problem(raw, numbers) is None), raw
+        verdicts.append(fast is None)
+    assert verdicts == [True, False, False, True, False, True, False, False, True]
