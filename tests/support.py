@@ -35,7 +35,6 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
         "llm_openai_port": free_port(),
         "metering_port": free_port(),
         "envoy_port": free_port(),
-        "envoy_admin_port": free_port(),
         "simulator_port": free_port(),
         "log_level": "WARNING",
         "shutdown_grace_seconds": 2.0,

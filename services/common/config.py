@@ -38,8 +38,14 @@ class MeshSettings(BaseSettings):
     llm_port: int = 50053
     metering_port: int = 50054
     envoy_port: int = 8080
-    envoy_admin_port: int = 9901
+    # Envoy's admin interface: a Unix socket (mode 0600) under the home, never a TCP port, so
+    # only the mesh's own user can reach it; "" = <home>/run/envoy-admin.sock.
+    envoy_admin_socket: str = ""
     simulator_port: int = 8090
+
+    # "development" (what `make up` runs) or "production" (the deploy/ profiles): outside
+    # development, server reflection on the service ports needs a token.
+    profile: Literal["development", "production"] = "development"
 
     issuer: str = "makoto-dev"
     audience: str = "makoto"
@@ -225,6 +231,12 @@ class MeshSettings(BaseSettings):
     # Temp files and unindexed blobs of the local object store older than this are orphans
     # (swept at open and at each reconciliation); never less than a live upload can last.
     storage_orphan_age_seconds: float = Field(default=3600.0, gt=0)
+
+    @property
+    def admin_socket_path(self) -> Path:
+        if self.envoy_admin_socket:
+            return Path(self.envoy_admin_socket)
+        return self.home / "run" / "envoy-admin.sock"
 
     @cached_property
     def keys_dir(self) -> Path:

@@ -22,12 +22,14 @@ from typing import Any
 import grpc
 import protovalidate
 import structlog
+from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.common import deadline, metrics
+from services.common.bearer import bearer_token
 from services.common.errors import (
     LIFECYCLE_REFUSALS,
     InvalidArgument,
@@ -37,11 +39,12 @@ from services.common.errors import (
     Unavailable,
     internal_status,
 )
-from services.common.identity import Principal, Role, reset_principal, set_principal
+from services.common.identity import TENANT_HEADER, Principal, Role, reset_principal, set_principal
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter, RateLimited
-from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
+from services.common.policy import PUBLIC_PREFIXES, REFLECTION_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.telemetry import otlp_requested
+from services.common.tenant_wire import canonical, field_numbers
 from services.common.token_state import TokenState
 from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
@@ -91,13 +94,40 @@ _validator = protovalidate.Validator()
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            if text.startswith("Bearer "):
-                return text[len("Bearer ") :].strip()
-            return None
-    return None
+    values = [
+        value.decode() if isinstance(value, bytes) else value
+        for key, value in metadata or ()
+        if key == "authorization"
+    ]
+    return bearer_token(values)
+
+
+class _Ambiguous:
+    """A request whose tenant field was encoded non-canonically (services/common/tenant_wire.py):
+    handed to the pipeline instead of the message, which refuses it."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _refuse_ambiguous(request: Any) -> None:
+    if isinstance(request, _Ambiguous):
+        raise InvalidArgument(f"ambiguous tenant field: {request.problem}", reason="AMBIGUOUS_TENANT_FIELD")
+
+
+def _canonical_tenant(
+    deserializer: Callable[[bytes], Any], numbers: tuple[int, ...], names: tuple[str, ...]
+) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        message = deserializer(raw)
+        problem = canonical(message, raw, numbers, names)
+        if problem is not None:
+            return _Ambiguous(problem)
+        return message
+
+    return deserialize
 
 
 def _field(message: Message, path: str) -> str | None:
@@ -177,6 +207,33 @@ def audit_resource(message: Message) -> str:
     return ",".join(parts)[:256]
 
 
+def _decided(state: CallState) -> tuple[tuple[str, str], ...]:
+    """The tenant the service decided the call was for, once its tenant check passed. Metadata
+    values must be printable ASCII: a request naming anything else (refused by validation
+    anyway) states none."""
+    tenant = state.tenant_id
+    if not (state.authorized and tenant and tenant.isascii() and tenant.isprintable()):
+        return ()
+    return ((TENANT_HEADER, tenant[:128]),)
+
+
+def _strict_tenant_handler(
+    handler: grpc.RpcMethodHandler, method: str, policy: MethodPolicy | None
+) -> grpc.RpcMethodHandler:
+    """The handler with a request deserializer that first scans the tenant field path."""
+    deserializer = handler.request_deserializer
+    if policy is None or not policy.tenant_field or deserializer is None:
+        return handler
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return handler
+    numbers = field_numbers(found.input_type, policy.tenant_field)
+    names = tuple(policy.tenant_field.split("."))
+    return handler._replace(request_deserializer=_canonical_tenant(deserializer, numbers, names))
+
+
 class UsageNotRecorded(Unavailable):
     reason = "USAGE_SPOOL_UNAVAILABLE"
     default_retry_after = 5.0
@@ -229,8 +286,11 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         token_state: TokenState | None = None,
         tracing: bool | None = None,
         worker: int | None = None,
+        reflection_needs_token: bool = False,
     ) -> None:
         self._service = service_name
+        # Outside development, reflection (the whole API surface) is for token holders only.
+        self._reflection_needs_token = reflection_needs_token
         # Revoked tokens, removed users, revoked API keys (None: not checked).
         self._token_state = token_state
         # Every call runs under a deadline: the client's (capped) or the service default.
@@ -296,9 +356,32 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_PREFIXES):
+        if handler is None:
+            return handler
+        if method.startswith(PUBLIC_PREFIXES):
+            if self._reflection_needs_token and method.startswith(REFLECTION_PREFIXES):
+                return self._reflection_gate(handler, handler_call_details.invocation_metadata)
             return handler
         return self._wrap(handler, method)
+
+    def _reflection_gate(self, handler: grpc.RpcMethodHandler, metadata: Any) -> grpc.RpcMethodHandler:
+        """Reflection for callers with a valid token (any role); UNAUTHENTICATED otherwise."""
+        token = _bearer(metadata)
+        try:
+            if token is None:
+                raise Unauthenticated("reflection needs a bearer token outside development")
+            self._verifier.verify(token)
+        except MakotoError as exc:
+            refusal = exc
+
+            async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await context.abort_with_status(rpc_status.to_status(refusal.to_status()))
+                yield  # pragma: no cover  (an async generator; abort raised above)
+
+            return grpc.stream_stream_rpc_method_handler(
+                refuse, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -320,11 +403,17 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             raise PermissionDenied(
                 "this token is not allowed to call this method", reason="METHOD_NOT_ALLOWED"
             )
+        feature = state.policy.feature
+        if feature and principal.features_claimed and feature not in principal.features:
+            raise PermissionDenied(
+                f"feature {feature!r} is not enabled for this token", reason="FEATURE_NOT_ENABLED"
+            )
         state.principal = principal
         state.tenant_id = principal.tenant_id
         return principal
 
     def _check_message(self, state: CallState, message: Message) -> None:
+        _refuse_ambiguous(message)
         policy = state.policy
         principal = state.principal
         assert policy is not None
@@ -475,7 +564,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 # A suspended or deleted tenant's refused call is not billed to it.
                 state.authorized = False
             status = rpc_status.to_status(exc.to_status())
-            extra = getattr(exc, "headers", ())
+            extra = (*getattr(exc, "headers", ()), *_decided(state))
             if extra:
                 # abort replaces trailing metadata set earlier: send ours with the status.
                 status = status._replace(trailing_metadata=(*status.trailing_metadata, *extra))
@@ -483,6 +572,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         log.exception("unhandled error", method=state.method, exc_info=exc)
         state.code = grpc.StatusCode.INTERNAL
         await context.abort_with_status(rpc_status.to_status(internal_status()))
+
+    def _trailers(self, state: CallState) -> tuple[tuple[str, str], ...]:
+        return (*(self._worker_md or ()), *_decided(state))
 
     def _bind_log(self, state: CallState, metadata: Any) -> None:
         if self._spans:
@@ -506,6 +598,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
     def _build(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         policy = self._policies.get(method)
+        handler = _strict_tenant_handler(handler, method, policy)
         if handler.unary_unary:
             inner_uu = handler.unary_unary
 
@@ -614,8 +707,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             )
             result = await deadline.run(behavior(request_or_iter, context))
             await self._meter_before_ok(state)
-            if self._worker_md is not None:
-                context.set_trailing_metadata(self._worker_md)
+            context.set_trailing_metadata(self._trailers(state))
             return result
         except BaseException as exc:
             if self._propagates(context, state, exc):
@@ -643,6 +735,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             async for response in deadline.stream(behavior(request_or_iter, context)):
                 yield response
             await self._meter_before_ok(state)
+            context.set_trailing_metadata(self._trailers(state))
         except BaseException as exc:
             if self._propagates(context, state, exc):
                 raise

@@ -58,8 +58,12 @@ def upstream_hosts(target: Target) -> dict[str, list[str]]:
 def fleet_settings() -> MeshSettings:
     # Defaults only (ports, limits, timeouts), never the renderer's environment.
     # Envoy's stats are served for Prometheus on the port every MAKOTO container uses (9464).
+    # The admin socket goes to /tmp, the container's one writable directory (an emptyDir).
     return MeshSettings.model_construct(
-        home=IMAGE_HOME, host="0.0.0.0", metrics_ports={"envoy": METRICS_PORT}
+        home=IMAGE_HOME,
+        host="0.0.0.0",
+        metrics_ports={"envoy": METRICS_PORT},
+        envoy_admin_socket="/tmp/envoy-admin.sock",  # noqa: S108 - a private emptyDir in the pod
     )
 
 

@@ -141,6 +141,8 @@ def test_filter_order(rendered: dict[str, Any]) -> None:
         # names the field of the transcoder's own 400s (bad_request_field.lua)
         "envoy.filters.http.lua",
         "envoy.filters.http.jwt_authn",
+        # exact `Bearer <jwt>`, iat/nbf not in the future (strict_token.lua)
+        "makoto.strict_token",
         # /healthz, then /healthz/<service> for each public service
         *["envoy.filters.http.health_check"] * 5,
         "envoy.filters.http.buffer",
@@ -171,7 +173,16 @@ def test_listener_and_admin(rendered: dict[str, Any]) -> None:
     hcm = _hcm(rendered)
     assert hcm["codec_type"] == "AUTO"  # HTTP/1.1 and h2c on one port
     assert hcm["http_protocol_options"] == {"enable_trailers": True}
-    assert rendered["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    # No TCP admin at all: a Unix socket only its user may open.
+    pipe = rendered["admin"]["address"]["pipe"]
+    assert pipe["mode"] == 0o600 and pipe["path"].endswith("/home/run/envoy-admin.sock")
+    assert "socket_address" not in rendered["admin"]["address"]
+
+
+def test_admin_socket_path_must_fit_a_unix_socket(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", envoy_admin_socket="/tmp/" + "x" * 120)
+    with pytest.raises(ValueError, match="MAKOTO_ENVOY_ADMIN_SOCKET"):
+        render(settings)
 
 
 def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> None:
