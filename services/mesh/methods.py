@@ -57,6 +57,8 @@ class Method:
     server_streaming: bool
     # The REST path(s) of a PUBLIC method, exempted from jwt_authn by exact match.
     rest_paths: tuple[str, ...] = ()
+    # The HTTP verb of rest_paths (lower case, e.g. "post", "get").
+    rest_verb: str = ""
 
     @property
     def full_name(self) -> str:
@@ -104,9 +106,11 @@ def public_methods(descriptor_path: Path) -> list[Method]:
             rule = rule_of(m)
             access = access_class(rule)
             rest_paths: tuple[str, ...] = ()
+            rest_verb = ""
             if access is Access.PUBLIC:
                 http = m.GetOptions().Extensions[annotations_pb2.http]
-                path = getattr(http, http.WhichOneof("pattern") or "get")
+                rest_verb = http.WhichOneof("pattern") or "get"
+                path = getattr(http, rest_verb)
                 if not path or "{" in path:
                     raise AccessRuleError(f"{service.full_name}.{m.name}: public needs a fixed REST path")
                 rest_paths = (path,)
@@ -123,6 +127,7 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
                     rest_paths=rest_paths,
+                    rest_verb=rest_verb,
                 )
             )
     return out

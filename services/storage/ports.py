@@ -268,3 +268,11 @@ class ItemStore(Protocol):
     async def deprovision(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ItemScanner(Protocol):
+    """Every item of the tenant's store, page by page in no promised order: the offboarding
+    export reads a whole store with it. Every item adapter implements it."""
+
+    def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]: ...

@@ -19,6 +19,8 @@ from services.common.usage import AUDIT
 from services.metering.adapters.database import create_engine, migrate
 from services.metering.adapters.sql_audit import SqlAuditLog
 from services.metering.adapters.sql_tables import (
+    erased_tenants,
+    kept_invoices,
     price_plan_versions,
     price_plans,
     tenant_limits,
@@ -88,6 +90,9 @@ class SqlMeteringStore:
             return await self.audit.append(audit) + await self.insert_events(events)
         if not events:
             return 0
+        events = await self._drop_erased(events)
+        if not events:
+            return 0
         now = time.time_ns() // 1000
         rows: dict[str, tuple[str, str, str, str, int, int, str, int]] = {}
         for e in events:
@@ -103,6 +108,64 @@ class SqlMeteringStore:
                 return int(result.scalar_one())
             result = await conn.exec_driver_sql(_SQLITE_INSERT, list(rows.values()))
             return max(0, result.rowcount)
+
+    async def _drop_erased(self, events: Sequence[MeterEvent]) -> Sequence[MeterEvent]:
+        """Late usage of an erased tenant (spooled before its erasure) is not stored."""
+        subjects = {e.subject for e in events}
+        async with self._engine.connect() as conn:
+            erased = set(
+                (
+                    await conn.execute(
+                        sa.select(erased_tenants.c.tenant_id).where(erased_tenants.c.tenant_id.in_(subjects))
+                    )
+                ).scalars()
+            )
+        return [e for e in events if e.subject not in erased] if erased else events
+
+    async def usage_span(self, tenant_id: str) -> tuple[int, int] | None:
+        """Earliest and latest event time of the tenant, if it has any usage."""
+        t = usage_events.c
+        async with self._engine.connect() as conn:
+            low, high = (
+                await conn.execute(
+                    sa.select(sa.func.min(t.time_us), sa.func.max(t.time_us)).where(t.subject == tenant_id)
+                )
+            ).one()
+        return None if low is None else (int(low), int(high))
+
+    async def erase_tenant(self, tenant_id: str, invoices: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """In one transaction: keep the invoices, mark the tenant erased, delete its usage events
+        and limit overrides. Returns how many usage events were deleted."""
+        now = time.time_ns() // 1000
+        async with self._engine.begin() as conn:
+            for month, invoice in invoices:
+                await conn.execute(
+                    self._insert(kept_invoices)
+                    .values(tenant_id=tenant_id, month=month, invoice=invoice, kept_at_us=now)
+                    .on_conflict_do_nothing(index_elements=[kept_invoices.c.tenant_id, kept_invoices.c.month])
+                )
+            await conn.execute(
+                self._insert(erased_tenants)
+                .values(tenant_id=tenant_id, erased_at_us=now)
+                .on_conflict_do_nothing(index_elements=[erased_tenants.c.tenant_id])
+            )
+            deleted = await conn.execute(sa.delete(usage_events).where(usage_events.c.subject == tenant_id))
+            await conn.execute(sa.delete(tenant_limits).where(tenant_limits.c.tenant_id == tenant_id))
+        return max(0, int(deleted.rowcount))
+
+    async def kept_invoice(self, tenant_id: str, month: str) -> dict[str, Any] | None:
+        t = kept_invoices.c
+        async with self._engine.connect() as conn:
+            found = (
+                await conn.execute(sa.select(t.invoice).where(t.tenant_id == tenant_id, t.month == month))
+            ).scalar_one_or_none()
+        return None if found is None else dict(found)
+
+    async def kept_months(self, tenant_id: str) -> list[str]:
+        t = kept_invoices.c
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(sa.select(t.month).where(t.tenant_id == tenant_id).order_by(t.month))
+        return [str(m) for m in rows.scalars()]
 
     def _range(self, tenant_id: str, meter: str, start_us: int, end_us: int) -> list[sa.ColumnElement[bool]]:
         t = usage_events.c
