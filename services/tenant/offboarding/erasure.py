@@ -101,7 +101,8 @@ class Erasure:
                 reason = describe(exc)
                 log.warning("erase step failed", tenant_id=tid, step=name, reason=reason)
                 await self._journal.mark(tid, name, StepState.FAILED, reason)
-                raise ProvisioningError(f"step {name} failed: {reason}; retry DeleteTenant") from exc
+                retry = "" if "retry DeleteTenant" in reason else "; retry DeleteTenant"
+                raise ProvisioningError(f"step {name} failed: {reason}{retry}") from exc
             await self._journal.mark(tid, name, StepState.DONE)
         return operation_id
 

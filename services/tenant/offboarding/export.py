@@ -6,8 +6,8 @@ Archive layout:
                                "..", no leading "/"; anything else is refused here too)
   items/<collection>.jsonl     one JSON line per item: collection, partition_key, sort_key,
                                etag, created, updated, attributes (the platform's exact tagged
-                               JSON, services/storage/tagged_json.py: ints, decimals, floats
-                               keep their type)
+                               JSON of the attribute map, services/storage/tagged_json.py:
+                               {"m": {...}}, ints {"i": ..}, decimals {"d": ..} keep their type)
   manifest.json                tenant, export id, time, and every file above with its size and
                                sha256 (plus each object's content type and user metadata)
 
@@ -97,9 +97,10 @@ def _item_line(item: StoredItem) -> bytes:
 class _Archive:
     """A tar.gz written on a worker thread (tarfile is blocking); members come from spooled files."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, name: str) -> None:
         self._file = path.open("wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w:gz")
+        # `name` only labels the gzip header (not the temporary file's name).
+        self._tar = tarfile.open(name=name, fileobj=self._file, mode="w:gz")
 
     async def add(self, name: str, source: IO[bytes], size: int) -> None:
         info = tarfile.TarInfo(name)
@@ -137,7 +138,7 @@ class TenantExporter:
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = final.with_suffix(".partial")
         ctx = AdapterContext(tenant_id=tenant_id, settings=self._settings, secrets=self._secrets)
-        archive = _Archive(partial)
+        archive = _Archive(partial, f"{export_id}.tar")
         manifest: dict[str, Any] = {
             "format": "makoto-export/1",
             "tenant_id": tenant_id,
