@@ -21,9 +21,9 @@ import json
 import sqlite3
 import tarfile
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
