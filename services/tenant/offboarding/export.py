@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import tarfile
 import tempfile
 import time
@@ -136,7 +137,11 @@ class TenantExporter:
     ) -> ExportSummary:
         final = archive_path(self._root, tenant_id, export_id)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = final.with_suffix(".partial")
+        # Leftovers of a run that was killed; then a name of this run's own, so two replicas
+        # resuming the same export never write into one file.
+        for stale in final.parent.glob(f"{final.name}.*.partial"):
+            stale.unlink(missing_ok=True)
+        partial = final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
         ctx = AdapterContext(tenant_id=tenant_id, settings=self._settings, secrets=self._secrets)
         archive = _Archive(partial, f"{export_id}.tar")
         manifest: dict[str, Any] = {
@@ -146,6 +151,7 @@ class TenantExporter:
             "objects": [],
             "items": [],
         }
+        done = False
         try:
             objects = await self._registry.build_objects(ctx, bindings.object_store)
             try:
@@ -160,8 +166,11 @@ class TenantExporter:
             manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             body = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
             await archive.add("manifest.json", io.BytesIO(body), len(body))
+            done = True
         finally:
             await archive.close()
+            if not done:
+                partial.unlink(missing_ok=True)  # a failed or cancelled run leaves nothing behind
         digest, size = await asyncio.to_thread(_sha256_of, partial)
         await asyncio.to_thread(os.replace, partial, final)
         summary = ExportSummary(
@@ -172,7 +181,7 @@ class TenantExporter:
             item_count=sum(int(c["count"]) for c in manifest["items"]),
         )
         sidecar = summary_path(self._root, tenant_id, export_id)
-        tmp = sidecar.with_suffix(".tmp")
+        tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         tmp.write_text(json.dumps(asdict(summary)), "utf-8")
         os.replace(tmp, sidecar)
         return summary
