@@ -55,7 +55,8 @@ async def test_erasure_keeps_invoices_and_erases_usage(metering: Metering) -> No
     # The usage is gone; the other tenant's is untouched.
     start = earlier - timedelta(days=1)
     assert await query(metering, tenant, "llm_tokens", start=start, role=Role.PLATFORM_ADMIN) == []
-    assert [r[3] for r in await query(metering, other, "llm_tokens", start=start, role=Role.PLATFORM_ADMIN)] == [9]
+    others = await query(metering, other, "llm_tokens", start=start, role=Role.PLATFORM_ADMIN)
+    assert [row[3] for row in others] == [9]
     # The invoices are kept as they were priced, now final.
     for month, invoice in before.items():
         kept = await _invoice(metering, tenant, month)
