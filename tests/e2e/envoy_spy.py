@@ -23,7 +23,10 @@ from google.api import httpbody_pb2
 from google.protobuf.message import Message
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
-from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
+
+# storage_service_pb2 registers the service's descriptor (its _grpc module does not import it):
+# the server core reads the access options from there.
+from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2, storage_service_pb2_grpc  # noqa: F401
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
