@@ -411,3 +411,45 @@ async def test_an_azure_tenant_is_offboarded_exported_and_nothing_remains(env: E
     assert await vault_names() == ([], True)
     assert await cognito_remains(env, tid) == {"group": False, "users": []}
     await platform_rows_after(env, tid)
+
+
+async def test_erasure_waits_until_the_invoices_can_be_kept(env: Env) -> None:
+    """A tenant whose price plan does not exist cannot be invoiced: DeleteTenant refuses to erase
+    its usage (400 ERASURE_BLOCKED, nothing erased in metering) until the plan exists."""
+    admin = env.mesh.headers(Role.PLATFORM_ADMIN)
+    tid = f"ob-plan-{uuid.uuid4().hex[:8]}"
+    plan = f"plan-{uuid.uuid4().hex[:8]}"
+    r = await env.http.post(
+        f"{API}/admin/tenants", json={"tenantId": tid, "pricePlanId": plan}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    await use_tenant(env, tid)
+    metering_db = env.mesh.settings.data_dir / "metering.sqlite3"
+
+    def usage() -> int:
+        return int(rows(metering_db, "SELECT count(*) FROM usage_events WHERE subject = ?", tid)[0][0])
+
+    async def has_usage() -> bool:
+        return usage() > 0
+
+    await eventually(has_usage, "the tenant's usage")
+    blocked = await env.http.delete(f"{API}/admin/tenants/{tid}", headers=admin)
+    assert blocked.status_code == 400, blocked.text
+    assert blocked.json()["details"][0]["reason"] == "ERASURE_BLOCKED"
+    assert usage() > 0  # nothing erased while the invoices cannot be kept
+
+    r = await env.http.put(
+        f"{API}/admin/price-plans/{plan}",
+        json={
+            "planId": plan,
+            "currency": "EUR",
+            "prices": [{"meter": "api_calls", "unitPrice": "0.01", "unit": "call"}],
+        },
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    done = await env.http.delete(f"{API}/admin/tenants/{tid}", headers=admin)
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "TENANT_STATE_DELETED"
+    assert usage() == 0
+    assert rows(metering_db, "SELECT count(*) FROM kept_invoices WHERE tenant_id = ?", tid)[0][0] >= 1

@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+import grpc
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.errors import FailedPrecondition
 from services.tenant.model import TenantRecord
 from services.tenant.ports import IdentityProvider, Provisioner, ProvisioningError
 from services.tenant.provisioning.journal import OperationState, SqlJournal, StepState
@@ -34,6 +36,14 @@ log = structlog.get_logger("makoto.tenant.offboarding")
 
 OFFBOARD = "OFFBOARD"
 DELETE = "DELETE"
+
+
+def _reason(exc: BaseException) -> str:
+    """describe(), plus the code and message of our own services' gRPC errors (MakotoError
+    messages never carry secrets)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return describe(exc)
 
 
 class UsageEraser(Protocol):
@@ -98,9 +108,19 @@ class Erasure:
             try:
                 await action()
             except Exception as exc:
-                reason = describe(exc)
+                reason = _reason(exc)
                 log.warning("erase step failed", tenant_id=tid, step=name, reason=reason)
                 await self._journal.mark(tid, name, StepState.FAILED, reason)
+                if (
+                    isinstance(exc, grpc.aio.AioRpcError)
+                    and exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                ):
+                    # MeteringService cannot keep the invoices (e.g. the tenant's price plan is
+                    # missing): nothing is erased there until that is fixed; say so, not "retry".
+                    raise FailedPrecondition(
+                        f"step {name} failed: {reason}; fix that, then call DeleteTenant again",
+                        reason="ERASURE_BLOCKED",
+                    ) from exc
                 retry = "" if "retry DeleteTenant" in reason else "; retry DeleteTenant"
                 raise ProvisioningError(f"step {name} failed: {reason}{retry}") from exc
             await self._journal.mark(tid, name, StepState.DONE)
