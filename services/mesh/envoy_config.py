@@ -233,8 +233,9 @@ def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str,
 def _jwt_authn(
     settings: MeshSettings, public_paths: tuple[str, ...] = (), public_posts: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """public_paths: GETs without a token (health, the OpenAPI document); public_posts: POSTs
-    without one (the API-key exchange, by its REST and its gRPC path)."""
+    """public_paths: GETs without a token (health, the OpenAPI document, the signed export
+    download's REST path); public_posts: POSTs without one (the API-key exchange by its REST
+    path, and every public method's gRPC path)."""
     providers = settings.jwt_providers()
     names = [p.name for p in providers]
     requires: dict[str, Any] = (
@@ -890,8 +891,22 @@ def render(
             _bad_request_field(),
             _jwt_authn(
                 settings,
-                (OPENAPI_ROUTE,) if openapi is not None else (),
-                tuple(p for m in methods if m.access is Access.PUBLIC for p in (m.grpc_path, *m.rest_paths)),
+                (
+                    *((OPENAPI_ROUTE,) if openapi is not None else ()),
+                    # A public download (GET): its REST path only; its gRPC path is a POST.
+                    *(
+                        p
+                        for m in methods
+                        if m.access is Access.PUBLIC and m.rest_verb == "get"
+                        for p in m.rest_paths
+                    ),
+                ),
+                tuple(
+                    p
+                    for m in methods
+                    if m.access is Access.PUBLIC
+                    for p in (m.grpc_path, *(m.rest_paths if m.rest_verb != "get" else ()))
+                ),
             ),
             _strict_token(),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),

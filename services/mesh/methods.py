@@ -59,6 +59,8 @@ class Method:
     rest_paths: tuple[str, ...] = ()
     # Role claims that may call for their own tenant (Envoy checks the role per route).
     roles: tuple[str, ...] = ()
+    # The HTTP verb of rest_paths (lower case, e.g. "post", "get").
+    rest_verb: str = ""
 
     @property
     def full_name(self) -> str:
@@ -106,9 +108,11 @@ def public_methods(descriptor_path: Path) -> list[Method]:
             rule = rule_of(m)
             access = access_class(rule)
             rest_paths: tuple[str, ...] = ()
+            rest_verb = ""
             if access is Access.PUBLIC:
                 http = m.GetOptions().Extensions[annotations_pb2.http]
-                path = getattr(http, http.WhichOneof("pattern") or "get")
+                rest_verb = http.WhichOneof("pattern") or "get"
+                path = getattr(http, rest_verb)
                 if not path or "{" in path:
                     raise AccessRuleError(f"{service.full_name}.{m.name}: public needs a fixed REST path")
                 rest_paths = (path,)
@@ -126,6 +130,7 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                     server_streaming=m.server_streaming,
                     rest_paths=rest_paths,
                     roles=tuple(str(r) for r in tenant_roles(rule)),
+                    rest_verb=rest_verb,
                 )
             )
     return out

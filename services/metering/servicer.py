@@ -197,6 +197,12 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
             ],
         )
 
+    async def EraseTenantUsage(
+        self, request: metering_pb2.EraseTenantUsageRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.EraseTenantUsageResponse:
+        months, erased = await self._metering.erase_tenant(request.tenant_id)
+        return metering_pb2.EraseTenantUsageResponse(invoices_kept=months, usage_events_erased=erased)
+
     async def GetInvoice(
         self, request: metering_pb2.GetInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> metering_pb2.Invoice:

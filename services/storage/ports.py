@@ -296,3 +296,11 @@ class StoreLeases(Protocol):
     def objects(self, tenant_id: str) -> AbstractAsyncContextManager[StoreLease[ObjectStore]]: ...
 
     def items(self, tenant_id: str) -> AbstractAsyncContextManager[StoreLease[ItemStore]]: ...
+
+
+@runtime_checkable
+class ItemScanner(Protocol):
+    """Every item of the tenant's store, page by page in no promised order: the offboarding
+    export reads a whole store with it. Every item adapter implements it."""
+
+    def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]: ...

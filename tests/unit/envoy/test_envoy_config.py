@@ -197,13 +197,26 @@ def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> Non
     assert provider["max_lifetime"] == f"{MeshSettings().max_token_ttl_seconds}s"
 
 
-def test_only_the_api_key_exchange_is_public(rendered: dict[str, Any]) -> None:
+def test_only_the_api_key_exchange_and_the_signed_export_download_are_public(
+    rendered: dict[str, Any],
+) -> None:
     jwt = _filter(rendered, "envoy.filters.http.jwt_authn")
     unauthenticated = [r["match"] for r in jwt["rules"] if "requires" not in r]
     posts = sorted(m["path"] for m in unauthenticated if m["headers"][0]["string_match"] == {"exact": "POST"})
-    assert posts == ["/api/v1/auth/token", "/makoto.tenant.v1.TenantService/ExchangeApiKey"]
+    assert posts == [
+        "/api/v1/auth/token",
+        "/makoto.tenant.v1.TenantService/DownloadExport",
+        "/makoto.tenant.v1.TenantService/ExchangeApiKey",
+    ]
+    gets = {m["path"] for m in unauthenticated if m["headers"][0]["string_match"] == {"exact": "GET"}}
+    # The download's REST path is exempt for GET only (a POST there still needs a token).
+    assert "/api/v1/exports:download" in gets
+    assert "/api/v1/auth/token" not in gets
     public = [m.full_name for m in public_methods(DESCRIPTOR_PATH) if m.access is Access.PUBLIC]
-    assert public == ["makoto.tenant.v1.TenantService.ExchangeApiKey"]
+    assert public == [
+        "makoto.tenant.v1.TenantService.DownloadExport",
+        "makoto.tenant.v1.TenantService.ExchangeApiKey",
+    ]
 
 
 def test_transcoder_settings(rendered: dict[str, Any]) -> None:
