@@ -96,13 +96,19 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             }
             mesh = await asyncio.to_thread(start_mesh, root, extra_env=extra)
             try:
-                clouds_.seed_secrets(mesh.settings, clouds)
                 async with httpx.AsyncClient(base_url=mesh.base_url, timeout=60) as http:
                     yield Env(mesh, clouds, vault, tls.cert, pool, http)
             finally:
                 await asyncio.to_thread(stop_mesh, mesh)
         finally:
             await vault.stop()
+
+
+def _seeded(env: Env, name: str) -> clouds_.TenantSpec:
+    """A fresh tenant spec with its credentials stored under its own tenant-scoped names."""
+    specs = clouds_.tenant_specs(env.clouds)
+    clouds_.seed_secrets(env.mesh.settings, env.clouds, specs)
+    return specs[name]
 
 
 def managed(spec: clouds_.TenantSpec) -> dict[str, Any]:
@@ -355,7 +361,7 @@ async def cognito_remains(env: Env, tid: str) -> dict[str, Any]:
 
 
 async def test_an_aws_tenant_is_offboarded_exported_and_nothing_remains(env: Env) -> None:
-    spec = clouds_.tenant_specs(env.clouds)["aws"]
+    spec = _seeded(env, "aws")
     tid = await onboard(env, spec)
     table = f"makoto-{tid}-items"
     assert spec.bucket in await clouds_.s3_buckets(env.clouds)
@@ -378,7 +384,7 @@ async def test_an_aws_tenant_is_offboarded_exported_and_nothing_remains(env: Env
 
 
 async def test_an_azure_tenant_is_offboarded_exported_and_nothing_remains(env: Env) -> None:
-    spec = clouds_.tenant_specs(env.clouds)["azure"]
+    spec = _seeded(env, "azure")
     tid = await onboard(env, spec)
     prefix = f"makoto-tenant-{tid}--"
     assert spec.bucket in await clouds_.blob_containers(env.clouds)

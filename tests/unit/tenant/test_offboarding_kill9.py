@@ -47,6 +47,7 @@ def tenant_process(settings: MeshSettings, db_url: str, log: Path) -> Iterator[s
             "MAKOTO_TENANT_PORT": str(settings.tenant_port),
             "MAKOTO_METERING_PORT": str(settings.metering_port),  # served by this test's process
             "MAKOTO_TENANT_DB_URL": db_url,
+            "MAKOTO_EGRESS_ALLOW": ",".join(settings.egress_allow),  # moto on loopback
             "MAKOTO_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
@@ -69,8 +70,9 @@ async def test_kill_9_mid_export_then_restart_resumes_and_delete_erases(
     tmp_path: Path,
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
-    ref = SecretResolver.for_settings(settings).set("aws-keys", json.dumps(MOTO_CREDENTIALS))
     tid = f"ok9-{uuid.uuid4().hex[:10]}"
+    # Secret references in a binding must be the tenant's own (local://tenants/<id>/...).
+    ref = SecretResolver.for_settings(settings).set(f"tenants/{tid}/aws-keys", json.dumps(MOTO_CREDENTIALS))
     log = tmp_path / "tenant.log"
     engine = make_engine(db_url)
     exports = settings.data_dir / "exports" / tid
