@@ -129,6 +129,9 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Run one server in the foreground (what `makoto up` starts as a child)."""
+    from services.common.server import private_files
+
+    private_files()
     settings = _settings(home)
     if home is not None:
         os.environ["MAKOTO_HOME"] = str(home)

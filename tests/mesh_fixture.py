@@ -148,9 +148,9 @@ def _mesh_env(settings: MeshSettings) -> dict[str, str]:
             "MAKOTO_LLM_PORT": str(settings.llm_port),
             "MAKOTO_LLM_OPENAI_PORT": str(settings.llm_openai_port),
             "MAKOTO_METERING_PORT": str(settings.metering_port),
-            "MAKOTO_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
             "MAKOTO_SIMULATOR_PORT": str(settings.simulator_port),
             "MAKOTO_LOG_LEVEL": settings.log_level,
+            "MAKOTO_EGRESS_ALLOW": ",".join(settings.egress_allow),
             "MAKOTO_SHUTDOWN_GRACE_SECONDS": str(settings.shutdown_grace_seconds),
             "PYTHONUNBUFFERED": "1",
         }

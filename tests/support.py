@@ -27,6 +27,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+DEV_EGRESS_ALLOW = ("127.0.0.1", "localhost", "::1")
+
 _TLS_DIR: Path | None = None
 
 
@@ -82,12 +84,14 @@ def make_settings(home: Path, **overrides: object) -> MeshSettings:
         "llm_openai_port": free_port(),
         "metering_port": free_port(),
         "envoy_port": free_port(),
-        "envoy_admin_port": free_port(),
         "simulator_port": free_port(),
         "log_level": "WARNING",
         "shutdown_grace_seconds": 2.0,
         # The machine's Redis is shared by every test run: each settings gets its own keys.
         "redis_prefix": f"makoto-test-{uuid.uuid4().hex[:12]}:",
+        # The dev egress allow-list the tests run under: every emulator (moto, Azurite, Cosmos,
+        # the LLM simulator) listens on loopback, which bindings may otherwise not name.
+        "egress_allow": list(DEV_EGRESS_ALLOW),
     }
     values.update(overrides)
     settings = MeshSettings(**values)  # type: ignore[arg-type]
@@ -164,14 +168,40 @@ async def client_stream(call_factory: Any, parts: Iterable[Any] | AsyncIterable[
     Passing an iterator to a grpc.aio stub races when the server refuses the call early: the
     client's background writer then fails and surfaces INTERNAL "Internal error from Core"
     instead of the server's status. Writing explicitly and stopping once the call is done
-    always reports the status the server sent.
+    avoids most of that; the rest (a write that loses the race) is replayed for a list.
 
     ``parts`` may be a list or any iterable or async iterable: a generator is consumed lazily,
     one message at a time, so a large upload is never held in memory.
     """
     import grpc
 
-    call = call_factory(metadata=metadata)
+    # Replaying is safe only for a list (re-iterable) whose first attempt lost the server's
+    # answer to grpc's client-side write race; a generator is never replayed.
+    attempts = 3 if isinstance(parts, list) else 1
+    for attempt in range(attempts):
+        call = call_factory(metadata=metadata)
+        write_failed = await _write_all(call, parts)
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            lost_race = (
+                write_failed
+                and err.code() == grpc.StatusCode.INTERNAL
+                and err.details() == "Internal error from Core"
+            )
+            if not lost_race or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _write_all(call: Any, parts: Iterable[Any] | AsyncIterable[Any]) -> bool:
+    """Write every message, stopping once the call is over; True if a write found it over.
+
+    grpc.aio marks the call INTERNAL "Internal error from Core" when a write's batch fails
+    before the server's status has arrived (the server refused the call early); the status
+    the server sent is lost then, which is why client_stream replays a list once more.
+    """
+    import grpc
 
     async def send(part: Any) -> bool:
         """Write one message; False once the call is over (the server answered early)."""
@@ -199,8 +229,8 @@ async def client_stream(call_factory: Any, parts: Iterable[Any] | AsyncIterable[
             try:
                 await call.done_writing()
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                pass
+                return True
     except BaseException:
         call.cancel()  # producing the messages failed (or we were cancelled): end the call too
         raise
-    return await call
+    return not finished

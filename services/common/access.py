@@ -63,6 +63,8 @@ def _check(method: MethodDescriptor, rule: access_pb2.AccessRule) -> None:
     if rule.internal or rule.public:
         if rule.roles or rule.any_tenant or rule.rate_class:
             raise AccessRuleError(f"{name}: an internal or public rule names no roles and no rate class")
+        if rule.feature:
+            raise AccessRuleError(f"{name}: an internal or public rule names no feature")
         if rule.public and rule.tenant_field:
             raise AccessRuleError(f"{name}: a public rule names no tenant_field (no token to check)")
     elif not rule.roles and not rule.any_tenant:
@@ -92,6 +94,11 @@ def _check_field(name: str, message: Descriptor, path: str) -> None:
             current = field.message_type  # type: ignore[assignment]  # set for TYPE_MESSAGE
 
 
+def tenant_roles(rule: access_pb2.AccessRule) -> tuple[Role, ...]:
+    """The roles that may call for their own tenant (the rule's `roles`)."""
+    return tuple(_ROLES[r] for r in rule.roles)
+
+
 def policy_of(method: MethodDescriptor) -> MethodPolicy:
     """The interceptor's policy for one method: may call = roles + any_tenant; internal methods
     are for role "service" (any tenant) and unmetered."""
@@ -109,6 +116,7 @@ def policy_of(method: MethodDescriptor) -> MethodPolicy:
         tenant_field=tenant_field,
         cross_tenant_roles=cross,
         rate_class=_RATE_CLASSES[rule.rate_class],
+        feature=rule.feature or None,
     )
 
 

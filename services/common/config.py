@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.deadline import DEFAULT_SECONDS, MAX_SECONDS
 
@@ -37,7 +38,9 @@ class MeshSettings(BaseSettings):
     llm_port: int = 50053
     metering_port: int = 50054
     envoy_port: int = 8080
-    envoy_admin_port: int = 9901
+    # Envoy's admin interface: a Unix socket (mode 0600) under the home, never a TCP port, so
+    # only the mesh's own user can reach it; "" = <home>/run/envoy-admin.sock.
+    envoy_admin_socket: str = ""
     simulator_port: int = 8090
 
     # -- mutual TLS inside the mesh (services/common/tls.py) -----------------------------------
@@ -50,6 +53,9 @@ class MeshSettings(BaseSettings):
     # A plaintext port serving only grpc.health.v1 (no data, no tokens), for probes that cannot
     # do mTLS: Kubernetes' gRPC probes. 0 = none (`make up` and compose need none).
     health_port: int = 0
+    # "development" (what `make up` runs) or "production" (the deploy/ profiles): outside
+    # development, server reflection on the service ports needs a token.
+    profile: Literal["development", "production"] = "development"
 
     issuer: str = "makoto-dev"
     audience: str = "makoto"
@@ -212,6 +218,22 @@ class MeshSettings(BaseSettings):
     # delivered again (to any replica): bounds the delay a killed MeteringService causes.
     usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
 
+    # -- egress (services/common/bindings/egress.py) ---------------------------------------------
+    # Endpoints a tenant binding may point at beyond the provider host lists, comma-separated:
+    # host, host:port, ip, ip:port, [v6]:port or a CIDR. Empty in production; development names
+    # the local emulators and simulator (they live on loopback, which is otherwise refused), e.g.
+    # MAKOTO_EGRESS_ALLOW=127.0.0.1:10000,localhost:4566.
+    egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_egress_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # the launcher passes lists as JSON
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     # -- storage reconciliation (services/storage/reconcile.py) ----------------------------------
     # How often StorageService compares each tenant's metered storage_bytes with the bytes its
     # object backend actually lists, and records the difference as a correction (0: never).
@@ -219,6 +241,12 @@ class MeshSettings(BaseSettings):
     # Temp files and unindexed blobs of the local object store older than this are orphans
     # (swept at open and at each reconciliation); never less than a live upload can last.
     storage_orphan_age_seconds: float = Field(default=3600.0, gt=0)
+
+    @property
+    def admin_socket_path(self) -> Path:
+        if self.envoy_admin_socket:
+            return Path(self.envoy_admin_socket)
+        return self.home / "run" / "envoy-admin.sock"
 
     @cached_property
     def keys_dir(self) -> Path:

@@ -34,7 +34,9 @@ def ensure_signing_key(settings: MeshSettings) -> Path:
     jwks_path = settings.jwks_path
     if key_path.exists() and jwks_path.exists():
         return key_path
-    key_path.parent.mkdir(parents=True, exist_ok=True)
+    # The home and its keys are the mesh user's alone, whatever the caller's umask.
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(key_path.parent, 0o700)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private.private_bytes(
@@ -50,7 +52,9 @@ def ensure_signing_key(settings: MeshSettings) -> Path:
     public_jwk: dict[str, str] = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
     public_jwk.update({"kid": _kid(public_jwk), "alg": "RS256", "use": "sig"})
     tmp_jwks = jwks_path.with_suffix(".tmp")
-    tmp_jwks.write_text(json.dumps({"keys": [public_jwk]}, indent=2))
+    fd = os.open(tmp_jwks, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"keys": [public_jwk]}, indent=2))
     os.replace(tmp_jwks, jwks_path)
     return key_path
 
@@ -97,7 +101,7 @@ def mint_token(
     }
     if tenant_id:
         claims[TENANT_CLAIM] = tenant_id
-    if features:
+    if features is not None:  # [] is a claim too: no feature enabled
         claims[FEATURES_CLAIM] = features
     claims.update(extra_claims or {})
     return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})

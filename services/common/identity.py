@@ -11,6 +11,10 @@ ROLE_CLAIM = "custom:role"
 FEATURES_CLAIM = "custom:features"
 API_KEY_CLAIM = "custom:api_key_id"
 METHODS_CLAIM = "custom:methods"
+# The response header (or trailer) naming the tenant a service decided a call was for, once its
+# tenant check passed: Envoy's access log records it instead of what its own field extraction
+# read (envoy/README.md, "Who decides the tenant").
+TENANT_HEADER = "x-makoto-tenant"
 
 
 def service_audience(audience: str, service: str) -> str:
@@ -35,6 +39,9 @@ class Principal:
     role: Role
     tenant_id: str | None
     features: frozenset[str] = field(default_factory=frozenset)
+    # Whether the token carried a `custom:features` claim at all: without one the token does not
+    # narrow the features (the tenant's plan decides); with one, exactly those are enabled.
+    features_claimed: bool = False
     # The raw bearer token, kept so a service can forward the caller's identity if needed.
     token: str = field(default="", repr=False)
     # The token's `jti` (revocation is by token id) and its expiry (epoch seconds).

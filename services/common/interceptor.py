@@ -1,7 +1,8 @@
 """The server-side call pipeline every service runs, in this order:
 
 telemetry (JSON log line, trace id) -> auth (verify JWT, policy, tenant check) ->
-validation (protovalidate rules from the proto) -> servicer -> error mapping -> metering
+validation (protovalidate rules from the proto; a type marked validated_by_handler is checked by
+its handler with the same rules) -> servicer -> error mapping -> metering
 (one api_calls event per completed tenant RPC).
 
 It is one grpc.aio interceptor that wraps each handler once, so streaming and unary calls
@@ -21,12 +22,14 @@ from typing import Any
 import grpc
 import protovalidate
 import structlog
+from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.common import deadline, metrics
+from services.common.bearer import bearer_token
 from services.common.errors import (
     LIFECYCLE_REFUSALS,
     InvalidArgument,
@@ -36,11 +39,12 @@ from services.common.errors import (
     Unavailable,
     internal_status,
 )
-from services.common.identity import Principal, Role, reset_principal, set_principal
+from services.common.identity import TENANT_HEADER, Principal, Role, reset_principal, set_principal
 from services.common.jwt_verify import JwtVerifier
 from services.common.limits.api_rates import ApiRateLimiter, RateLimited
-from services.common.policy import PUBLIC_PREFIXES, TENANT_ROLES, MethodPolicy
+from services.common.policy import PUBLIC_PREFIXES, REFLECTION_PREFIXES, TENANT_ROLES, MethodPolicy
 from services.common.telemetry import otlp_requested
+from services.common.tenant_wire import canonical, field_numbers
 from services.common.token_state import TokenState
 from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
 
@@ -90,13 +94,40 @@ _validator = protovalidate.Validator()
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            if text.startswith("Bearer "):
-                return text[len("Bearer ") :].strip()
-            return None
-    return None
+    values = [
+        value.decode() if isinstance(value, bytes) else value
+        for key, value in metadata or ()
+        if key == "authorization"
+    ]
+    return bearer_token(values)
+
+
+class _Ambiguous:
+    """A request whose tenant field was encoded non-canonically (services/common/tenant_wire.py):
+    handed to the pipeline instead of the message, which refuses it."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _refuse_ambiguous(request: Any) -> None:
+    if isinstance(request, _Ambiguous):
+        raise InvalidArgument(f"ambiguous tenant field: {request.problem}", reason="AMBIGUOUS_TENANT_FIELD")
+
+
+def _canonical_tenant(
+    deserializer: Callable[[bytes], Any], numbers: tuple[int, ...], names: tuple[str, ...]
+) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        message = deserializer(raw)
+        problem = canonical(message, raw, numbers, names)
+        if problem is not None:
+            return _Ambiguous(problem)
+        return message
+
+    return deserialize
 
 
 def _field(message: Message, path: str) -> str | None:
@@ -120,6 +151,22 @@ def _path(field_path: Any) -> str:
             name += f"[{sub.value!r}]" if isinstance(sub.value, str) else f"[{sub.value}]"
         parts.append(name)
     return ".".join(parts) or "(message)"
+
+
+# Request types whose handler checks the proto's rules itself, on a fast path that falls back to
+# validate_message() for anything it does not accept (same rules, same errors). Only for hot
+# paths where protovalidate's per-element cost matters: RecordUsage (issue 8 ingest).
+_HANDLER_VALIDATES: set[str] = set()
+
+
+def validated_by_handler(message_type: type[Message]) -> None:
+    """Mark a request type as checked in its handler: the interceptor skips protovalidate."""
+    _HANDLER_VALIDATES.add(message_type.DESCRIPTOR.full_name)
+
+
+def _validate_request(message: Message) -> None:
+    if message.DESCRIPTOR.full_name not in _HANDLER_VALIDATES:
+        validate_message(message)
 
 
 def validate_message(message: Message) -> None:
@@ -158,6 +205,33 @@ def audit_resource(message: Message) -> str:
                 if isinstance(value, str) and value:
                     parts.append(f"{name}={value}")
     return ",".join(parts)[:256]
+
+
+def _decided(state: CallState) -> tuple[tuple[str, str], ...]:
+    """The tenant the service decided the call was for, once its tenant check passed. Metadata
+    values must be printable ASCII: a request naming anything else (refused by validation
+    anyway) states none."""
+    tenant = state.tenant_id
+    if not (state.authorized and tenant and tenant.isascii() and tenant.isprintable()):
+        return ()
+    return ((TENANT_HEADER, tenant[:128]),)
+
+
+def _strict_tenant_handler(
+    handler: grpc.RpcMethodHandler, method: str, policy: MethodPolicy | None
+) -> grpc.RpcMethodHandler:
+    """The handler with a request deserializer that first scans the tenant field path."""
+    deserializer = handler.request_deserializer
+    if policy is None or not policy.tenant_field or deserializer is None:
+        return handler
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return handler
+    numbers = field_numbers(found.input_type, policy.tenant_field)
+    names = tuple(policy.tenant_field.split("."))
+    return handler._replace(request_deserializer=_canonical_tenant(deserializer, numbers, names))
 
 
 class UsageNotRecorded(Unavailable):
@@ -212,8 +286,11 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         token_state: TokenState | None = None,
         tracing: bool | None = None,
         worker: int | None = None,
+        reflection_needs_token: bool = False,
     ) -> None:
         self._service = service_name
+        # Outside development, reflection (the whole API surface) is for token holders only.
+        self._reflection_needs_token = reflection_needs_token
         # Revoked tokens, removed users, revoked API keys (None: not checked).
         self._token_state = token_state
         # Every call runs under a deadline: the client's (capped) or the service default.
@@ -279,9 +356,32 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_PREFIXES):
+        if handler is None:
+            return handler
+        if method.startswith(PUBLIC_PREFIXES):
+            if self._reflection_needs_token and method.startswith(REFLECTION_PREFIXES):
+                return self._reflection_gate(handler, handler_call_details.invocation_metadata)
             return handler
         return self._wrap(handler, method)
+
+    def _reflection_gate(self, handler: grpc.RpcMethodHandler, metadata: Any) -> grpc.RpcMethodHandler:
+        """Reflection for callers with a valid token (any role); UNAUTHENTICATED otherwise."""
+        token = _bearer(metadata)
+        try:
+            if token is None:
+                raise Unauthenticated("reflection needs a bearer token outside development")
+            self._verifier.verify(token)
+        except MakotoError as exc:
+            refusal = exc
+
+            async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await context.abort_with_status(rpc_status.to_status(refusal.to_status()))
+                yield  # pragma: no cover  (an async generator; abort raised above)
+
+            return grpc.stream_stream_rpc_method_handler(
+                refuse, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -303,11 +403,17 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             raise PermissionDenied(
                 "this token is not allowed to call this method", reason="METHOD_NOT_ALLOWED"
             )
+        feature = state.policy.feature
+        if feature and principal.features_claimed and feature not in principal.features:
+            raise PermissionDenied(
+                f"feature {feature!r} is not enabled for this token", reason="FEATURE_NOT_ENABLED"
+            )
         state.principal = principal
         state.tenant_id = principal.tenant_id
         return principal
 
     def _check_message(self, state: CallState, message: Message) -> None:
+        _refuse_ambiguous(message)
         policy = state.policy
         principal = state.principal
         assert policy is not None
@@ -325,7 +431,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                     raise PermissionDenied("token is not valid for this tenant")
                 state.tenant_id = requested
         state.authorized = True
-        validate_message(message)
+        _validate_request(message)
 
     async def _limit(self, state: CallState, context: grpc.aio.ServicerContext, headers: bool) -> None:
         """The tenant's API rate limit (tenant principals only; operators and services are not
@@ -458,7 +564,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 # A suspended or deleted tenant's refused call is not billed to it.
                 state.authorized = False
             status = rpc_status.to_status(exc.to_status())
-            extra = getattr(exc, "headers", ())
+            extra = (*getattr(exc, "headers", ()), *_decided(state))
             if extra:
                 # abort replaces trailing metadata set earlier: send ours with the status.
                 status = status._replace(trailing_metadata=(*status.trailing_metadata, *extra))
@@ -466,6 +572,9 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         log.exception("unhandled error", method=state.method, exc_info=exc)
         state.code = grpc.StatusCode.INTERNAL
         await context.abort_with_status(rpc_status.to_status(internal_status()))
+
+    def _trailers(self, state: CallState) -> tuple[tuple[str, str], ...]:
+        return (*(self._worker_md or ()), *_decided(state))
 
     def _bind_log(self, state: CallState, metadata: Any) -> None:
         if self._spans:
@@ -489,6 +598,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
     def _build(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         policy = self._policies.get(method)
+        handler = _strict_tenant_handler(handler, method, policy)
         if handler.unary_unary:
             inner_uu = handler.unary_unary
 
@@ -589,49 +699,22 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         context: grpc.aio.ServicerContext,
         streaming_in: bool,
     ) -> Any:
-        state = CallState(method, policy)
-        started = time.perf_counter()
-        self._enter()
-        self._bind_log(state, metadata)
+        state, started, deadline_token = self._begin(method, policy, metadata, context, streaming_in)
         token = None
-        deadline_token = deadline.start(
-            self._deadlines.effective(context.time_remaining(), streaming=streaming_in)
-        )
         try:
-            principal = self._authenticate(state, metadata)
-            if principal is not None and self._token_state is not None:
-                await self._token_state.check(principal)
-            token = set_principal(principal)
-            if streaming_in:
-                request_or_iter = self._checked_requests(state, request_or_iter, context, True)
-            else:
-                self._check_message(state, request_or_iter)
-                await self._limit(state, context, True)
-                self._gate(state)
-            structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+            token, request_or_iter = await self._admit(
+                state, metadata, request_or_iter, context, streaming_in, True
+            )
             result = await deadline.run(behavior(request_or_iter, context))
             await self._meter_before_ok(state)
-            if self._worker_md is not None:
-                context.set_trailing_metadata(self._worker_md)
+            context.set_trailing_metadata(self._trailers(state))
             return result
-        except grpc.aio.AbortError:
-            state.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            self._cut(state)
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if self._propagates(context, state, exc):
+                raise
             await self._abort(context, state, exc)
         finally:
-            if token is not None:
-                reset_principal(token)
-            deadline.reset(deadline_token)
-            if self._spans:
-                _end_span(state)
-            try:
-                await self._finish(state, started)
-            finally:
-                self._leave()
+            await self._settle(state, started, token, deadline_token)
 
     async def _run_stream_in_span(
         self,
@@ -643,42 +726,90 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         context: grpc.aio.ServicerContext,
         streaming_in: bool,
     ) -> AsyncGenerator[Any, None]:
+        state, started, deadline_token = self._begin(method, policy, metadata, context, True)
+        token = None
+        try:
+            token, request_or_iter = await self._admit(
+                state, metadata, request_or_iter, context, streaming_in, False
+            )
+            async for response in deadline.stream(behavior(request_or_iter, context)):
+                yield response
+            await self._meter_before_ok(state)
+            context.set_trailing_metadata(self._trailers(state))
+        except BaseException as exc:
+            if self._propagates(context, state, exc):
+                raise
+            await self._abort(context, state, exc)
+        finally:
+            await self._settle(state, started, token, deadline_token)
+
+    # -- the steps every call runs, unary or streaming -------------------------------------
+
+    def _begin(
+        self,
+        method: str,
+        policy: MethodPolicy | None,
+        metadata: Any,
+        context: grpc.aio.ServicerContext,
+        streaming: bool,
+    ) -> tuple[CallState, float, Any]:
+        """(the call's state, its start time, the deadline's context token)."""
         state = CallState(method, policy)
         started = time.perf_counter()
         self._enter()
         self._bind_log(state, metadata)
-        token = None
-        deadline_token = deadline.start(self._deadlines.effective(context.time_remaining(), streaming=True))
+        return (
+            state,
+            started,
+            deadline.start(self._deadlines.effective(context.time_remaining(), streaming=streaming)),
+        )
+
+    async def _admit(
+        self,
+        state: CallState,
+        metadata: Any,
+        request_or_iter: Any,
+        context: grpc.aio.ServicerContext,
+        streaming_in: bool,
+        unary_out: bool,
+    ) -> tuple[Any, Any]:
+        """Authenticate, check and limit the call: (the principal's context token, the
+        requests, checked as they arrive when streamed in)."""
+        principal = self._authenticate(state, metadata)
+        if principal is not None and self._token_state is not None:
+            await self._token_state.check(principal)
+        token = set_principal(principal)
         try:
-            principal = self._authenticate(state, metadata)
-            if principal is not None and self._token_state is not None:
-                await self._token_state.check(principal)
-            token = set_principal(principal)
             if streaming_in:
-                request_or_iter = self._checked_requests(state, request_or_iter, context, False)
+                request_or_iter = self._checked_requests(state, request_or_iter, context, unary_out)
             else:
                 self._check_message(state, request_or_iter)
-                await self._limit(state, context, False)
+                await self._limit(state, context, unary_out)
                 self._gate(state)
-            structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
-            async for response in deadline.stream(behavior(request_or_iter, context)):
-                yield response
-            await self._meter_before_ok(state)
-        except grpc.aio.AbortError:
+        except BaseException:
+            reset_principal(token)  # the caller only resets a principal it was handed
+            raise
+        structlog.contextvars.bind_contextvars(tenant_id=state.tenant_id)
+        return token, request_or_iter
+
+    def _propagates(self, context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> bool:
+        """True for what must leave the call as it is (already aborted, cancelled, closed),
+        after recording it; False for an error the call answers with a status (_abort)."""
+        if isinstance(exc, grpc.aio.AbortError):
             state.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
+            return True
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             self._cut(state)
-            raise
-        except Exception as exc:
-            await self._abort(context, state, exc)
+            return True
+        return not isinstance(exc, Exception)
+
+    async def _settle(self, state: CallState, started: float, token: Any, deadline_token: Any) -> None:
+        if token is not None:
+            reset_principal(token)
+        deadline.reset(deadline_token)
+        if self._spans:
+            _end_span(state)
+        try:
+            await self._finish(state, started)
         finally:
-            if token is not None:
-                reset_principal(token)
-            deadline.reset(deadline_token)
-            if self._spans:
-                _end_span(state)
-            try:
-                await self._finish(state, started)
-            finally:
-                self._leave()
+            self._leave()

@@ -25,7 +25,7 @@ from services.common.identity import (
 
 # Only asymmetric signatures: "none" and HS256-with-the-public-key tricks are refused by design.
 _ALGORITHMS = ["RS256"]
-_LEEWAY_SECONDS = 30
+LEEWAY_SECONDS = 30
 # Verified tokens are remembered until they expire (as Envoy's jwt_cache_config does): parsing
 # and checking a token costs ~0.5 ms of CPU in PyJWT, more than the rest of a unary call.
 _CACHE_SIZE = 4096
@@ -122,7 +122,7 @@ class JwtVerifier:
                 key=key,
                 algorithms=_ALGORITHMS,
                 issuer=provider.issuer,
-                leeway=_LEEWAY_SECONDS,
+                leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
@@ -142,17 +142,19 @@ class JwtVerifier:
         tenant = claims.get(TENANT_CLAIM)
         if role in (Role.TENANT_ADMIN, Role.MEMBER) and not tenant:
             raise Unauthenticated("token carries no tenant")
+        features_claimed = FEATURES_CLAIM in claims
         features = claims.get(FEATURES_CLAIM) or []
         if isinstance(features, str):
             features = [f for f in features.split(",") if f]
         # Cached no longer than the token is valid (exp plus the same leeway decode allowed).
-        expires = float(claims["exp"]) + _LEEWAY_SECONDS
+        expires = float(claims["exp"]) + LEEWAY_SECONDS
         principal = Principal(
             subject=str(claims["sub"]),
             issuer=provider.issuer,
             role=role,
             tenant_id=str(tenant) if tenant else None,
             features=frozenset(str(f) for f in features),
+            features_claimed=features_claimed,
             token=token,
             token_id=str(claims.get("jti") or ""),
             expires_at=float(claims["exp"]),

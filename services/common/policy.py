@@ -23,11 +23,14 @@ class MethodPolicy:
     rate_class: str | None = None
     # Callable without a token (the servicer authenticates the request by what it carries).
     public: bool = False
+    # The product feature the call uses; a token with a `custom:features` claim must list it.
+    feature: str | None = None
 
 
-# Public without a token: health and reflection (operators use grpcurl).
-PUBLIC_PREFIXES = (
-    "/grpc.health.v1.Health/",
+# Server reflection (operators use grpcurl): open in development, a token (any role) elsewhere.
+REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
+# Outside the call pipeline: health (orchestrators and Envoy probe it) and reflection.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", *REFLECTION_PREFIXES)

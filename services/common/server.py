@@ -4,6 +4,7 @@ OpenTelemetry instrumentation, grpc.health.v1, reflection, and graceful SIGTERM 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,15 @@ def server_options(settings: MeshSettings, service: str = "") -> list[tuple[str,
     ]
 
 
+# Files and directories a service creates (SQLite databases, spools, keys, logs) are its own:
+# 0600 / 0700, never world-readable.
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    os.umask(PRIVATE_UMASK)
+
+
 async def run_server(
     spec: ServerSpec, settings: MeshSettings, stop_event: asyncio.Event | None = None
 ) -> None:
@@ -183,6 +193,7 @@ async def run_server(
         worker=settings.worker_index if settings.workers(spec.name) > 1 else None,
         tracing=otlp_requested(settings),
         token_state=token_state,
+        reflection_needs_token=settings.profile != "development",
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         # The peer's certificate first: an Envoy connection never reaches an internal method.
@@ -286,6 +297,7 @@ async def _report_durability(
 def main(build: Callable[[MeshSettings], Awaitable[ServerSpec]], service: str | None = None) -> None:
     """Entry point used by `python -m services.<name>`. With MAKOTO_<NAME>_WORKERS > 1 this
     process supervises that many workers on its port instead (services/common/workers.py)."""
+    private_files()
     settings = MeshSettings()
     name = service or build.__module__.split(".")[1]
     if settings.workers(name) > 1 and not workers.is_worker():

@@ -60,12 +60,14 @@ def fleet_settings(target: Target = "compose") -> MeshSettings:
     # Defaults only (ports, limits, timeouts), never the renderer's environment.
     # Envoy's stats are served for Prometheus on the port every MAKOTO container uses (9464).
     # mTLS material: compose's init container writes it into the shared home (<home>/tls);
-    # Kubernetes mounts the gateway's Secret at K8S_TLS_DIR.
+    # Kubernetes mounts the gateway's Secret at K8S_TLS_DIR. The admin socket goes to /tmp,
+    # the container's one writable directory (an emptyDir).
     return MeshSettings.model_construct(
         home=IMAGE_HOME,
         host="0.0.0.0",
         metrics_ports={"envoy": METRICS_PORT},
         tls_dir=K8S_TLS_DIR if target == "k8s" else None,
+        envoy_admin_socket="/tmp/envoy-admin.sock",  # noqa: S108 - a private emptyDir in the pod
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import structlog
 
@@ -12,38 +13,53 @@ from services.llm.ports import Usage
 log = structlog.get_logger("makoto.llm.metering")
 
 
+async def _logged(meter: str, record: Awaitable[None]) -> None:
+    try:
+        await record
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # metering must never fail the call it measures
+        log.exception("usage record failed", meter=meter)
+
+
 class UsageMeter:
     def __init__(self, recorder: UsageRecorder | None) -> None:
         self._recorder = recorder
 
-    async def record(
+    def start(
         self, tenant_id: str, *, model: str, provider: str, usage: Usage, estimated: bool = False
-    ) -> None:
+    ) -> list[asyncio.Task[None]]:
+        """One task per event, each recording it. A task's first step appends its event to the
+        recorder's spool queue, so events started before the call's own api_calls event is
+        recorded (after the handler returns) commit in the same spool write or an earlier one:
+        the call still answers only after they are durable, with one spool write fewer."""
         if self._recorder is None:
-            return
+            return []
         dimensions = {"model": model, "provider": provider}
         if estimated:
             # The provider never reported usage (stream cut short): the offline estimate is billed.
             log.info("billing estimated usage", model=model, provider=provider)
-        meters = [
-            (meter, value)
+        loop = asyncio.get_running_loop()
+        return [
+            loop.create_task(
+                _logged(
+                    meter,
+                    self._recorder.record(
+                        meter=meter, tenant_id=tenant_id, value=value, dimensions=dimensions
+                    ),
+                )
+            )
             for meter, value in (
                 (LLM_PROMPT_TOKENS, usage.prompt_tokens),
                 (LLM_COMPLETION_TOKENS, usage.completion_tokens),
             )
             if value > 0
         ]
-        # Both at once: the spool commits events that arrive together in one write (one thread
-        # hop and one SQLite transaction per call instead of two).
-        outcomes = await asyncio.gather(
-            *(
-                self._recorder.record(meter=meter, tenant_id=tenant_id, value=value, dimensions=dimensions)
-                for meter, value in meters
-            ),
-            return_exceptions=True,
-        )
-        for (meter, _), outcome in zip(meters, outcomes, strict=True):
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome
-            if isinstance(outcome, BaseException):  # metering must never fail the call it measures
-                log.error("usage record failed", meter=meter, exc_info=outcome)
+
+    async def record(
+        self, tenant_id: str, *, model: str, provider: str, usage: Usage, estimated: bool = False
+    ) -> None:
+        """Record and wait until the events are durable (or their failure is logged)."""
+        tasks = self.start(tenant_id, model=model, provider=provider, usage=usage, estimated=estimated)
+        if tasks:
+            await asyncio.gather(*tasks)

@@ -14,6 +14,8 @@ import structlog
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.adapter_cache import AdapterCache
+from services.common.bindings.egress import EgressPolicy
+from services.common.bindings.registry import check_connect, llm_spec_hosts
 from services.common.errors import FailedPrecondition
 from services.common.secrets import SecretResolver
 from services.llm.config import LlmSettings
@@ -49,7 +51,11 @@ class ProviderRegistry:
         *,
         default_endpoints: Mapping[int, str],
         options: LlmSettings,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        # Where tenant endpoints may point (services/common/bindings/egress.py); none: loopback
+        # and private endpoints are all refused.
+        self._egress = egress or EgressPolicy()
         self._tenants = tenants
         self._secrets = secrets
         self._factories = dict(factories)
@@ -96,7 +102,18 @@ class ProviderRegistry:
             raise FailedPrecondition(
                 "the tenant's LLM binding has no API key reference", reason="LLM_BINDING_INVALID"
             )
-        api_key = await self._secrets.get(binding.api_key_secret_ref)
+        if binding.endpoint:  # the tenant's own endpoint; "" is the platform's (configuration)
+            await check_connect(binding.endpoint, llm_spec_hosts(kind), self._egress, "llm")
+        try:
+            api_key = await self._secrets.get(binding.api_key_secret_ref)
+        except FailedPrecondition as exc:
+            # Chat calls come from members: they learn that the key failed, not its name.
+            log.warning("llm key unreadable", tenant_id=tenant_id, error=str(exc))
+            raise FailedPrecondition(
+                f"the tenant's LLM API key secret cannot be read ({exc.reason})",
+                reason=exc.reason,
+                metadata={"binding": "llm"},
+            ) from None
         config = ProviderConfig(
             endpoint=binding.endpoint or self._default_endpoints.get(kind, ""),
             api_key=api_key.get_secret_value(),

@@ -7,6 +7,7 @@ from makoto.llm.v1 import llm_pb2_grpc
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common import metrics
+from services.common.bindings.egress import EgressPolicy
 from services.common.config import MeshSettings
 from services.common.directory_client import TenantDirectory
 from services.common.jwt_verify import JwtVerifier
@@ -77,6 +78,7 @@ async def build(
         FACTORIES,
         default_endpoints=default_endpoints(settings),
         options=options,
+        egress=EgressPolicy(settings.egress_allow),
     )
     metrics.watch_cache("llm_providers", registry.__len__)
     limits = limits or build_limits(settings, "llm")
@@ -99,5 +101,5 @@ async def build(
         recorder=recorder,
         rate_limiter=limits.api,
         listeners=[openai_api],
-        on_stop=[servicer.drain, registry.close, *registry_stops, *limits.closers],
+        on_stop=[servicer.drain, llm_limits.close, registry.close, *registry_stops, *limits.closers],
     )

@@ -85,15 +85,18 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
         await asyncio.shield(self._limits.settle(tenant.tenant_id, charge, prompt, completion))
 
     async def _record(self, tenant: TenantLlm, model: str, usage: Usage, *, estimated: bool = False) -> None:
-        # A task, shielded: a caller that cancels mid-stream must not cancel the billing of it.
-        task = asyncio.get_running_loop().create_task(
-            self._meter.record(
-                tenant.tenant_id, model=model, provider=tenant.provider.name, usage=usage, estimated=estimated
-            )
+        # Tasks: a caller that cancels mid-stream must not cancel the billing of it. Not awaited
+        # to the end: one loop step puts the events in the spool's queue ahead of the call's
+        # api_calls event, which the interceptor records (and waits for) before the answer goes
+        # out, so both commit in one spool write (or the tokens in an earlier one).
+        tasks = self._meter.start(
+            tenant.tenant_id, model=model, provider=tenant.provider.name, usage=usage, estimated=estimated
         )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        await asyncio.shield(task)
+        for task in tasks:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if tasks:
+            await asyncio.sleep(0)
 
     def _chat_request(
         self,

@@ -13,6 +13,7 @@ envoy/README.md:
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import yaml
 
 from services.common import tls
 from services.common.config import JwtProvider, MeshSettings
-from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, Role
+from services.common.identity import ROLE_CLAIM, TENANT_CLAIM, TENANT_HEADER, Role
+from services.common.jwt_verify import LEEWAY_SECONDS as CLOCK_SKEW_SECONDS
 from services.mesh import envoy_observability
 from services.mesh.cel import Cel, CelBuilder
 from services.mesh.local_replies import client_content_type_filter, local_reply_config
@@ -32,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "makoto.binpb"
 REFERENCE_PATH = REPO_ROOT / "envoy" / "envoy.yaml"
 BAD_REQUEST_LUA = Path(__file__).with_name("bad_request_field.lua")
+STRICT_TOKEN_LUA = Path(__file__).with_name("strict_token.lua")
 OPENAPI_DOC = REPO_ROOT / "docs" / "openapi.json"
 OPENAPI_ROUTE = "/openapi.json"
 
@@ -127,6 +130,76 @@ def _bad_request_field() -> dict[str, Any]:
     }
 
 
+def _strict_token() -> dict[str, Any]:
+    """Lua after jwt_authn: the exact `Bearer <jwt>` header and the iat/nbf rules the services
+    apply (services/mesh/strict_token.lua says why jwt_authn alone is looser)."""
+    source = (
+        STRICT_TOKEN_LUA.read_text()
+        .replace("__SKEW_SECONDS__", str(CLOCK_SKEW_SECONDS))
+        .replace("__JWT_FILTER__", JWT_FILTER)
+        .replace("__PAYLOAD_KEY__", JWT_PAYLOAD_KEY)
+    )
+    return {
+        "name": "makoto.strict_token",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.lua.v3.Lua", default_source_code={"inline_string": source}
+        ),
+    }
+
+
+# Trace context a client could send to choose the trace id services log under. Removed before
+# Envoy's tracing reads them, so every trace is rooted at the edge.
+CLIENT_TRACE_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "grpc-trace-bin",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "x-ot-span-context",
+    "uber-trace-id",
+    "x-cloud-trace-context",
+    "x-amzn-trace-id",
+    "x-datadog-trace-id",
+    "x-datadog-parent-id",
+)
+
+
+def _early_trace_header_removal() -> list[dict[str, Any]]:
+    """HCM early header mutation: runs before route selection and tracing, so a client-sent
+    traceparent can neither become the trace Envoy continues nor reach a service. x-request-id
+    is regenerated for every external request (preserve_external_request_id off)."""
+    return [
+        {
+            "name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": _typed(
+                "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                mutations=[{"remove": h} for h in CLIENT_TRACE_HEADERS],
+            ),
+        }
+    ]
+
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the terminating NUL.
+_SUN_PATH_MAX = 108
+
+
+def admin(settings: MeshSettings) -> dict[str, Any]:
+    """Envoy's admin (it can switch on debug logs, drain, quit) on a Unix socket only its user
+    may open (0600); never on a TCP port."""
+    path = str(settings.admin_socket_path)
+    if len(path.encode()) >= _SUN_PATH_MAX:
+        raise ValueError(
+            f"Envoy admin socket path is too long for a Unix socket ({path}): "
+            "set MAKOTO_ENVOY_ADMIN_SOCKET to a shorter path"
+        )
+    return {"address": {"pipe": {"path": path, "mode": 0o600}}}
+
+
 def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "issuer": provider.issuer,
@@ -136,7 +209,9 @@ def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str,
         "forward": True,
         "payload_in_metadata": JWT_PAYLOAD_KEY,
         "jwt_cache_config": {"jwt_cache_size": 1000},
-        "clock_skew_seconds": 30,
+        "clock_skew_seconds": CLOCK_SKEW_SECONDS,
+        # A token without exp is refused, as the services refuse it.
+        "require_expiration": True,
         # The services' maximum token lifetime (exp - iat) for users, enforced here too.
         "max_lifetime": f"{max_lifetime_seconds}s",
     }
@@ -159,8 +234,9 @@ def _jwt_provider(provider: JwtProvider, max_lifetime_seconds: int) -> dict[str,
 def _jwt_authn(
     settings: MeshSettings, public_paths: tuple[str, ...] = (), public_posts: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """public_paths: GETs without a token (health, the OpenAPI document); public_posts: POSTs
-    without one (the API-key exchange, by its REST and its gRPC path)."""
+    """public_paths: GETs without a token (health, the OpenAPI document, the signed export
+    download's REST path); public_posts: POSTs without one (the API-key exchange by its REST
+    path, and every public method's gRPC path)."""
     providers = settings.jwt_providers()
     names = [p.name for p in providers]
     requires: dict[str, Any] = (
@@ -355,12 +431,17 @@ def tenant_condition(method: Method) -> Cel:
     if method.access is Access.ADMIN:
         return is_platform_admin()
     assert method.tenant_field is not None
+    if not method.roles:
+        raise ValueError(f"{method.full_name}: a tenant route needs tenant roles")
     # grpc_field_extraction stores each field as a list of strings.
     requested = cel.path("metadata", "filter_metadata", FIELD_FILTER, method.tenant_field, 0)
-    same_tenant = cel.eq(requested, claim(TENANT_CLAIM))
+    # The role, per route, as the service checks it: a platform-admin or service token that
+    # carries a tenant claim is not a tenant user.
+    role_ok = functools.reduce(cel.or_, (cel.eq(claim(ROLE_CLAIM), cel.const(r)) for r in method.roles))
+    own_tenant = cel.and_(role_ok, cel.eq(requested, claim(TENANT_CLAIM)))
     if method.access is Access.TENANT_OR_ADMIN:
-        return cel.or_(is_platform_admin(), same_tenant)
-    return same_tenant
+        return cel.or_(is_platform_admin(), own_tenant)
+    return own_tenant
 
 
 def _rbac() -> dict[str, Any]:
@@ -652,7 +733,10 @@ def _access_log(log_dir: Path) -> list[dict[str, Any]]:
         # Why the upstream connection failed, e.g. a service certificate without the expected SAN.
         "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
         "subject": f"%DYNAMIC_METADATA({JWT_FILTER}:{JWT_PAYLOAD_KEY}:sub)%",
-        "tenant_id": f"%DYNAMIC_METADATA({FIELD_FILTER})%",
+        # The tenant the SERVICE decided (its response header or trailer), never what Envoy's
+        # field extraction read: the service parses the request strictly (envoy/README.md).
+        "tenant_id": f"%RESP({TENANT_HEADER.upper()})%",
+        "tenant_id_trailer": f"%TRAILER({TENANT_HEADER.upper()})%",
         "user_agent": "%REQ(USER-AGENT)%",
     }
     return [
@@ -713,6 +797,12 @@ def _openai_route(settings: MeshSettings) -> dict[str, Any]:
     cel = CelBuilder()
     requested = cel.path("request", "headers", OPENAI_ORG_HEADER)
     own = cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, TENANT_CLAIM)
+    role = cel.path("metadata", "filter_metadata", JWT_FILTER, JWT_PAYLOAD_KEY, ROLE_CLAIM)
+    # Tenant users only, as every LLM RPC behind /v1 admits (a platform-admin or service token
+    # with a tenant claim is refused here as on the gRPC routes).
+    tenant_user = functools.reduce(
+        cel.or_, (cel.eq(role, cel.const(str(r))) for r in (Role.TENANT_ADMIN, Role.MEMBER))
+    )
     no_org = {"not_rule": {"header": {"name": OPENAI_ORG_HEADER, "present_match": True}}}
     timeout = _seconds(unary_timeout(settings, "llm"))
     return {
@@ -735,8 +825,12 @@ def _openai_route(settings: MeshSettings) -> dict[str, Any]:
                     "rules": {
                         "action": "ALLOW",
                         "policies": {
-                            "openai-token-tenant": {"permissions": [no_org], "principals": [{"any": True}]},
-                            "openai-named-tenant": _policy(cel.eq(requested, own)),
+                            "openai-token-tenant": {
+                                "permissions": [no_org],
+                                "principals": [{"any": True}],
+                                "condition": _Flow(tenant_user.ast),
+                            },
+                            "openai-named-tenant": _policy(cel.and_(tenant_user, cel.eq(requested, own))),
                         },
                     }
                 },
@@ -790,6 +884,10 @@ def render(
         stat_prefix="ingress",
         codec_type="AUTO",
         use_remote_address=True,
+        # Client trace context is dropped before tracing and routing; request ids are Envoy's.
+        early_header_mutation_extensions=_early_trace_header_removal(),
+        generate_request_id=True,
+        preserve_external_request_id=False,
         normalize_path=True,
         merge_slashes=True,
         path_with_escaped_slashes_action="KEEP_UNCHANGED",
@@ -837,9 +935,24 @@ def render(
             _bad_request_field(),
             _jwt_authn(
                 settings,
-                (OPENAPI_ROUTE,) if openapi is not None else (),
-                tuple(p for m in methods if m.access is Access.PUBLIC for p in (m.grpc_path, *m.rest_paths)),
+                (
+                    *((OPENAPI_ROUTE,) if openapi is not None else ()),
+                    # A public download (GET): its REST path only; its gRPC path is a POST.
+                    *(
+                        p
+                        for m in methods
+                        if m.access is Access.PUBLIC and m.rest_verb == "get"
+                        for p in m.rest_paths
+                    ),
+                ),
+                tuple(
+                    p
+                    for m in methods
+                    if m.access is Access.PUBLIC
+                    for p in (m.grpc_path, *(m.rest_paths if m.rest_verb != "get" else ()))
+                ),
             ),
+            _strict_token(),
             *(_health_check(settings, path, clusters) for path, clusters in health_paths().items()),
             _json_body_limit(settings),
             _transcoder(settings, descriptor),
@@ -859,7 +972,7 @@ def render(
     runtime = envoy_observability.runtime(settings)
     return {
         "node": {"id": "makoto-envoy", "cluster": "makoto"},
-        "admin": {"address": _socket("127.0.0.1", settings.envoy_admin_port)},
+        "admin": admin(settings),
         "static_resources": {
             "listeners": [
                 {
@@ -937,7 +1050,8 @@ def write_config(
     resolved = settings.model_copy(update={"home": home, "tls_dir": tls_dir})
     target = path or home / "envoy.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
+    resolved.admin_socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     openapi = OPENAPI_DOC if OPENAPI_DOC.exists() else None
     target.write_text(
         dump(render(resolved, descriptor=descriptor.resolve(), log_dir=home / "logs", openapi=openapi))

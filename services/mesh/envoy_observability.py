@@ -101,7 +101,7 @@ def clusters(settings: MeshSettings) -> list[dict[str, Any]]:
                     "endpoints": [
                         {
                             "lb_endpoints": [
-                                {"endpoint": {"address": _socket("127.0.0.1", settings.envoy_admin_port)}}
+                                {"endpoint": {"address": {"pipe": {"path": str(settings.admin_socket_path)}}}}
                             ]
                         }
                     ],

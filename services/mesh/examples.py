@@ -63,7 +63,7 @@ def banner(settings: MeshSettings, tenant: str = "acme") -> str:
         "MAKOTO mesh is up.",
         "",
         f"  REST + gRPC (Envoy)  {base}        health: {base}/healthz",
-        f"  Envoy admin          http://127.0.0.1:{settings.envoy_admin_port}  (local only)",
+        f"  Envoy admin          unix:{settings.admin_socket_path}  (mode 0600: this user only)",
         f"  TenantService        {settings.address('tenant')}   (direct gRPC: token required;"
         " reflection + health open)",
         f"  StorageService       {', '.join(settings.replica_addresses('storage'))}",

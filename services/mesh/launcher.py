@@ -23,7 +23,9 @@ import httpx
 
 from services.common.config import MeshSettings
 from services.common.dev_issuer import ensure_signing_key
+from services.common.server import private_files
 from services.common.tls import ensure_certs
+from services.mesh.envoy_admin import admin_get
 from services.mesh.envoy_config import DESCRIPTOR_PATH, REPO_ROOT, write_config
 from services.mesh.processes import Child, ChildSpec, envoy_binary, python_module, settings_env
 
@@ -126,10 +128,8 @@ def replica_specs(
 
 async def unhealthy_clusters(settings: MeshSettings) -> list[str]:
     """Clusters Envoy's active health checks currently fail (from the admin /clusters page)."""
-    url = f"http://127.0.0.1:{settings.envoy_admin_port}/clusters"
     try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            text = (await client.get(url)).text
+        text = (await admin_get(settings, "/clusters")).text
     except httpx.HTTPError:
         return []
     bad: list[str] = []
@@ -315,6 +315,11 @@ async def run_up(
 ) -> int:
     from services.mesh.examples import banner
 
+    # Everything the mesh writes (keys, databases, spools, logs, the admin socket's directory)
+    # is the user's alone; the children inherit the mask.
+    private_files()
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
     mesh = Mesh(settings, ready_timeout=ready_timeout, say=say)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from makoto.api.v1 import access_pb2
 
-from services.common.access import AccessRuleError, contract_services, rule_of
+from services.common.access import AccessRuleError, contract_services, rule_of, tenant_roles
 
 # Public services Envoy routes and transcodes, keyed by cluster name.
 PUBLIC_SERVICES: dict[str, str] = {
@@ -57,6 +57,10 @@ class Method:
     server_streaming: bool
     # The REST path(s) of a PUBLIC method, exempted from jwt_authn by exact match.
     rest_paths: tuple[str, ...] = ()
+    # Role claims that may call for their own tenant (Envoy checks the role per route).
+    roles: tuple[str, ...] = ()
+    # The HTTP verb of rest_paths (lower case, e.g. "post", "get").
+    rest_verb: str = ""
 
     @property
     def full_name(self) -> str:
@@ -80,8 +84,8 @@ def load_descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
 
 
 def access_class(rule: access_pb2.AccessRule) -> Access:
-    """Envoy's view of an access rule: Envoy checks the tenant and platform-admin; the finer
-    role checks (e.g. tenant-admin only) are the service's."""
+    """Envoy's view of an access rule: the tenant, platform-admin, and (Method.roles) the role
+    of a tenant caller, as the service checks them."""
     if rule.internal:
         return Access.INTERNAL
     if rule.public:
@@ -104,9 +108,11 @@ def public_methods(descriptor_path: Path) -> list[Method]:
             rule = rule_of(m)
             access = access_class(rule)
             rest_paths: tuple[str, ...] = ()
+            rest_verb = ""
             if access is Access.PUBLIC:
                 http = m.GetOptions().Extensions[annotations_pb2.http]
-                path = getattr(http, http.WhichOneof("pattern") or "get")
+                rest_verb = http.WhichOneof("pattern") or "get"
+                path = getattr(http, rest_verb)
                 if not path or "{" in path:
                     raise AccessRuleError(f"{service.full_name}.{m.name}: public needs a fixed REST path")
                 rest_paths = (path,)
@@ -123,6 +129,8 @@ def public_methods(descriptor_path: Path) -> list[Method]:
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
                     rest_paths=rest_paths,
+                    roles=tuple(str(r) for r in tenant_roles(rule)),
+                    rest_verb=rest_verb,
                 )
             )
     return out

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.metering_client import MeterEvent
 from services.common.usage import API_CALLS, PAYER, PLATFORM_PAYER
+from services.metering import kept_invoices
 from services.metering.billable import billable_status
 from services.metering.invoices import LEVEL_METERS, gb_months, integrate_level, price
 from services.metering.model import Invoice, PricePlan, UsageRow
-from services.metering.periods import Month, next_month_start_us, to_us
+from services.metering.periods import Month, from_us, month_start_us, next_month_start_us, to_us
 from services.metering.ports import PlanResolver, PricePlanStore, UsageStore
 from services.metering.pricing import normalize_plan
+from services.metering.usage_columns import UsageColumns
 from services.metering.usage_query import UsageQuery, check_range, query_usage
 
 
@@ -40,12 +44,40 @@ class Metering:
         accepted = await self._usage.insert_events(events)
         return accepted, len(events) - accepted
 
+    async def record_columns(self, columns: UsageColumns) -> tuple[int, int]:
+        """The same for a checked batch already in columns (the RecordUsage hot path)."""
+        accepted = await self._usage.insert_columns(columns)
+        return accepted, len(columns) - accepted
+
     async def query(self, query: UsageQuery) -> list[UsageRow]:
         check_range(query.start_us, query.end_us)
         return await query_usage(self._usage, query)
 
     async def invoice(self, tenant_id: str, month_text: str) -> Invoice:
         month = Month.parse(month_text)
+        kept = await self._usage.kept_invoice(tenant_id, str(month))
+        if kept is not None:
+            return kept_invoices.from_json(kept)  # an erased tenant's invoice, as it was at erasure
+        return await self._price(tenant_id, month)
+
+    async def erase_tenant(self, tenant_id: str) -> tuple[list[str], int]:
+        """Offboarding: price every month the tenant has usage in (through the current one) and
+        keep those invoices as final, then erase its usage. Idempotent: a second call keeps what
+        the first kept and erases nothing more. Returns (months kept, usage events erased)."""
+        span = await self._usage.usage_span(tenant_id)
+        kept: list[tuple[str, dict[str, Any]]] = []
+        if span is not None:
+            start = month_start_us(span[0])
+            last = max(month_start_us(span[1]), month_start_us(self.now_us()))
+            while start <= last:
+                month = Month.parse(from_us(start).strftime("%Y-%m"))
+                invoice = dataclasses.replace(await self._price(tenant_id, month), final=True)
+                kept.append((str(month), kept_invoices.to_json(invoice)))
+                start = next_month_start_us(start)
+        erased = await self._usage.erase_tenant(tenant_id, kept)
+        return await self._usage.kept_months(tenant_id), erased
+
+    async def _price(self, tenant_id: str, month: Month) -> Invoice:
         now = self.now_us()
         plan_id = await self._resolver.plan_id_for(tenant_id)
         # The version in force when the month began: a plan change never re-prices a month.

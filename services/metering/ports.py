@@ -4,11 +4,12 @@ whatever tells a tenant's price plan. Adapters live in adapters/ (SQL) and plans
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.metering.model import PricePlan
+from services.metering.usage_columns import UsageColumns
 
 # (bucket start in µs or None for the whole range, group values in group_by order, sum)
 AggregateRow = tuple[int | None, tuple[str, ...], int]
@@ -17,6 +18,10 @@ AggregateRow = tuple[int | None, tuple[str, ...], int]
 class UsageStore(Protocol):
     async def insert_events(self, events: Sequence[MeterEvent]) -> int:
         """Insert-or-ignore by event id (also within `events`); returns how many were new."""
+        ...
+
+    async def insert_columns(self, columns: UsageColumns) -> int:
+        """The same for usage events (no audit events) already in columns."""
         ...
 
     async def aggregate(
@@ -39,6 +44,19 @@ class UsageStore(Protocol):
     ) -> dict[str, int]:
         """Sum of values per meter in [start_us, end_us)."""
         ...
+
+    async def usage_span(self, tenant_id: str) -> tuple[int, int] | None:
+        """Earliest and latest event time of the tenant, if it has any usage."""
+        ...
+
+    async def erase_tenant(self, tenant_id: str, invoices: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Keep these (month, invoice JSON) invoices, erase the tenant's usage and limit overrides,
+        drop its later events; all or nothing. Returns how many usage events were erased."""
+        ...
+
+    async def kept_invoice(self, tenant_id: str, month: str) -> dict[str, Any] | None: ...
+
+    async def kept_months(self, tenant_id: str) -> list[str]: ...
 
     async def balance_before(self, *, tenant_id: str, meter: str, before_us: int) -> int:
         """Sum of all values earlier than before_us (the balance a delta meter carries in)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
@@ -86,27 +86,28 @@ class TenantConnections:
         self._settings = settings
         self._secrets = secrets
 
-        async def build_objects(tenant_id: str, binding: object) -> ObjectStore:
-            return await registry.build_objects(self._context(tenant_id), binding)  # type: ignore[arg-type]
+        def cache(
+            kind: str,
+            build: Callable[[AdapterContext, Any], Awaitable[A]],
+            backend_name: Callable[[int], str],
+        ) -> AdapterCache[A, Message]:
+            async def build_for(tenant_id: str, binding: Any) -> A:
+                return await build(self._context(tenant_id), binding)
 
-        async def build_items(tenant_id: str, binding: object) -> ItemStore:
-            return await registry.build_items(self._context(tenant_id), binding)  # type: ignore[arg-type]
+            return AdapterCache(
+                kind,
+                build_for,
+                lambda b: backend_name(b.backend),
+                max_entries=max_tenants,
+                ttl_seconds=ttl_seconds,
+                clock=clock,
+            )
 
-        self.object_cache: AdapterCache[ObjectStore, Message] = AdapterCache(
-            "objects",
-            build_objects,
-            lambda b: object_backend_name(b.backend),  # type: ignore[attr-defined]
-            max_entries=max_tenants,
-            ttl_seconds=ttl_seconds,
-            clock=clock,
+        self.object_cache: AdapterCache[ObjectStore, Message] = cache(
+            "objects", registry.build_objects, object_backend_name
         )
-        self.item_cache: AdapterCache[ItemStore, Message] = AdapterCache(
-            "items",
-            build_items,
-            lambda b: item_backend_name(b.backend),  # type: ignore[attr-defined]
-            max_entries=max_tenants,
-            ttl_seconds=ttl_seconds,
-            clock=clock,
+        self.item_cache: AdapterCache[ItemStore, Message] = cache(
+            "items", registry.build_items, item_backend_name
         )
         metrics.watch_cache("storage_objects", self.object_cache.__len__)
         metrics.watch_cache("storage_items", self.item_cache.__len__)

@@ -9,10 +9,13 @@ FAILED_PRECONDITION naming the capability instead of pretending.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
+
+S_co = TypeVar("S_co", covariant=True)
 
 # ---------------------------------------------------------------------------------------------
 # Objects
@@ -268,3 +271,36 @@ class ItemStore(Protocol):
     async def deprovision(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Leases
+
+
+class StoreLease(Protocol[S_co]):
+    """One tenant's adapter lent to one call (services.common.adapter_cache.Lease fits)."""
+
+    @property
+    def store(self) -> S_co: ...
+
+    @property
+    def backend(self) -> str:
+        """The backend's name ("local", "s3", ...): the metering dimension, and what capability
+        refusals name."""
+        ...
+
+
+class StoreLeases(Protocol):
+    """Hands out a tenant's object and item adapters for one call (TenantConnections)."""
+
+    def objects(self, tenant_id: str) -> AbstractAsyncContextManager[StoreLease[ObjectStore]]: ...
+
+    def items(self, tenant_id: str) -> AbstractAsyncContextManager[StoreLease[ItemStore]]: ...
+
+
+@runtime_checkable
+class ItemScanner(Protocol):
+    """Every item of the tenant's store, page by page in no promised order: the offboarding
+    export reads a whole store with it. Every item adapter implements it."""
+
+    def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]: ...

@@ -26,6 +26,8 @@ import structlog
 from makoto.tenant.v1 import tenant_pb2
 from pydantic import SecretStr
 
+from services.common.bindings.egress import EgressPolicy
+from services.common.bindings.registry import check_connect
 from services.common.config import MeshSettings
 from services.common.errors import FailedPrecondition
 from services.storage.ports import ItemStore, ObjectStore
@@ -65,7 +67,23 @@ class AdapterContext:
                 reason="BINDING_SECRET_UNAVAILABLE",
                 metadata={"binding": binding},
             )
-        return await self.secrets.get(ref)
+        try:
+            return await self.secrets.get(ref)
+        except FailedPrecondition as exc:
+            # Data calls come from members: they learn that the secret failed, not its name.
+            log.warning(
+                "binding secret unreadable", tenant_id=self.tenant_id, binding=binding, error=str(exc)
+            )
+            raise FailedPrecondition(
+                f"{binding} binding: its credentials secret cannot be read ({exc.reason})",
+                reason=exc.reason,
+                metadata={"binding": binding},
+            ) from None
+
+    async def check_endpoint(self, endpoint: str, hosts: tuple[str, ...], binding: str) -> None:
+        """Refuse (FAILED_PRECONDITION) an endpoint that points inside, resolved now: DNS may
+        have changed since TenantService accepted the binding."""
+        await check_connect(endpoint, hosts, EgressPolicy(self.settings.egress_allow), binding)
 
 
 ObjectFactory = Callable[[AdapterContext, tenant_pb2.ObjectStoreBinding], Awaitable[ObjectStore]]

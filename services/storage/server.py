@@ -11,9 +11,12 @@ from services.common.limits.wiring import LimitsParts, build_limits
 from services.common.server import Registration, ServerSpec
 from services.common.usage import UsageRecorder
 from services.storage.connections import TenantConnections
+from services.storage.items import ItemManager
+from services.storage.objects import ObjectManager
 from services.storage.quota import StorageQuota
 from services.storage.registry import BackendRegistry, SecretSource, default_registry
-from services.storage.service import StorageServicer
+from services.storage.servicer import StorageServicer
+from services.storage.stored_bytes import StoredBytes
 from services.storage.tenants import TenantResolver
 
 SERVICE_NAME = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
@@ -71,9 +74,9 @@ async def build(
         on_start.append(reconciler.start)
         # Stopped before the adapters it lists close.
         on_stop[:0] = [reconciler.close, balance.close]
-    servicer = StorageServicer(
-        connections, recorder, StorageQuota(limits.counters, limits.cache), tenant_seen=tenant_seen
-    )
+    quota = StorageQuota(limits.counters, limits.cache)
+    stored = StoredBytes(recorder, quota, tenant_seen)
+    servicer = StorageServicer(ObjectManager(connections, stored, quota), ItemManager(connections))
     return ServerSpec(
         name="storage",
         port=settings.storage_port,

@@ -269,6 +269,11 @@ class ApiKeyManager:
         tenant = await self._tenants.get(record.tenant_id)
         if tenant.state == State.SUSPENDED:
             raise PermissionDenied(f"tenant {record.tenant_id} is suspended", reason="TENANT_SUSPENDED")
+        if tenant.state in (State.OFFBOARDING, State.DELETING):
+            # Machine clients stop with the data plane; only the export download stays open.
+            raise FailedPrecondition(
+                f"tenant {record.tenant_id} is {tenant.state}", reason="TENANT_NOT_ACTIVE"
+            )
         ttl = int(min(self._settings.api_key_token_ttl_seconds, (record.expire_time - now).total_seconds()))
         if ttl < 1:
             raise Unauthenticated("API key expired", reason="API_KEY_EXPIRED")

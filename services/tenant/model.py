@@ -24,14 +24,17 @@ class State(StrEnum):
     FAILED = "FAILED"
     DELETING = "DELETING"
     DELETED = "DELETED"
+    OFFBOARDING = "OFFBOARDING"
 
 
-# PROVISIONING -> ACTIVE | FAILED; ACTIVE <-> SUSPENDED; ACTIVE/SUSPENDED/FAILED -> DELETING -> DELETED.
+# PROVISIONING -> ACTIVE | FAILED; ACTIVE <-> SUSPENDED; ACTIVE/SUSPENDED/FAILED -> OFFBOARDING
+# (export) -> DELETING (erasure) -> DELETED; without export ACTIVE/SUSPENDED/FAILED -> DELETING.
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.PROVISIONING: frozenset({State.ACTIVE, State.FAILED}),
-    State.ACTIVE: frozenset({State.SUSPENDED, State.DELETING}),
-    State.SUSPENDED: frozenset({State.ACTIVE, State.DELETING}),
-    State.FAILED: frozenset({State.DELETING}),
+    State.ACTIVE: frozenset({State.SUSPENDED, State.OFFBOARDING, State.DELETING}),
+    State.SUSPENDED: frozenset({State.ACTIVE, State.OFFBOARDING, State.DELETING}),
+    State.FAILED: frozenset({State.OFFBOARDING, State.DELETING}),
+    State.OFFBOARDING: frozenset({State.DELETING}),
     State.DELETING: frozenset({State.DELETED}),
     State.DELETED: frozenset(),
 }

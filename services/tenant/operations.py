@@ -1,7 +1,8 @@
 """Provisioning runs as google.longrunning.Operation: GetOperation / ListOperations of a tenant.
 
 `metadata` is a ProvisioningMetadata with every step the run started (name, state, reason,
-whether the resource pre-existed); `response` is the Tenant once the run SUCCEEDED; `error` is
+whether the resource pre-existed), and for an OFFBOARD run its export with a fresh signed
+download link while the tenant is OFFBOARDING; `response` is the Tenant once the run SUCCEEDED; `error` is
 FAILED_PRECONDITION naming the failed step and its reason when it FAILED. Runs interrupted by a
 crash stay `done: false` until the restarted service resumes them.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, timestamp_pb2
@@ -19,8 +21,20 @@ from makoto.tenant.v1 import tenant_pb2
 from services.common import paging
 from services.common.errors import NotFound
 from services.tenant import convert
+from services.tenant.model import State
+from services.tenant.offboarding.erasure import OFFBOARD
+from services.tenant.offboarding.export import ExportSummary
 from services.tenant.provisioning.journal import OperationRecord, OperationState, SqlJournal, StepRecord
 from services.tenant.tenants import TenantManager
+
+
+class ExportLinks(Protocol):
+    """What an OFFBOARD operation shows of its export (services.tenant.offboarding.runner)."""
+
+    def summary(self, tenant_id: str, operation_id: str) -> ExportSummary | None: ...
+
+    def link(self, tenant_id: str, export_id: str) -> tuple[str, int]: ...
+
 
 _STEP_STATE = {
     "STARTED": tenant_pb2.STEP_STATE_STARTED,
@@ -43,12 +57,16 @@ def _pack(message: tenant_pb2.ProvisioningMetadata | tenant_pb2.Tenant) -> any_p
 
 
 class OperationReader:
-    def __init__(self, tenants: TenantManager, journal: SqlJournal) -> None:
+    def __init__(
+        self, tenants: TenantManager, journal: SqlJournal, exports: ExportLinks | None = None
+    ) -> None:
         self._tenants = tenants
         self._journal = journal
+        self._exports = exports
 
     async def get(self, tenant_id: str, operation_id: str) -> operations_pb2.Operation:
-        await self._tenants.get(tenant_id)  # NOT_FOUND for an unknown (or DELETED) tenant
+        # A DELETED tenant's operations stay readable (how its offboarding ended).
+        await self._tenants.get_any(tenant_id)
         record = await self._journal.operation(operation_id)
         if record is None or record.tenant_id != tenant_id:
             raise NotFound(f"operation {operation_id} not found", reason="OPERATION_NOT_FOUND")
@@ -57,7 +75,7 @@ class OperationReader:
     async def list(
         self, tenant_id: str, *, page_size: int, page_token: str
     ) -> operations_pb2.ListOperationsResponse:
-        await self._tenants.get(tenant_id)
+        await self._tenants.get_any(tenant_id)
         scope = f"operations:{tenant_id}"
         after = paging.decode(page_token, scope)
         size = paging.page_size(page_size)
@@ -91,13 +109,29 @@ class OperationReader:
                 for s in own
             ],
         )
+        tenant = await self._tenants.get_any(record.tenant_id)
+        if record.kind == OFFBOARD and self._exports is not None:
+            summary = self._exports.summary(record.tenant_id, record.operation_id)
+            if summary is not None:
+                metadata.export.CopyFrom(
+                    tenant_pb2.ExportInfo(
+                        export_id=summary.export_id,
+                        size_bytes=summary.size_bytes,
+                        sha256=summary.sha256,
+                        object_count=summary.object_count,
+                        item_count=summary.item_count,
+                    )
+                )
+                if tenant.state == State.OFFBOARDING:
+                    uri, expires = self._exports.link(record.tenant_id, summary.export_id)
+                    metadata.export.download_uri = uri
+                    metadata.export.download_expire_time.FromSeconds(expires)
         operation = operations_pb2.Operation(
             name=f"tenants/{record.tenant_id}/operations/{record.operation_id}",
             done=record.state != OperationState.RUNNING,
             metadata=_pack(metadata),
         )
         if record.state == OperationState.SUCCEEDED:
-            tenant = await self._tenants.get(record.tenant_id)
             operation.response.CopyFrom(_pack(convert.tenant_to_proto(tenant)))
         elif record.state == OperationState.FAILED:
             operation.error.CopyFrom(

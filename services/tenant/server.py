@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
+from services.common.bindings.egress import EgressPolicy
 from services.common.config import MeshSettings
 from services.common.secrets.resolver import SecretResolver
 from services.common.server import Registration, ServerSpec, token_state_for
@@ -20,6 +21,11 @@ from services.tenant.api_keys import ApiKeyManager
 from services.tenant.db import database_url, make_engine, migrate
 from services.tenant.directory import TenantDirectoryService
 from services.tenant.events import NatsChangeNotifier
+from services.tenant.offboarding.erasure import Erasure
+from services.tenant.offboarding.export import TenantExporter
+from services.tenant.offboarding.links import LinkSigner, local_key
+from services.tenant.offboarding.metering_eraser import MeteringUsageEraser
+from services.tenant.offboarding.runner import ExportSettings, Offboarder
 from services.tenant.operations import OperationReader
 from services.tenant.ports import IdentityProvider
 from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
@@ -45,8 +51,10 @@ async def build(
     *,
     db_url: str | None = None,
     recorder_factory: RecorderFactory | None = spooling_recorder,
+    usage_eraser_factory: Callable[[MeshSettings], MeteringUsageEraser] | None = MeteringUsageEraser,
 ) -> ServerSpec:
-    """db_url overrides MAKOTO_TENANT_DB_URL; recorder_factory=None runs without metering."""
+    """db_url overrides MAKOTO_TENANT_DB_URL; recorder_factory=None runs without metering (and
+    so does usage_eraser_factory=None: erasure then leaves usage to be erased by other means)."""
     engine = make_engine(db_url or database_url(settings))
     # Lifecycle push (MAKOTO_NATS_URL): connects in the background, never blocks the start.
     link = NatsLink(settings.nats_url, name="tenant") if settings.nats_url else None
@@ -71,13 +79,34 @@ async def build(
             on_stop.insert(0, link.close)
             notifier = NatsChangeNotifier(link, settings.nats_subject_prefix)
         # Provisioning runs as journaled steps (services/tenant/provisioning): resumed by recover().
-        planner = Planner(
-            LocalProvisioner(settings.data_dir), SecretResolver.for_settings(settings), platform_aws
-        )
+        secrets = SecretResolver.for_settings(settings)
+        planner = Planner(LocalProvisioner(settings.data_dir), secrets, platform_aws)
         journal = SqlJournal(engine)
         provisioner = WorkflowProvisioner(planner, journal)
-        tenants = TenantManager(store, provisioner, identity, notifier)
+        # Offboarding: export location, link key, and MeteringService's erasure of usage (absent
+        # when this server runs without metering).
+        export_settings = ExportSettings()
+        exporter = TenantExporter(settings, secrets, export_settings.root(settings))
+        usage_eraser = (
+            usage_eraser_factory(settings)
+            if recorder_factory is not None and usage_eraser_factory is not None
+            else None
+        )
+        if usage_eraser is not None:
+            on_stop.append(usage_eraser.close)
+        erasure = Erasure(journal, engine, identity, provisioner, usage_eraser, exporter)
+        tenants = TenantManager(
+            store, provisioner, identity, notifier, EgressPolicy(settings.egress_allow), erasure=erasure
+        )
+        key = (
+            (await secrets.get(export_settings.signing_key_ref)).get_secret_value().encode()
+            if export_settings.signing_key_ref
+            else local_key(settings.keys_dir)
+        )
+        offboarder = Offboarder(tenants, journal, exporter, LinkSigner(key), export_settings.link_ttl_seconds)
+        on_stop.insert(0, offboarder.close)
         await tenants.recover()
+        await offboarder.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
         token_state = token_state_for(settings)
     except BaseException:
@@ -93,8 +122,9 @@ async def build(
                 TenantService(
                     tenants,
                     UserManager(tenants, identity, token_state),
-                    OperationReader(tenants, journal),
+                    OperationReader(tenants, journal, offboarder),
                     ApiKeyManager(engine, tenants, settings, token_state, recorder),
+                    offboarder,
                 ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),

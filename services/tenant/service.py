@@ -6,18 +6,21 @@ errors raised below (services.common.errors) become google.rpc.Status there.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import TypeAlias
 
 import grpc
+from google.api import httpbody_pb2
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 from makoto.tenant.v1 import tenant_pb2
 
-from services.common.errors import PermissionDenied
+from services.common.errors import FailedPrecondition, PermissionDenied
 from services.common.identity import maybe_principal
 from services.tenant import convert, updates
 from services.tenant.api_keys import ApiKeyManager
+from services.tenant.offboarding.runner import Offboarder
 from services.tenant.operations import OperationReader
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -27,12 +30,23 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 class TenantService:
     def __init__(
-        self, tenants: TenantManager, users: UserManager, operations: OperationReader, keys: ApiKeyManager
+        self,
+        tenants: TenantManager,
+        users: UserManager,
+        operations: OperationReader,
+        keys: ApiKeyManager,
+        offboarder: Offboarder | None = None,
     ) -> None:
         self._tenants = tenants
         self._users = users
         self._operations = operations
         self._keys = keys
+        self._offboarder = offboarder
+
+    def _offboarding(self) -> Offboarder:
+        if self._offboarder is None:
+            raise FailedPrecondition("offboarding is not configured on this server", reason="NOT_CONFIGURED")
+        return self._offboarder
 
     async def CreateTenant(
         self, request: tenant_pb2.CreateTenantRequest, context: Context
@@ -69,6 +83,26 @@ class TenantService:
         self, request: tenant_pb2.DeleteTenantRequest, context: Context
     ) -> tenant_pb2.Tenant:
         return convert.tenant_to_proto(await self._tenants.delete(request.tenant_id, etag=request.etag))
+
+    async def OffboardTenant(
+        self, request: tenant_pb2.OffboardTenantRequest, context: Context
+    ) -> operations_pb2.Operation:
+        operation_id = await self._offboarding().start(request.tenant_id, etag=request.etag)
+        return await self._operations.get(request.tenant_id, operation_id)
+
+    async def DownloadExport(
+        self, request: tenant_pb2.DownloadExportRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        chunks = await self._offboarding().download(request.token)
+        first = True
+        async for chunk in chunks:
+            if first:
+                yield httpbody_pb2.HttpBody(content_type="application/gzip", data=chunk)
+                first = False
+            else:
+                yield httpbody_pb2.HttpBody(data=chunk)
+        if first:  # an empty file cannot be a finished archive; still answer with the type
+            yield httpbody_pb2.HttpBody(content_type="application/gzip")
 
     async def SuspendTenant(
         self, request: tenant_pb2.SuspendTenantRequest, context: Context

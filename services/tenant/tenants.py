@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from makoto.tenant.v1 import tenant_pb2
 
 from services.common import paging
+from services.common.bindings.egress import EgressPolicy
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -29,6 +31,7 @@ from services.common.errors import (
 from services.tenant import bindings as binding_rules
 from services.tenant import residency
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
+from services.tenant.offboarding.erasure import Erasure
 from services.tenant.ports import (
     ChangeNotifier,
     IdentityProvider,
@@ -64,11 +67,19 @@ class TenantManager:
         provisioner: Provisioner,
         identity: IdentityProvider,
         notifier: ChangeNotifier | None = None,
+        egress: EgressPolicy | None = None,
+        erasure: Erasure | None = None,
     ) -> None:
+        # Where bindings may point (services/common/bindings/egress.py); none: loopback and
+        # private endpoints are all refused.
+        self._egress = egress or EgressPolicy()
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
         self._notifier = notifier
+        # Offboarding's journaled erasure (users, API keys, resources, usage, exports); without
+        # it (unit wiring) offboarding removes users and resources only.
+        self._erasure = erasure
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -78,6 +89,16 @@ class TenantManager:
         if tenant is None or tenant.state == State.DELETED:
             raise not_found(tenant_id)
         return tenant
+
+    async def get_any(self, tenant_id: str) -> TenantRecord:
+        """The tenant in any state, DELETED included (its operations stay readable)."""
+        tenant = await self._store.get(tenant_id)
+        if tenant is None:
+            raise not_found(tenant_id)
+        return tenant
+
+    async def in_states(self, states: Sequence[State]) -> Sequence[TenantRecord]:
+        return await self._store.in_states(states)
 
     async def list(
         self, *, page_size: int, page_token: str, show_deleted: bool
@@ -99,7 +120,9 @@ class TenantManager:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:
                 return earlier
-        binding_rules.check(spec.bindings, "tenant.bindings")
+        await binding_rules.check(
+            spec.bindings, "tenant.bindings", tenant_id=spec.tenant_id, egress=self._egress
+        )
         residency.check(spec.region, spec.bindings)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
@@ -153,23 +176,53 @@ class TenantManager:
     async def resume(self, tenant_id: str) -> TenantRecord:
         return await self._transition(tenant_id, State.ACTIVE, reason="")
 
-    async def delete(self, tenant_id: str, *, etag: str) -> TenantRecord:
-        """Offboarding: DELETING, deprovision resources and users, DELETED. A DeleteTenant that
-        was interrupted (tenant left DELETING) is finished by calling it again."""
+    async def begin_offboarding(self, tenant_id: str, *, etag: str) -> TenantRecord:
+        """The tenant OFFBOARDING (already OFFBOARDING: as it is); honours `etag`."""
+        return await self._enter(tenant_id, State.OFFBOARDING, etag=etag)
+
+    async def _enter(self, tenant_id: str, target: State, *, etag: str) -> TenantRecord:
         tenant = await self.get(tenant_id)
         if etag and etag != tenant.etag:
             raise _stale(tenant_id)
-        if tenant.state != State.DELETING:
-            check_transition(tenant_id, tenant.state, State.DELETING)
-            try:
-                tenant = await self._move(tenant, State.DELETING, reason="")
-            except Aborted:
-                if etag:  # the caller's etag went stale between our read and our write
-                    raise _stale(tenant_id) from None
-                tenant = await self._transition(tenant_id, State.DELETING, reason="")
+        if tenant.state == target:
+            return tenant
+        check_transition(tenant_id, tenant.state, target)
+        try:
+            return await self._move(tenant, target, reason="")
+        except Aborted:
+            if etag:  # the caller's etag went stale between our read and our write
+                raise _stale(tenant_id) from None
+            return await self._transition(tenant_id, target, reason="")
+
+    async def delete(self, tenant_id: str, *, etag: str) -> TenantRecord:
+        """Erasure: DELETING, erase users, keys, resources, usage and exports, DELETED. On an
+        OFFBOARDING tenant this finishes its offboarding; otherwise it is offboarding without
+        export. A DeleteTenant that was interrupted (tenant left DELETING) is finished by
+        calling it again."""
+        tenant = await self._enter(tenant_id, State.DELETING, etag=etag)
         return await self._offboard(tenant)
 
     async def _offboard(self, tenant: TenantRecord) -> TenantRecord:
+        if self._erasure is not None:
+            try:
+                operation_id = await self._erasure.run(tenant)
+            except ProvisioningError as exc:
+                raise Unavailable(str(exc), reason="DEPROVISIONING_FAILED") from exc
+            # The record stays as a tombstone (the id is never reused; invoices name it) without
+            # anything the tenant configured.
+            done = await self._write(
+                tenant,
+                {
+                    "state": State.DELETED,
+                    "state_reason": "",
+                    "display_name": "",
+                    "features": (),
+                    "bindings": tenant_pb2.TenantBindings(),
+                },
+            )
+            await self._erasure.finished(operation_id)
+            log.info("tenant offboarded", tenant_id=tenant.tenant_id, operation_id=operation_id)
+            return done
         # Users first: a Cognito identity store finds them through the tenant's group, which
         # deprovisioning removes.
         removed = await self._identity.remove_all(tenant.tenant_id)
@@ -230,6 +283,9 @@ class TenantManager:
                     changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
                 )
             if "bindings" in changes:
+                await binding_rules.check(
+                    changes["bindings"], "tenant.bindings", tenant_id=tenant_id, egress=self._egress
+                )
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:
                 return await self._write(tenant, changes)

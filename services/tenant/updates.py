@@ -82,7 +82,7 @@ def _bindings(
     current: tenant_pb2.TenantBindings, given: tenant_pb2.TenantBindings, paths: list[str]
 ) -> tenant_pb2.TenantBindings:
     if "bindings" in paths:
-        binding_rules.check(given, "tenant.bindings")
+        binding_rules.check_fields(given, "tenant.bindings")
         return binding_rules.with_defaults(given)
     merged = tenant_pb2.TenantBindings()
     merged.CopyFrom(current)
@@ -93,5 +93,5 @@ def _bindings(
         if given.HasField(name):
             getattr(merged, name).CopyFrom(getattr(given, name))
             getattr(checked, name).CopyFrom(getattr(given, name))
-    binding_rules.check(checked, "tenant.bindings")
+    binding_rules.check_fields(checked, "tenant.bindings")
     return binding_rules.with_defaults(merged)

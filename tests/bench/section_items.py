@@ -13,7 +13,7 @@ from tests.bench import items as item_bench
 from tests.bench.harness import Config, Environment, bounded, say
 from tests.bench.load import LoadResult, median_result, run_fixed
 from tests.bench.report import Table, ms, rate, ratio
-from tests.bench.tenants import create_tenant, store_secret
+from tests.bench.tenants import create_tenant, store_secret, tenant_id
 from tests.support import direct_channel
 
 DIRECT_CALLS = {
@@ -47,7 +47,8 @@ async def _item_backend(
         )
         direct = item_bench.DirectPostgres(env.pg_dsn)
     elif backend == "dynamodb":
-        ref = store_secret(mesh, "bench-dynamodb", "bench-key:bench-secret")
+        tid = tenant_id("bench-ddb")
+        ref = store_secret(mesh, "bench-dynamodb", "bench-key:bench-secret", tid)
         binding = tenant_pb2.ItemStoreBinding(
             backend=tenant_pb2.ITEM_BACKEND_DYNAMODB,
             endpoint=env.moto.endpoint,
@@ -55,12 +56,15 @@ async def _item_backend(
             credentials_secret_ref=ref,
             options={"auto_provision": "true"},
         )
-        tid = await create_tenant(mesh, "bench-ddb", cloud=tenant_pb2.CLOUD_PROVIDER_AWS, item_store=binding)
+        tid = await create_tenant(
+            mesh, "bench-ddb", tid=tid, cloud=tenant_pb2.CLOUD_PROVIDER_AWS, item_store=binding
+        )
         direct = item_bench.DirectDynamo(env.moto.endpoint, "bench-key", "bench-secret")
     else:
         from tests.contract.item_emulators import COSMOS_EMULATOR_KEY
 
-        ref = store_secret(mesh, "bench-cosmos", COSMOS_EMULATOR_KEY)
+        tid = tenant_id("bench-cosmos")
+        ref = store_secret(mesh, "bench-cosmos", COSMOS_EMULATOR_KEY, tid)
         binding = tenant_pb2.ItemStoreBinding(
             backend=tenant_pb2.ITEM_BACKEND_COSMOS,
             endpoint=env.cosmos.endpoint,
@@ -68,7 +72,7 @@ async def _item_backend(
             options={"connection_verify": "false", "auto_provision": "true"},
         )
         tid = await create_tenant(
-            mesh, "bench-cosmos", cloud=tenant_pb2.CLOUD_PROVIDER_AZURE, item_store=binding
+            mesh, "bench-cosmos", tid=tid, cloud=tenant_pb2.CLOUD_PROVIDER_AZURE, item_store=binding
         )
         direct = item_bench.DirectCosmos(env.cosmos.endpoint, COSMOS_EMULATOR_KEY)
     service = item_bench.ServiceItems(stub, mesh.metadata(Role.MEMBER, tid), tid)

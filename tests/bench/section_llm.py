@@ -32,7 +32,7 @@ from tests.bench.llm_upstream import MODEL, STREAM_CHUNKS
 from tests.bench.load import LoadResult, run_fixed
 from tests.bench.mesh import BenchMesh
 from tests.bench.report import Table, ms, rate, ratio
-from tests.bench.tenants import create_tenant, store_secret
+from tests.bench.tenants import create_tenant, store_secret, tenant_id
 from tests.support import direct_channel, free_port
 
 Op = Callable[[int], Awaitable[None]]
@@ -60,7 +60,8 @@ def mock_upstream(port: int) -> Iterator[str]:
 
 
 async def _llm_tenant(mesh: BenchMesh, upstream_v1: str) -> str:
-    ref = store_secret(mesh, "bench-mock-key", "sk-mock")
+    tid = tenant_id("bench-llm")
+    ref = store_secret(mesh, "bench-mock-key", "sk-mock", tid)
     binding = tenant_pb2.LlmBinding(
         provider=tenant_pb2.LLM_PROVIDER_OPENAI,
         endpoint=upstream_v1,
@@ -68,7 +69,7 @@ async def _llm_tenant(mesh: BenchMesh, upstream_v1: str) -> str:
         embedding_model="mock-embed",
         api_key_secret_ref=ref,
     )
-    tid = await create_tenant(mesh, "bench-llm", llm=binding)
+    tid = await create_tenant(mesh, "bench-llm", tid=tid, llm=binding)
     # Measure the gateway, not a budget: a monthly token budget far beyond the run.
     async with direct_channel(mesh.address("metering")) as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)

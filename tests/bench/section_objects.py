@@ -15,7 +15,7 @@ from tests.bench.harness import Config, Environment, bounded, say
 from tests.bench.objects import DirectBlob, DirectS3, RawDisk, ServiceObjects, Transfer, timed
 from tests.bench.payload import MiB, Payload
 from tests.bench.report import Table, mib, rate, ratio
-from tests.bench.tenants import create_tenant, store_secret
+from tests.bench.tenants import create_tenant, store_secret, tenant_id
 from tests.support import direct_channel
 
 
@@ -172,7 +172,8 @@ async def _cloud_objects(
 
     direct: DirectS3 | DirectBlob
     if backend == "s3":
-        ref = store_secret(mesh, "bench-s3", json.dumps(MOTO_CREDENTIALS))
+        tid = tenant_id("bench-s3")
+        ref = store_secret(mesh, "bench-s3", json.dumps(MOTO_CREDENTIALS), tid)
         binding = tenant_pb2.ObjectStoreBinding(
             backend=tenant_pb2.OBJECT_BACKEND_S3,
             endpoint=env.moto.endpoint,
@@ -181,11 +182,14 @@ async def _cloud_objects(
             credentials_secret_ref=ref,
             options={"auto_provision": "true"},
         )
-        tid = await create_tenant(mesh, "bench-s3", cloud=tenant_pb2.CLOUD_PROVIDER_AWS, object_store=binding)
+        tid = await create_tenant(
+            mesh, "bench-s3", tid=tid, cloud=tenant_pb2.CLOUD_PROVIDER_AWS, object_store=binding
+        )
         direct = DirectS3(env.moto.endpoint, MOTO_CREDENTIALS, f"bench-direct-{uuid.uuid4().hex[:8]}")
         base_name = "aioboto3"
     else:
-        ref = store_secret(mesh, "bench-blob", env.azurite.connection_string)
+        tid = tenant_id("bench-blob")
+        ref = store_secret(mesh, "bench-blob", env.azurite.connection_string, tid)
         binding = tenant_pb2.ObjectStoreBinding(
             backend=tenant_pb2.OBJECT_BACKEND_AZURE_BLOB,
             endpoint=env.azurite.account_url,
@@ -193,7 +197,7 @@ async def _cloud_objects(
             options={"auto_provision": "true"},
         )
         tid = await create_tenant(
-            mesh, "bench-blob", cloud=tenant_pb2.CLOUD_PROVIDER_AZURE, object_store=binding
+            mesh, "bench-blob", tid=tid, cloud=tenant_pb2.CLOUD_PROVIDER_AZURE, object_store=binding
         )
         direct = DirectBlob(env.azurite.connection_string, f"bench-direct-{uuid.uuid4().hex[:8]}")
         base_name = "azure-storage-blob"

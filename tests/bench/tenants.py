@@ -22,10 +22,12 @@ def tenant_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def store_secret(mesh: BenchMesh, name: str, value: str) -> str:
-    """Put a secret in the mesh's local store; returns its reference."""
-    LocalSecretStore(mesh.settings).set(name, value)
-    return f"local://{name}"
+def store_secret(mesh: BenchMesh, name: str, value: str, tid: str) -> str:
+    """Put tenant `tid`'s secret in the mesh's local store; returns its reference (bindings may
+    only name their own tenant's secrets: local://tenants/<tid>/<name>)."""
+    scoped = f"tenants/{tid}/{name}"
+    LocalSecretStore(mesh.settings).set(scoped, value)
+    return f"local://{scoped}"
 
 
 async def create_tenant(
@@ -36,9 +38,10 @@ async def create_tenant(
     object_store: tenant_pb2.ObjectStoreBinding | None = None,
     item_store: tenant_pb2.ItemStoreBinding | None = None,
     llm: tenant_pb2.LlmBinding | None = None,
+    tid: str = "",
 ) -> str:
     """An ACTIVE tenant; absent bindings are the embedded defaults (local objects, SQLite items)."""
-    tid = tenant_id(prefix)
+    tid = tid or tenant_id(prefix)
     bindings = tenant_pb2.TenantBindings()
     if object_store is not None:
         bindings.object_store.CopyFrom(object_store)

@@ -43,10 +43,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from services.storage.ports import ItemStore, ObjectStore
 
 ObjectStoreFactory = Callable[[], Awaitable[ObjectStore]]
 ItemStoreFactory = Callable[[], Awaitable[ItemStore]]
+
+
+@dataclass(frozen=True)
+class FaultRig:
+    """What the object fault suite (test_object_store_faults.py) needs from a network backend.
+
+    Every store it builds is for a fresh tenant, with max_attempts 2 and a part size small
+    enough that a few MiB go through the multipart path."""
+
+    upstream: str  # the emulator's base URL, http://127.0.0.1:<port>
+    # A provisioned store whose requests go to http://127.0.0.1:<port> (a proxy in front of
+    # upstream); the second argument: with credentials the backend rejects.
+    store_via: Callable[[int, bool], Awaitable[ObjectStore]]
+    throttled: Callable[[], web.Response]  # what the backend answers when throttling (Retry-After: 1)
+    # What the backend answers to rejected credentials, when its emulator checks none (moto):
+    # the suite then serves it through the HTTP fault proxy; None: the emulator checks them.
+    rejected: Callable[[], web.Response] | None
+    secrets: tuple[str, ...]  # credential values no error message may contain
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,14 @@ OBJECT_BACKENDS: list[Backend] = [
     Backend("local", "tests.contract.backends_local", "local_object_store_factory"),
     Backend("s3", "tests.contract.backends_s3", "s3_object_store_factory"),
     Backend("azure_blob", "tests.contract.backends_azure_blob", "azure_blob_object_store_factory"),
+]
+
+# Network object backends for the fault suite; the fixture yields a FaultRig. The local backend
+# has no network between the service and its files: its failed and cancelled uploads are in the
+# object contract suite.
+OBJECT_FAULT_BACKENDS: list[Backend] = [
+    Backend("s3", "tests.contract.backends_s3", "s3_fault_rig"),
+    Backend("azure_blob", "tests.contract.backends_azure_blob", "azure_blob_fault_rig"),
 ]
 
 ITEM_BACKENDS: list[Backend] = [

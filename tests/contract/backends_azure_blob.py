@@ -10,21 +10,24 @@ cancelled uploads) go through staged blocks.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.config import MeshSettings
 from services.storage.adapters.azure_blob import AzureBlobObjectStore, build
 from services.storage.ports import ObjectStore
 from services.storage.registry import AdapterContext
-from tests.contract.backends import ObjectStoreFactory
+from tests.contract.backends import FaultRig, ObjectStoreFactory
 from tests.contract.emulators import Azurite, StaticSecrets, azurite
+from tests.support import DEV_EGRESS_ALLOW
 
-__all__ = ["azure_blob_object_store_factory", "azurite"]
+__all__ = ["azure_blob_fault_rig", "azure_blob_object_store_factory", "azurite"]
 
 _ids = itertools.count()
 
@@ -33,7 +36,9 @@ _ids = itertools.count()
 async def azure_blob_object_store_factory(
     azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ObjectStoreFactory]:
-    settings = MeshSettings(home=Path(tmp_path_factory.mktemp("contract-azure-blob")))
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("contract-azure-blob")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
     secrets = StaticSecrets({"local://blob-contract": azurite.connection_string})
     made: list[tuple[AdapterContext, tenant_pb2.ObjectStoreBinding]] = []
 
@@ -58,3 +63,50 @@ async def azure_blob_object_store_factory(
             await store.close()
 
     await asyncio.gather(*(clean(ctx, binding) for ctx, binding in made))
+
+
+def _blob_error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = f"<?xml version='1.0' encoding='utf-8'?><Error><Code>{code}</Code><Message>m</Message></Error>"
+    return web.Response(
+        status=status,
+        body=body.encode(),
+        content_type="application/xml",
+        headers={"x-ms-error-code": code, **(headers or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+async def azure_blob_fault_rig(
+    azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FaultRig]:
+    """Azurite verifies Shared Key signatures: rejected credentials are a real wrong key."""
+    settings = MeshSettings(
+        home=Path(tmp_path_factory.mktemp("faults-azure-blob")), egress_allow=list(DEV_EGRESS_ALLOW)
+    )
+    wrong = base64.b64encode(b"not the account key, but 64 bytes long......................!!").decode()
+    secrets = StaticSecrets({"local://blob-faults": azurite.key, "local://blob-faults-wrong": wrong})
+    made: list[AzureBlobObjectStore] = []
+
+    async def store_via(port: int, bad_credentials: bool) -> ObjectStore:
+        ctx = AdapterContext(tenant_id=f"ft{next(_ids):05d}-blob", settings=settings, secrets=secrets)
+        binding = tenant_pb2.ObjectStoreBinding(
+            backend=tenant_pb2.OBJECT_BACKEND_AZURE_BLOB,
+            endpoint=f"http://127.0.0.1:{port}/{azurite.account}",
+            credentials_secret_ref="local://blob-faults-wrong" if bad_credentials else "local://blob-faults",
+            options={"max_attempts": "2", "part_size_bytes": str(1024 * 1024)},
+        )
+        store: AzureBlobObjectStore = await build(ctx, binding)
+        made.append(store)
+        if not bad_credentials:
+            await store.provision()
+        return store
+
+    yield FaultRig(
+        upstream=azurite.endpoint,
+        store_via=store_via,
+        throttled=lambda: _blob_error(503, "ServerBusy", {"Retry-After": "1"}),
+        rejected=None,
+        secrets=(azurite.key, wrong),
+    )
+    for store in made:
+        await store.close()

@@ -11,7 +11,9 @@ from services.storage.ports import ItemStore, ObjectStore
 from tests.contract.backends import (
     ITEM_BACKENDS,
     OBJECT_BACKENDS,
+    OBJECT_FAULT_BACKENDS,
     Backend,
+    FaultRig,
     ItemStoreFactory,
     ObjectStoreFactory,
     gap,
@@ -23,7 +25,7 @@ _BROKEN: dict[str, BaseException] = {}
 def pytest_configure(config: pytest.Config) -> None:
     # Each backend module is a plugin, so its fixtures (and the emulators they start) are visible.
     # A module that fails to import fails its own backend's tests, not everyone's collection.
-    for module in sorted({b.module for b in (*OBJECT_BACKENDS, *ITEM_BACKENDS)}):
+    for module in sorted({b.module for b in (*OBJECT_BACKENDS, *ITEM_BACKENDS, *OBJECT_FAULT_BACKENDS)}):
         try:
             config.pluginmanager.import_plugin(module)
         except Exception as exc:
@@ -43,6 +45,11 @@ def _factory(request: pytest.FixtureRequest) -> object:
 
 @pytest.fixture(params=OBJECT_BACKENDS, ids=lambda b: b.name)
 def object_store_factory(request: pytest.FixtureRequest) -> ObjectStoreFactory:
+    return _factory(request)  # type: ignore[return-value]
+
+
+@pytest.fixture(params=OBJECT_FAULT_BACKENDS, ids=lambda b: b.name)
+def fault_rig(request: pytest.FixtureRequest) -> FaultRig:
     return _factory(request)  # type: ignore[return-value]
 
 

@@ -18,7 +18,12 @@ adapter uses, shaped after the public REST reference (api-version 7.x / 2025+):
 - Injected faults (`fail_next`): 429 `Throttled` with Retry-After, or any status/code, for the
   next N authorised requests.
 
-Not covered: listing, deletion and recovery, backup/restore, soft-delete, keys and certificates,
+- GET /secrets: every secret's latest version as SecretProperties items (one page, no nextLink).
+- DELETE /secrets/{name}: soft-delete (the DeletedSecretBundle, recoveryId under /deletedsecrets);
+  GET /deletedsecrets/{name}: the deleted secret, 404 SecretNotFound once purged or never deleted;
+  DELETE /deletedsecrets/{name}: purge (204). What provisioning's Key Vault step and offboarding use.
+
+Not covered: paging of lists, recovery, backup/restore, keys and certificates,
 managed HSM, CAE claims challenges, PoP tokens, the token's audience/issuer/expiry (only its
 exact string is compared), RBAC beyond the forbidden-token list, size limits and real latency.
 Every request is recorded (`requests`) so tests can check what the SDK sent.
@@ -144,6 +149,7 @@ class FakeKeyVault:
         self.token = token
         self.forbidden_tokens = set(forbidden_tokens)
         self.secrets: dict[str, list[_Version]] = {}
+        self.deleted: dict[str, list[_Version]] = {}
         self.requests: list[Recorded] = []
         self._faults: deque[web.Response] = deque()
         self._runner: web.AppRunner | None = None
@@ -236,6 +242,12 @@ class FakeKeyVault:
             return self._faults.popleft()
 
         parts = [p for p in request.path.split("/") if p]
+        if parts == ["secrets"] and request.method == "GET":
+            return self._list(request)
+        if len(parts) == 2 and parts[0] == "deletedsecrets":
+            return self._deleted(request, parts[1])
+        if len(parts) == 2 and parts[0] == "secrets" and request.method == "DELETE":
+            return self._delete(request, parts[1])
         if not parts or parts[0] != "secrets" or len(parts) not in (2, 3):
             return _error(404, "NotFound", "The requested resource was not found.")
         name = parts[1]
@@ -264,6 +276,45 @@ class FakeKeyVault:
         if version.content_type is not None:
             out["contentType"] = version.content_type
         return out
+
+    def _list(self, request: web.Request) -> web.Response:
+        items = []
+        for name, versions in sorted(self.secrets.items()):
+            bundle = self._bundle(request, name, versions[-1])
+            bundle.pop("value")
+            bundle["id"] = f"https://{request.host}/secrets/{name}"
+            items.append(bundle)
+        return web.json_response({"value": items, "nextLink": None})
+
+    def _deleted_bundle(self, request: web.Request, name: str, versions: list[_Version]) -> dict[str, Any]:
+        bundle = self._bundle(request, name, versions[-1])
+        now = int(time.time())
+        bundle.update(
+            recoveryId=f"https://{request.host}/deletedsecrets/{name}",
+            deletedDate=now,
+            scheduledPurgeDate=now + 90 * 86400,
+        )
+        return bundle
+
+    def _delete(self, request: web.Request, name: str) -> web.Response:
+        versions = self.secrets.pop(name, None)
+        if versions is None:
+            return _error(
+                404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault."
+            )
+        self.deleted[name] = versions
+        return web.json_response(self._deleted_bundle(request, name, versions))
+
+    def _deleted(self, request: web.Request, name: str) -> web.Response:
+        versions = self.deleted.get(name)
+        if versions is None:
+            return _error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+        if request.method == "GET":
+            return web.json_response(self._deleted_bundle(request, name, versions))
+        if request.method == "DELETE":
+            del self.deleted[name]
+            return web.Response(status=204)
+        return _error(405, "MethodNotAllowed", "The method is not allowed.")
 
     def _get(self, request: web.Request, name: str, version_id: str | None) -> web.Response:
         versions = self.secrets.get(name, [])

@@ -23,12 +23,10 @@ from google.api import httpbody_pb2
 from google.protobuf.message import Message
 from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
 from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
-from makoto.storage.v1 import (
-    items_pb2,
-    objects_pb2,
-    storage_service_pb2,  # noqa: F401  # its _grpc module does not load the descriptor
-    storage_service_pb2_grpc,
-)
+
+# storage_service_pb2 registers the service's descriptor (its _grpc module does not): the
+# server's access policies are read from it, also when no other test imported it first.
+from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2, storage_service_pb2_grpc
 from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import MeshSettings
@@ -236,7 +234,7 @@ def spec_for(name: str, settings: MeshSettings, rec: Recorder, storage: StorageS
                 Registration(
                     storage_service_pb2_grpc.add_StorageServiceServicer_to_server,
                     storage,
-                    "makoto.storage.v1.StorageService",
+                    storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
                 )
             ],
         )

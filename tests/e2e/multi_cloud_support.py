@@ -127,14 +127,20 @@ class TenantSpec:
         return body
 
 
-SECRET_NAMES = {
-    "aws-s3": "e2e/aws-s3",
-    "aws-dynamodb": "e2e/aws-dynamodb",
-    "azure-blob": "e2e/azure-blob",
-    "azure-cosmos": "e2e/azure-cosmos",
-    "custom-s3": "e2e/custom-s3",
-    "custom-pg": "e2e/custom-pg",
+# Secret -> the tenant (spec name) it belongs to: a binding may only name its own tenant's
+# secrets (local://tenants/<tenant_id>/<name>).
+SECRET_OWNERS = {
+    "aws-s3": "aws",
+    "aws-dynamodb": "aws",
+    "azure-blob": "azure",
+    "azure-cosmos": "azure",
+    "custom-s3": "custom",
+    "custom-pg": "custom",
 }
+
+
+def secret_name(name: str, ids: dict[str, str]) -> str:
+    return f"tenants/{ids[SECRET_OWNERS[name]]}/{name}"
 
 
 def secret_values(clouds: Clouds) -> dict[str, str]:
@@ -150,13 +156,14 @@ def secret_values(clouds: Clouds) -> dict[str, str]:
     }
 
 
-def seed_secrets(settings: MeshSettings, clouds: Clouds) -> dict[str, str]:
+def seed_secrets(settings: MeshSettings, clouds: Clouds, specs: dict[str, TenantSpec]) -> dict[str, str]:
     """The bindings' credentials as local:// secrets in the mesh's home (the services read the
     same encrypted file on every resolution). Returns the values seeded."""
     store = LocalSecretStore(settings)
     values = secret_values(clouds)
+    ids = {spec.name: spec.tenant_id for spec in specs.values()}
     for name, value in values.items():
-        store.set(SECRET_NAMES[name], value)
+        store.set(secret_name(name, ids), value)
     return values
 
 
@@ -164,7 +171,7 @@ def tenant_specs(clouds: Clouds) -> dict[str, TenantSpec]:
     suffix = uuid.uuid4().hex[:8]
     ids = {name: f"mc-{name}-{suffix}" for name in ("aws", "azure", "custom", "local")}
     custom_bucket = f"minio-{ids['custom']}-files"
-    ref = {k: f"local://{v}" for k, v in SECRET_NAMES.items()}
+    ref = {k: f"local://{secret_name(k, ids)}" for k in SECRET_OWNERS}
     return {
         "aws": TenantSpec(
             "aws",

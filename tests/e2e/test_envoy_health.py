@@ -3,11 +3,12 @@ checks, 503 within seconds after one stops; the admin interface is local only.""
 
 from __future__ import annotations
 
-import socket
+import stat
 
 import httpx
 import pytest
 
+from services.mesh.envoy_admin import admin_get
 from tests.e2e.envoy_spy import SpyMesh
 
 pytestmark = pytest.mark.e2e
@@ -36,25 +37,19 @@ async def test_healthz_turns_503_when_a_service_stops_and_200_when_it_is_back(
     await envoy_spy.wait_healthz(200, timeout=10)
 
 
-def _non_loopback_address() -> str | None:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
-            addr = str(s.getsockname()[0])
-    except OSError:
-        return None
-    return None if addr.startswith("127.") else addr
-
-
-async def test_admin_listens_on_loopback_only(envoy_spy: SpyMesh) -> None:
-    port = envoy_spy.settings.envoy_admin_port
-    async with httpx.AsyncClient() as c:
-        r = await c.get(f"http://127.0.0.1:{port}/ready")
-    assert r.status_code == 200
-    other = _non_loopback_address()
-    if other is not None:
-        with pytest.raises(OSError):
-            socket.create_connection((other, port), timeout=1).close()
+async def test_admin_is_a_private_unix_socket_only(envoy_spy: SpyMesh) -> None:
+    """The admin (debug logging, /quitquitquit, /runtime_modify) answers on a 0600 Unix socket
+    in a 0700 directory, and on no TCP port at all."""
+    path = envoy_spy.settings.admin_socket_path
+    info = path.stat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert (await admin_get(envoy_spy.settings, "/ready")).status_code == 200
+    dump = (await admin_get(envoy_spy.settings, "/config_dump")).json()
+    [bootstrap] = [c for c in dump["configs"] if c["@type"].endswith("BootstrapConfigDump")]
+    address = bootstrap["bootstrap"]["admin"]["address"]
+    assert address == {"pipe": {"path": str(path), "mode": 0o600}}
 
 
 async def test_readiness_per_service_is_separate_from_the_aggregate(envoy_spy: SpyMesh) -> None:

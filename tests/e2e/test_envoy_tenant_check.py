@@ -86,16 +86,21 @@ async def test_other_tenant_is_403_and_never_reaches_a_service(
 
 
 async def test_camel_case_body_field_cannot_switch_tenant_either(envoy_spy: SpyMesh) -> None:
-    # The transcoder lets the path win over a camelCase body field; whichever wins, only the
-    # token's tenant may ever reach the service.
+    # The transcoder puts both the path's and the body's tenant into the message (field 1
+    # twice): Envoy and protobuf may read different ones, so the service refuses two different
+    # tenants as ambiguous (400) unless Envoy already refused (403). Only the token's tenant
+    # may ever reach a servicer.
     envoy_spy.rec.clear()
     async with httpx.AsyncClient(
         base_url=envoy_spy.base_url, headers=auth(envoy_spy, Role.MEMBER, "acme")
     ) as c:
         r = await c.post(f"{API}/tenants/acme/items:batchGet", json={"tenantId": "globex", "keys": KEYS})
-        assert r.status_code in (200, 403)
+        assert r.status_code in (400, 403), r.text
         r = await c.post(f"{API}/tenants/globex/items:batchGet", json={"tenantId": "acme", "keys": KEYS})
-        assert r.status_code in (200, 403)
+        assert r.status_code in (400, 403), r.text
+        # Restating the path's own tenant in the body is not ambiguous.
+        r = await c.post(f"{API}/tenants/acme/items:batchGet", json={"tenantId": "acme", "keys": KEYS})
+        assert r.status_code == 200, r.text
     assert tenants_seen(envoy_spy) <= {"acme"}
 
 

@@ -229,7 +229,8 @@ async def multi(mesh: RunningMesh) -> AsyncIterator[MultiCloud]:
     """Emulators, secrets, the four tenants created over REST, and one marker object and item
     per tenant (its own id in the key, a size of its own)."""
     async with clouds_.running_clouds() as clouds:
-        seeded = clouds_.seed_secrets(mesh.settings, clouds)
+        specs = clouds_.tenant_specs(clouds)
+        seeded = clouds_.seed_secrets(mesh.settings, clouds, specs)
         # The sensitive parts of each secret: none may ever appear in an answer.
         secrets = [
             emulators.MOTO_CREDENTIALS["secret_access_key"],
@@ -240,7 +241,6 @@ async def multi(mesh: RunningMesh) -> AsyncIterator[MultiCloud]:
             seeded["custom-pg"],
         ]
         assert all(any(part in value for value in seeded.values()) for part in secrets)
-        specs = clouds_.tenant_specs(clouds)
         async with (
             httpx.AsyncClient(base_url=mesh.base_url, timeout=60) as http,
             grpc.aio.insecure_channel(

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.identity import Role
+from services.mesh.envoy_admin import admin_get
 from tests.mesh_fixture import RunningMesh, start_mesh, stop_mesh
 from tests.support import direct_channel
 
@@ -61,8 +62,7 @@ async def _health(address: str, service: str) -> int:
 
 async def _host_requests(mesh: RunningMesh, cluster: str) -> dict[str, int]:
     """rq_total per endpoint of a cluster, from Envoy's admin /clusters."""
-    async with httpx.AsyncClient(timeout=5) as c:
-        text = (await c.get(f"http://127.0.0.1:{mesh.settings.envoy_admin_port}/clusters")).text
+    text = (await admin_get(mesh.settings, "/clusters", wait=5)).text
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split("::")

@@ -52,8 +52,8 @@ def new_tenant_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def create_tenant(mesh: RunningMesh, prefix: str, **fields: Any) -> str:
-    tenant = new_tenant_id(prefix)
+def create_tenant(mesh: RunningMesh, prefix: str, tenant_id: str = "", **fields: Any) -> str:
+    tenant = tenant_id or new_tenant_id(prefix)
     with httpx.Client(base_url=mesh.base_url, headers=mesh.headers(Role.PLATFORM_ADMIN), timeout=30) as c:
         r = c.post(f"{API}/admin/tenants", json={"tenantId": tenant, **fields})
         assert r.status_code == 200, r.text

@@ -24,7 +24,15 @@ from makoto.tenant.v1 import directory_pb2
 from services.common.identity import Role
 from services.common.secrets import LocalSecretStore
 from tests.e2e.conftest import RunningMesh
-from tests.security.attacks import API, BAD_TOKEN_KINDS, bad_token, bearer_md, create_tenant, stubs
+from tests.security.attacks import (
+    API,
+    BAD_TOKEN_KINDS,
+    bad_token,
+    bearer_md,
+    create_tenant,
+    new_tenant_id,
+    stubs,
+)
 from tests.support import direct_channel
 
 pytestmark = pytest.mark.e2e
@@ -88,14 +96,23 @@ async def test_errors_and_logs_never_carry_secrets(mesh: RunningMesh) -> None:
     # A tenant whose LLM key the provider rejects, one whose key reference does not resolve,
     # and a victim with private data.
     rejected_key = f"sk-rejected-{uuid.uuid4().hex}"
-    secret_name = f"rejected-{uuid.uuid4().hex[:8]}"
+    # Bindings name only their own tenant's secrets (local://tenants/<tenant>/...).
+    wrong_id, missing_id = new_tenant_id("sec-leak-w"), new_tenant_id("sec-leak-m")
+    secret_name = f"tenants/{wrong_id}/rejected-{uuid.uuid4().hex[:8]}"
+    missing_ref = f"local://tenants/{missing_id}/no-such-secret"
     LocalSecretStore(mesh.settings).set(secret_name, rejected_key)
     llm_binding = {"provider": "LLM_PROVIDER_OPENAI", "chatModel": "sim-chat", "embeddingModel": "sim-embed"}
     wrong = create_tenant(
-        mesh, "sec-leak-w", bindings={"llm": {**llm_binding, "apiKeySecretRef": f"local://{secret_name}"}}
+        mesh,
+        "sec-leak-w",
+        tenant_id=wrong_id,
+        bindings={"llm": {**llm_binding, "apiKeySecretRef": f"local://{secret_name}"}},
     )
     missing = create_tenant(
-        mesh, "sec-leak-m", bindings={"llm": {**llm_binding, "apiKeySecretRef": "local://no-such-secret"}}
+        mesh,
+        "sec-leak-m",
+        tenant_id=missing_id,
+        bindings={"llm": {**llm_binding, "apiKeySecretRef": missing_ref}},
     )
     victim = create_tenant(mesh, "sec-leak-v")
     private = f"victim-private-{uuid.uuid4().hex}"
@@ -126,13 +143,14 @@ async def test_errors_and_logs_never_carry_secrets(mesh: RunningMesh) -> None:
             "embeddings, rejected key",
             await c.post(f"{API}/tenants/{wrong}/embeddings", json={"input": ["x"]}, headers=w),
         )
-        # The missing secret: named by its reference only.
+        # The missing secret: the error names neither the secret nor its value.
         m = a.token(mesh, Role.MEMBER, missing)
         r = a.rest(
             "chat, missing secret",
             await c.post(f"{API}/tenants/{missing}/chat/completions", json=chat, headers=m),
         )
-        assert r.status_code == 400 and "local://no-such-secret" in r.text
+        # Members learn why (the reason), not which secret: its name is not echoed.
+        assert r.status_code == 400 and "SECRET_NOT_FOUND" in r.text and "no-such-secret" not in r.text
         # Bindings as the tenant and the platform see them: references, never values.
         r = a.rest("tenant record", await c.get(f"{API}/tenants/{wrong}", headers=w))
         assert r.json()["bindings"]["llm"]["apiKeySecretRef"] == f"local://{secret_name}"

@@ -34,6 +34,8 @@ from services.llm.adapters.http_errors import (
 )
 
 _RETRIED = frozenset({408, 409, 429})
+_DONE = object()  # the stream's `data: [DONE]`
+_SKIP = object()  # an SSE line that is no `data:` line
 # The SDK's back-off: 0.5 s doubling up to 8 s, jittered down by up to a quarter.
 _INITIAL_BACKOFF, _MAX_BACKOFF = 0.5, 8.0
 
@@ -108,20 +110,21 @@ class OpenAIHttp:
         generator closes the upstream connection (the provider stops generating)."""
         response = await self._send(model, body, seconds)
         try:
-            async for line in response.content:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, `event:` lines
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    return
-                try:
-                    event = json.loads(data)
-                except ValueError as exc:
-                    raise unreadable(self._provider, model, exc) from None
-                if isinstance(event, dict) and event.get("error"):
-                    # A failure the provider reported inside the stream.
-                    self._status_failure(500, model, event, response.headers)
-                yield event
+            # Whatever arrived, split into lines here: events often come several to a read, and
+            # one readline per line (two per event) cost more than the rest of the parsing.
+            rest = b""
+            async for piece in response.content.iter_any():
+                lines = (rest + piece).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    event = self._event(line, model, response.headers)
+                    if event is _DONE:
+                        return
+                    if event is not _SKIP:
+                        yield event
+            last = self._event(rest, model, response.headers)  # a last line without a newline
+            if last is not _DONE and last is not _SKIP:
+                yield last
         except TimeoutError:
             raise timed_out(self._provider) from None
         except aiohttp.ClientError:
@@ -129,6 +132,23 @@ class OpenAIHttp:
         finally:
             # Not read to the end (cancelled, closed early): drop the connection, do not reuse it.
             response.close()
+
+    def _event(self, line: bytes, model: str, headers: Mapping[str, str]) -> Any:
+        """One SSE line: its `data:` JSON, _DONE at `[DONE]`, _SKIP for anything else (blank
+        separators, comments, `event:` lines)."""
+        if not line.startswith(b"data:"):
+            return _SKIP
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return _DONE
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise unreadable(self._provider, model, exc) from None
+        if isinstance(event, dict) and event.get("error"):
+            # A failure the provider reported inside the stream.
+            self._status_failure(500, model, event, headers)
+        return event
 
     # -- internals ---------------------------------------------------------------------------
 

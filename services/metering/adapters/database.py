@@ -26,9 +26,10 @@ def create_engine(url: str) -> AsyncEngine:
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            # WAL: readers do not block the writer; busy_timeout: writers queue instead of failing.
+            # WAL: readers do not block the writer; busy_timeout: writers queue instead of failing
+            # (30 s: a starved box once held the write lock past 10 s and a RecordUsage failed).
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 

@@ -79,3 +79,22 @@ audit_records = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+# Offboarding (migration 0005): the invoices kept when a tenant's usage is erased (the law keeps
+# invoices; the usage behind them goes), as the priced Invoice in JSON (services/metering/kept_invoices.py).
+kept_invoices = sa.Table(
+    "kept_invoices",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("invoice", sa.JSON, nullable=False),
+    sa.Column("kept_at_us", sa.BigInteger, nullable=False),
+)
+
+# Tenants whose usage was erased: their late usage events (spooled before the erasure) are dropped.
+erased_tenants = sa.Table(
+    "erased_tenants",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("erased_at_us", sa.BigInteger, nullable=False),
+)

@@ -8,9 +8,14 @@ surfacing a failed part while the stream is still running, and, on any failure o
 cancellation, cancelling the in-flight parts and aborting the upload (shielded, so a second
 cancellation cannot skip it, and a cleanup failure never hides the failure that caused it).
 
-What an adapter supplies (ObjectTarget / PartUpload): start an upload, write one part,
-complete with the digest, abort; the single-request write. Create-only (If-None-Match) and
-metadata are the adapter's, since each backend takes them at a different step.
+Also once: the write's description (ObjectWrite: key, content type defaulted, user metadata,
+create-only), the metadata check before any byte moves, create-only applied where the object
+becomes visible (the single-request write or the commit, never a part), and the description
+of what was written when the object is replaced before it can be read back.
+
+What an adapter supplies (ObjectTarget / PartUpload): check its metadata limits, start an
+upload, write one part, complete with the digest, abort; the single-request write. Each gets
+the ObjectWrite, whose `create_only` says to send the backend's If-None-Match: *.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from services.common.errors import InvalidArgument
+from services.storage.adapters.object_errors import ErrorContext
+from services.storage.adapters.object_metadata import DEFAULT_CONTENT_TYPE
+from services.storage.ports import ObjectInfo
 
 P = TypeVar("P")
 P_co = TypeVar("P_co", covariant=True)
@@ -33,6 +42,24 @@ class WriteResult:
     etag: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectWrite:
+    """One write as every primitive sees it."""
+
+    ctx: ErrorContext  # label, key, create_only: what errors of this write name
+    content_type: str
+    user_metadata: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        return self.ctx.key or ""
+
+    @property
+    def create_only(self) -> bool:
+        """Send If-None-Match: * where the object becomes visible (single write or commit)."""
+        return self.ctx.create_only
 
 
 class PartUpload(Protocol[P]):
@@ -52,18 +79,22 @@ class PartUpload(Protocol[P]):
 
 
 class ObjectTarget(Protocol[P]):
-    """One object being written, as a backend sees it."""
+    """A backend's write primitives (one per store; the write is passed to each call)."""
 
     part_size: int
     concurrency: int
     max_parts: int
     part_noun: str  # "parts", "blocks": for the too-large message
 
-    async def put_single(self, data: bytes, sha256: str) -> str:
+    def check_metadata(self, write: ObjectWrite) -> None:
+        """Refuse metadata the backend cannot store (InvalidArgument), before any byte moves."""
+        ...
+
+    async def put_single(self, write: ObjectWrite, data: bytes, sha256: str) -> str:
         """Write an object of at most one part in one request; returns its etag."""
         ...
 
-    async def start(self) -> PartUpload[P]: ...
+    async def start(self, write: ObjectWrite) -> PartUpload[P]: ...
 
 
 class _Parts(Generic[P]):
@@ -126,7 +157,64 @@ async def shielded(cleanup: Awaitable[Any]) -> None:
         pass
 
 
-async def write_object(target: ObjectTarget[P], chunks: AsyncIterator[bytes]) -> WriteResult:
+async def write_object(
+    target: ObjectTarget[P],
+    label: str,
+    key: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    content_type: str,
+    user_metadata: Mapping[str, str],
+    if_none_match: bool,
+) -> WriteResult:
+    write = ObjectWrite(
+        ErrorContext(label, key, create_only=if_none_match),
+        content_type or DEFAULT_CONTENT_TYPE,
+        user_metadata,
+    )
+    target.check_metadata(write)
+    return await _stream(target, write, chunks)
+
+
+async def write_and_describe(
+    target: ObjectTarget[P],
+    label: str,
+    key: str,
+    chunks: AsyncIterator[bytes],
+    head: Callable[[], Awaitable[ObjectInfo]],
+    *,
+    content_type: str,
+    user_metadata: Mapping[str, str],
+    if_none_match: bool,
+) -> ObjectInfo:
+    """Write, then describe the object as the backend stores it (head); if it was overwritten
+    or deleted right after our write, describe what we wrote."""
+    result = await write_object(
+        target,
+        label,
+        key,
+        chunks,
+        content_type=content_type,
+        user_metadata=user_metadata,
+        if_none_match=if_none_match,
+    )
+    try:
+        return await head()
+    except Exception:
+        now = datetime.now(UTC)
+        return ObjectInfo(
+            key=key,
+            size=result.size,
+            content_type=content_type or DEFAULT_CONTENT_TYPE,
+            sha256=result.sha256,
+            etag=result.etag,
+            created=now,
+            updated=now,
+            user_metadata=dict(user_metadata),
+        )
+
+
+async def _stream(target: ObjectTarget[P], write: ObjectWrite, chunks: AsyncIterator[bytes]) -> WriteResult:
     hasher = hashlib.sha256()
     size = 0
     buf = bytearray()
@@ -139,11 +227,11 @@ async def write_object(target: ObjectTarget[P], chunks: AsyncIterator[bytes]) ->
             # Strictly greater: an object of exactly one part size stays a single request.
             while len(buf) > target.part_size:
                 if parts is None:
-                    parts = _Parts(target, await target.start())
+                    parts = _Parts(target, await target.start(write))
                 await parts.add(buf, target.part_size)
         digest = hasher.hexdigest()
         if parts is None:
-            return WriteResult(await target.put_single(bytes(buf), digest), size, digest)
+            return WriteResult(await target.put_single(write, bytes(buf), digest), size, digest)
         if buf:
             await parts.add(buf, len(buf))
         return WriteResult(await parts.complete(digest, size), size, digest)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -224,6 +224,29 @@ class SqliteItemStore:
         items = [_item(r) for r in rows[:page_size]]
         token = encode_page_token(items[-1].key.sort_key, scope) if more else ""
         return ItemPage(items=items, next_page_token=token)
+
+    async def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]:
+        """Every item, in key order (keyset pages: no offset re-reads)."""
+        after: tuple[str, bytes, bytes] | None = None
+        while True:
+            where, params = "", []
+            if after is not None:
+                where, params = "WHERE (collection, partition_key, sort_key) > (?, ?, ?) ", list(after)
+            sql = (
+                f"SELECT {_COLUMNS} FROM items {where}"  # noqa: S608 - fixed fragments
+                "ORDER BY collection, partition_key, sort_key LIMIT ?"
+            )
+            bound: list[object] = [*params, page_size]
+
+            def page(conn: sqlite3.Connection, sql: str = sql, bound: list[object] = bound) -> list[_Row]:
+                return list(conn.execute(sql, bound).fetchall())
+
+            rows = await self._db.run(page)
+            for row in rows:
+                yield _item(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1][0], rows[-1][1], rows[-1][2])
 
     # -- batches and transactions --------------------------------------------------------
 

@@ -6,8 +6,11 @@
   else the platform's naming convention, the same the storage adapters use). Without it a
   cloud binding names a resource the tenant brings: nothing is created or removed (the
   behaviour before the workflow existed);
-- an AWS tenant also gets its Secrets Manager path (when MAKOTO_AWS_PROVISION_SECRETS_PATH) and
-  its Cognito group (when MAKOTO_AWS_COGNITO_USER_POOL_ID names the platform's user pool).
+- an AWS tenant also gets its Secrets Manager path (when MAKOTO_AWS_PROVISION_SECRETS_PATH);
+- every tenant gets its Cognito group when MAKOTO_AWS_COGNITO_USER_POOL_ID names the platform's
+  user pool (tenant users live there whatever cloud the tenant's data is on);
+- an Azure tenant gets its secret names in the platform's Key Vault (when
+  MAKOTO_AZURE_TENANT_KEY_VAULT_URL names it).
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ class Planner:
         local: LocalProvisioner,
         secrets: aws.SecretSource,
         platform_aws: aws.PlatformAwsSettings | None = None,
+        platform_azure: azure.PlatformAzureSettings | None = None,
     ) -> None:
         self._local = local
         self._secrets = secrets
         self._aws = platform_aws or aws.PlatformAwsSettings()
+        self._azure = platform_azure or azure.PlatformAzureSettings()
 
     def __call__(self, tenant: TenantRecord) -> Sequence[Step]:
         steps: list[Step] = [LocalDirectoryStep(self._local, tenant)]
@@ -66,10 +71,13 @@ class Planner:
             steps.append(azure.BlobContainerStep(tid, objects, self._secrets))
         if items.backend == tenant_pb2.ITEM_BACKEND_COSMOS and managed(items.options):
             steps.append(azure.CosmosDatabaseStep(tid, items, self._secrets))
-        if tenant.cloud_provider == CloudProvider.AWS:
-            target = aws.platform_target(self._aws)
-            if self._aws.provision_secrets_path:
-                steps.append(aws.SecretsPathStep(tid, target, self._secrets, self._aws.tenant_secrets_prefix))
-            if self._aws.cognito_user_pool_id:
-                steps.append(aws.CognitoGroupStep(tid, target, self._secrets, self._aws.cognito_user_pool_id))
+        target = aws.platform_target(self._aws)
+        if tenant.cloud_provider == CloudProvider.AWS and self._aws.provision_secrets_path:
+            steps.append(aws.SecretsPathStep(tid, target, self._secrets, self._aws.tenant_secrets_prefix))
+        if self._aws.cognito_user_pool_id:
+            # Every tenant's users live in the platform's pool (whatever cloud its data is on),
+            # so every tenant gets its group, and offboarding removes it.
+            steps.append(aws.CognitoGroupStep(tid, target, self._secrets, self._aws.cognito_user_pool_id))
+        if tenant.cloud_provider == CloudProvider.AZURE and self._azure.key_vault_url:
+            steps.append(azure.KeyVaultSecretsStep(tid, self._azure))
         return steps

@@ -313,8 +313,8 @@ async def test_cached_token_still_expires(settings: MeshSettings) -> None:
 
     with pytest.raises(Unauthenticated):
         # re-verified from scratch: now really expired once leeway is gone
-        jwt_verify._LEEWAY_SECONDS = 0
+        jwt_verify.LEEWAY_SECONDS = 0
         try:
             verifier.verify(token)
         finally:
-            jwt_verify._LEEWAY_SECONDS = 30
+            jwt_verify.LEEWAY_SECONDS = 30

@@ -143,6 +143,8 @@ def test_filter_order(rendered: dict[str, Any]) -> None:
         # names the field of the transcoder's own 400s (bad_request_field.lua)
         "envoy.filters.http.lua",
         "envoy.filters.http.jwt_authn",
+        # exact `Bearer <jwt>`, iat/nbf not in the future (strict_token.lua)
+        "makoto.strict_token",
         # /healthz, then /healthz/<service> for each public service
         *["envoy.filters.http.health_check"] * 5,
         "envoy.filters.http.buffer",
@@ -173,7 +175,16 @@ def test_listener_and_admin(rendered: dict[str, Any]) -> None:
     hcm = _hcm(rendered)
     assert hcm["codec_type"] == "AUTO"  # HTTP/1.1 and h2c on one port
     assert hcm["http_protocol_options"] == {"enable_trailers": True}
-    assert rendered["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    # No TCP admin at all: a Unix socket only its user may open.
+    pipe = rendered["admin"]["address"]["pipe"]
+    assert pipe["mode"] == 0o600 and pipe["path"].endswith("/home/run/envoy-admin.sock")
+    assert "socket_address" not in rendered["admin"]["address"]
+
+
+def test_admin_socket_path_must_fit_a_unix_socket(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", envoy_admin_socket="/tmp/" + "x" * 120)
+    with pytest.raises(ValueError, match="MAKOTO_ENVOY_ADMIN_SOCKET"):
+        render(settings)
 
 
 def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> None:
@@ -188,13 +199,26 @@ def test_jwt_only_from_the_authorization_header(rendered: dict[str, Any]) -> Non
     assert provider["max_lifetime"] == f"{MeshSettings().max_token_ttl_seconds}s"
 
 
-def test_only_the_api_key_exchange_is_public(rendered: dict[str, Any]) -> None:
+def test_only_the_api_key_exchange_and_the_signed_export_download_are_public(
+    rendered: dict[str, Any],
+) -> None:
     jwt = _filter(rendered, "envoy.filters.http.jwt_authn")
     unauthenticated = [r["match"] for r in jwt["rules"] if "requires" not in r]
     posts = sorted(m["path"] for m in unauthenticated if m["headers"][0]["string_match"] == {"exact": "POST"})
-    assert posts == ["/api/v1/auth/token", "/makoto.tenant.v1.TenantService/ExchangeApiKey"]
+    assert posts == [
+        "/api/v1/auth/token",
+        "/makoto.tenant.v1.TenantService/DownloadExport",
+        "/makoto.tenant.v1.TenantService/ExchangeApiKey",
+    ]
+    gets = {m["path"] for m in unauthenticated if m["headers"][0]["string_match"] == {"exact": "GET"}}
+    # The download's REST path is exempt for GET only (a POST there still needs a token).
+    assert "/api/v1/exports:download" in gets
+    assert "/api/v1/auth/token" not in gets
     public = [m.full_name for m in public_methods(DESCRIPTOR_PATH) if m.access is Access.PUBLIC]
-    assert public == ["makoto.tenant.v1.TenantService.ExchangeApiKey"]
+    assert public == [
+        "makoto.tenant.v1.TenantService.DownloadExport",
+        "makoto.tenant.v1.TenantService.ExchangeApiKey",
+    ]
 
 
 def test_transcoder_settings(rendered: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ def test_tracing_and_stats_listener_validate(tmp_path: Path) -> None:
         "port_value": 4317,
     }
     admin = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    assert admin["endpoint"]["address"]["socket_address"]["port_value"] == settings.envoy_admin_port
+    assert admin["endpoint"]["address"]["pipe"]["path"] == str(settings.admin_socket_path)
     assert stats["address"]["socket_address"]["port_value"] == 19460
     [route] = _hcm(stats)["route_config"]["virtual_hosts"][0]["routes"]
     assert route["match"]["path"] == "/metrics"

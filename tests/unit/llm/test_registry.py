@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from makoto.tenant.v1 import tenant_pb2
 
+from services.common.bindings.egress import EgressPolicy
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.secrets import EnvSecretBackend, SecretResolver
 from services.llm.adapters.openai_provider import OpenAIProvider, build_openai
@@ -42,6 +43,7 @@ def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[FixedTenants, CountingFactor
         {tenant_pb2.LLM_PROVIDER_OPENAI: factory},
         default_endpoints={tenant_pb2.LLM_PROVIDER_OPENAI: "http://127.0.0.1:9/v1"},
         options=LlmSettings(max_retries=3, timeout_seconds=7.0),
+        egress=EgressPolicy(["h"]),  # a dev allow-list naming the test's one tenant endpoint host
     )
     tenants.put("acme", llm_binding(api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", rpm_limit=5))
     return tenants, factory, registry
@@ -122,16 +124,28 @@ async def test_binding_problems_are_failed_preconditions(
         # This registry wires only OpenAI: other kinds are "not available" (no silent fallback).
         "claude": (llm_binding(provider=tenant_pb2.LLM_PROVIDER_ANTHROPIC), "anthropic is not available"),
         "no-ref": (llm_binding(api_key_secret_ref=""), "no API key reference"),
-        "bad-scheme": (llm_binding(api_key_secret_ref="vault://x"), "scheme 'vault' is not supported"),
-        "unset-env": (
-            llm_binding(api_key_secret_ref="env://MAKOTO_TEST_UNSET_VAR_X"),
-            "env://MAKOTO_TEST_UNSET_VAR_X",
+        # Secret failures reach members: the reason, never the reference's name.
+        "bad-scheme": (llm_binding(api_key_secret_ref="vault://x"), "SECRET_SCHEME_UNSUPPORTED"),
+        "unset-env": (llm_binding(api_key_secret_ref="env://MAKOTO_TEST_UNSET_VAR_X"), "SECRET_NOT_FOUND"),
+        # Checked again when the client is built (DNS may have changed since bind time).
+        "inside": (
+            llm_binding(
+                api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", endpoint="http://127.0.0.1:9/v1"
+            ),
+            "points inside the platform",
+        ),
+        "elsewhere": (
+            llm_binding(
+                api_key_secret_ref="env://MAKOTO_TEST_REGISTRY_KEY", endpoint="https://evil.example/v1"
+            ),
+            "must be a host of api.openai.com",
         ),
     }
     for tenant, (binding, message) in cases.items():
         tenants.put(tenant, binding)
-        with pytest.raises(FailedPrecondition, match=message):
+        with pytest.raises(FailedPrecondition, match=message) as caught:
             await hold(registry, tenant)
+        assert "vault://x" not in caught.value.message and "UNSET_VAR" not in caught.value.message
     with pytest.raises(NotFound):
         await hold(registry, "nobody")
     await registry.close()

@@ -345,13 +345,15 @@ async def test_wrong_key_is_failed_precondition_and_never_echoed(
     assert ok.choices[0].message.content == "Echo: hi"
 
 
-async def test_missing_secret_names_the_reference(harness: LlmHarness) -> None:
+async def test_missing_secret_answers_the_reason_not_the_reference(harness: LlmHarness) -> None:
     harness.tenants.put("no-secret", llm_binding(api_key_secret_ref="local://does-not-exist"))
     err = await rpc_error(
         harness.stub.CreateChatCompletion(chat_request("no-secret", "hi"), metadata=harness.md("no-secret"))
     )
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "local://does-not-exist" in (err.details() or "")
+    # Members call chat: they learn why, not which secret (the name is in the service log).
+    assert "SECRET_NOT_FOUND" in (err.details() or "")
+    assert "does-not-exist" not in (err.details() or "")
 
 
 async def test_anthropic_adapter_against_the_simulators_messages_api(harness: LlmHarness) -> None:

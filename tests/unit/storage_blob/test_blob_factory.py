@@ -12,6 +12,7 @@ from services.common.errors import FailedPrecondition
 from services.storage.adapters.azure_blob import AzureBlobObjectStore, parse_secret
 from services.storage.registry import AdapterContext, default_registry
 from tests.contract.emulators import Azurite, StaticSecrets
+from tests.support import DEV_EGRESS_ALLOW
 from tests.unit.storage_s3.helpers import chunked, collect
 
 
@@ -32,7 +33,7 @@ def test_secret_shapes() -> None:
 async def test_registry_builds_a_blob_store(azurite: Azurite, tmp_path: Path) -> None:
     ctx = AdapterContext(
         tenant_id="reg-blob",
-        settings=MeshSettings(home=tmp_path),
+        settings=MeshSettings(home=tmp_path, egress_allow=list(DEV_EGRESS_ALLOW)),
         secrets=StaticSecrets({"local://blob": azurite.key}),
     )
     binding = tenant_pb2.ObjectStoreBinding(

@@ -13,6 +13,7 @@ from services.common.errors import FailedPrecondition
 from services.storage.adapters.s3 import S3ObjectStore, parse_secret
 from services.storage.registry import AdapterContext, default_registry
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, StaticSecrets
+from tests.support import DEV_EGRESS_ALLOW
 from tests.unit.storage_s3.helpers import chunked, collect
 
 
@@ -31,7 +32,7 @@ def test_secret_shapes() -> None:
 async def test_registry_builds_an_s3_store(moto_server: Emulator, tmp_path: Path) -> None:
     ctx = AdapterContext(
         tenant_id="reg-s3",
-        settings=MeshSettings(home=tmp_path),
+        settings=MeshSettings(home=tmp_path, egress_allow=list(DEV_EGRESS_ALLOW)),
         secrets=StaticSecrets({"env://S3_KEYS": json.dumps(MOTO_CREDENTIALS)}),
     )
     binding = tenant_pb2.ObjectStoreBinding(

@@ -144,7 +144,9 @@ class TenantClient:
 @pytest.fixture
 async def client(settings: MeshSettings, db_url: str) -> AsyncIterator[TenantClient]:
     recorder = MemoryRecorder()
-    server = functools.partial(build, db_url=db_url, recorder_factory=lambda _s: recorder)
+    server = functools.partial(
+        build, db_url=db_url, recorder_factory=lambda _s: recorder, usage_eraser_factory=None
+    )
     async with running_server(server, settings):
         channel = direct_channel(settings.address("tenant"))
         try:

@@ -19,24 +19,35 @@ def _violations(b: tenant_pb2.TenantBindings) -> set[str]:
 
 
 async def test_create_reports_every_bad_binding_field(client: TenantClient) -> None:
-    bad = B.TenantBindings(
+    # Contract rules (protovalidate, in the .proto) answer first, before any backend rule runs.
+    contract_bad = B.TenantBindings(
         object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_S3, bucket="b"),
         item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_UNSPECIFIED),
         llm=B.LlmBinding(provider=B.LLM_PROVIDER_AZURE_OPENAI, api_key_secret_ref="plaintext-key"),
     )
-    err = await rpc_error(client.create("badbind", bindings=bad))
+    err = await rpc_error(client.create("badbind", bindings=contract_bad))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(err)
+    assert set(violations) == {"tenant.bindings.item_store.backend", "tenant.bindings.llm.api_key_secret_ref"}
+    # the refused value itself is not echoed back (it might be a pasted secret)
+    assert "plaintext-key" not in (err.details() or "") + "".join(violations.values())
+
+    # Then every backend's own rules (services/common/bindings, the adapters' code), all at once.
+    backend_bad = B.TenantBindings(
+        object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_S3, bucket="b"),
+        item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_POSTGRES),
+        llm=B.LlmBinding(provider=B.LLM_PROVIDER_AZURE_OPENAI),
+    )
+    err = await rpc_error(client.create("badbind", bindings=backend_bad))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(err)
     assert set(violations) == {
-        "tenant.bindings.object_store.region",
-        "tenant.bindings.item_store.backend",
+        "tenant.bindings.object_store.bucket",
+        "tenant.bindings.item_store.endpoint",
         "tenant.bindings.llm.endpoint",
         "tenant.bindings.llm.api_version",
-        "tenant.bindings.llm.api_key_secret_ref",
     }
-    assert "S3" in violations["tenant.bindings.object_store.region"]
-    # the refused value itself is not echoed back (it might be a pasted secret)
-    assert "plaintext-key" not in (err.details() or "") + "".join(violations.values())
+    assert "S3" in violations["tenant.bindings.object_store.bucket"]
     # nothing was created or provisioned
     assert (await rpc_error(client.get("badbind"))).code() == grpc.StatusCode.NOT_FOUND
     assert not (client.settings.data_dir / "tenants" / "badbind").exists()
@@ -49,7 +60,7 @@ async def test_update_validates_the_new_bindings(client: TenantClient) -> None:
             B.UpdateTenantRequest(
                 tenant=B.Tenant(
                     tenant_id="rebind-bad",
-                    bindings=B.TenantBindings(item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_DYNAMODB)),
+                    bindings=B.TenantBindings(item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_COSMOS)),
                 ),
                 update_mask=field_mask_pb2.FieldMask(paths=["bindings.item_store"]),
             ),
@@ -57,7 +68,9 @@ async def test_update_validates_the_new_bindings(client: TenantClient) -> None:
         )
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(err) == {"tenant.bindings.item_store.region": "DYNAMODB needs a region"}
+    assert field_violations(err) == {
+        "tenant.bindings.item_store.endpoint": "COSMOS needs the account URL as endpoint"
+    }
     assert await client.get("rebind-bad") == before
 
 
@@ -67,19 +80,20 @@ async def test_valid_cloud_bindings_are_stored_as_given(client: TenantClient) ->
             backend=B.OBJECT_BACKEND_AZURE_BLOB,
             endpoint="https://acme.blob.core.windows.net",
             bucket="acme",
-            credentials_secret_ref="azure-kv://acme-vault/blob-key",
-            options={"max_block_size": "4194304"},
+            credentials_secret_ref="azure-kv://acme-vault/cloudy-blob-key",
+            options={"part_size_bytes": "4194304"},
         ),
         item_store=B.ItemStoreBinding(
             backend=B.ITEM_BACKEND_POSTGRES,
-            endpoint="db.acme.internal:5432",
+            # PostgreSQL on loopback: the tests' dev egress allow-list names localhost.
+            endpoint="postgresql://app@localhost:5432/acme",
             database="acme",
-            credentials_secret_ref="arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:acme-db",
+            credentials_secret_ref="arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:makoto/cloudy/db-AbC",
         ),
         llm=B.LlmBinding(
             provider=B.LLM_PROVIDER_ANTHROPIC,
             chat_model="claude-sonnet",
-            api_key_secret_ref="aws-sm://acme/anthropic",
+            api_key_secret_ref="aws-sm://makoto/cloudy/anthropic",
             rpm_limit=60,
             tpm_limit=100000,
         ),
@@ -136,9 +150,16 @@ def test_defaults_fill_only_absent_bindings() -> None:
             ),
             {"tenant.bindings.object_store.endpoint"},
         ),
+        # The account may come from the secret (its name or connection string), as the adapter
+        # reads it: no endpoint needed.
+        (B.TenantBindings(object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_AZURE_BLOB)), set()),
         (
-            B.TenantBindings(object_store=B.ObjectStoreBinding(backend=B.OBJECT_BACKEND_AZURE_BLOB)),
-            {"tenant.bindings.object_store.endpoint"},
+            B.TenantBindings(
+                object_store=B.ObjectStoreBinding(
+                    backend=B.OBJECT_BACKEND_AZURE_BLOB, options={"max_block_size": "1"}
+                )
+            ),
+            {"tenant.bindings.object_store.options[max_block_size]"},
         ),
         (B.TenantBindings(item_store=B.ItemStoreBinding()), {"tenant.bindings.item_store.backend"}),
         (
@@ -151,7 +172,7 @@ def test_defaults_fill_only_absent_bindings() -> None:
                     backend=B.ITEM_BACKEND_POSTGRES, credentials_secret_ref="env://PG_DSN"
                 )
             ),
-            set(),
+            {"tenant.bindings.item_store.endpoint"},
         ),
         (
             B.TenantBindings(
@@ -163,7 +184,7 @@ def test_defaults_fill_only_absent_bindings() -> None:
         ),
         (
             B.TenantBindings(item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_DYNAMODB)),
-            {"tenant.bindings.item_store.region"},
+            set(),  # the adapter's default region (us-east-1)
         ),
         (
             B.TenantBindings(item_store=B.ItemStoreBinding(backend=B.ITEM_BACKEND_COSMOS)),
@@ -198,7 +219,7 @@ def test_defaults_fill_only_absent_bindings() -> None:
             B.TenantBindings(
                 llm=B.LlmBinding(provider=B.LLM_PROVIDER_OPENAI, api_key_secret_ref="env://BAD-NAME")
             ),
-            {"tenant.bindings.llm.api_key_secret_ref"},
+            set(),  # well-formed; env:// is then refused by the secret scope (test_binding_egress.py)
         ),
         (
             B.TenantBindings(

@@ -19,6 +19,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
+from services.common.bindings.egress import EgressPolicy
 from services.common.config import MeshSettings
 from services.common.secrets.resolver import SecretResolver
 from services.storage.adapters.s3 import S3ObjectStore, config_from_binding
@@ -85,8 +86,11 @@ def platform_env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def credentials_ref(settings: MeshSettings) -> str:
-    return SecretResolver.for_settings(settings).set("tenant-aws-keys", json.dumps(MOTO_CREDENTIALS))
+def credentials_ref(settings: MeshSettings, tenant_id: str) -> str:
+    """The tenant's own secret (bindings may only name secrets in the tenant's scope)."""
+    return SecretResolver.for_settings(settings).set(
+        f"tenants/{tenant_id}/aws-keys", json.dumps(MOTO_CREDENTIALS)
+    )
 
 
 def aws_bindings(endpoint: str, ref: str, **extra: str) -> tenant_pb2.TenantBindings:
@@ -183,7 +187,7 @@ async def test_aws_tenant_is_provisioned_with_the_platform_settings_used_and_off
     api: Api, aws: Aws
 ) -> None:
     tid = new_tenant()
-    ref = credentials_ref(api.settings)
+    ref = credentials_ref(api.settings, tid)
     created = await api.stub.CreateTenant(
         tenant_pb2.CreateTenantRequest(
             tenant=tenant_pb2.Tenant(
@@ -222,7 +226,7 @@ async def test_a_failed_step_removes_what_was_created_and_names_the_step(
     api: Api, aws: Aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tid = new_tenant()
-    ref = credentials_ref(api.settings)
+    ref = credentials_ref(api.settings, tid)
     # A bucket the tenant brought stays: compensation removes only what the workflow created.
     s3 = aws.client("s3")
     own = f"byo-{tid}"
@@ -339,14 +343,17 @@ async def test_provisioning_resumes_after_dying_at_every_step(
     def manager(plan: Any) -> TenantManager:
         journal = SqlJournal(engine)
         return TenantManager(
-            SqlTenantStore(engine), WorkflowProvisioner(plan, journal), LocalIdentityProvider(engine)
+            SqlTenantStore(engine),
+            WorkflowProvisioner(plan, journal),
+            LocalIdentityProvider(engine),
+            egress=EgressPolicy(settings.egress_allow),  # moto on loopback
         )
 
     tid = new_tenant()
     spec = TenantSpec(
         tenant_id=tid,
         cloud_provider=CloudProvider.AWS,
-        bindings=aws_bindings(aws.endpoint, credentials_ref(settings)),
+        bindings=aws_bindings(aws.endpoint, credentials_ref(settings, tid)),
     )
     store = SqlTenantStore(engine)
     try:
@@ -381,7 +388,7 @@ async def test_provisioning_resumes_after_dying_at_every_step(
 
 async def test_a_failed_rebind_leaves_the_live_resources_alone(api: Api, aws: Aws) -> None:
     tid = new_tenant()
-    ref = credentials_ref(api.settings)
+    ref = credentials_ref(api.settings, tid)
     first = aws_bindings(aws.endpoint, ref)
     first.ClearField("item_store")  # SQLite items at first
     created = await api.stub.CreateTenant(

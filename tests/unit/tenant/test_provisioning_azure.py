@@ -35,10 +35,12 @@ async def stub(settings: MeshSettings) -> AsyncIterator[tenant_pb2_grpc.TenantSe
             yield tenant_pb2_grpc.TenantServiceStub(channel)
 
 
-def bindings(settings: MeshSettings, blob: Azurite, cosmos: Emulator) -> tenant_pb2.TenantBindings:
+def bindings(settings: MeshSettings, blob: Azurite, cosmos: Emulator, tid: str) -> tenant_pb2.TenantBindings:
     resolver = SecretResolver.for_settings(settings)
-    blob_ref = resolver.set("azure-blob", json.dumps({"account_key": blob.key, "account_name": blob.account}))
-    cosmos_ref = resolver.set("azure-cosmos", COSMOS_EMULATOR_KEY)
+    blob_ref = resolver.set(
+        f"tenants/{tid}/azure-blob", json.dumps({"account_key": blob.key, "account_name": blob.account})
+    )
+    cosmos_ref = resolver.set(f"tenants/{tid}/azure-cosmos", COSMOS_EMULATOR_KEY)
     return tenant_pb2.TenantBindings(
         object_store=tenant_pb2.ObjectStoreBinding(
             backend=tenant_pb2.OBJECT_BACKEND_AZURE_BLOB,
@@ -82,7 +84,7 @@ async def test_azure_tenant_is_provisioned_used_and_offboarded(
 ) -> None:
     admin = bearer(settings, "platform-admin")
     tid = f"az-{uuid.uuid4().hex[:10]}"
-    made = bindings(settings, azurite, item_cosmos)
+    made = bindings(settings, azurite, item_cosmos, tid)
     created = await stub.CreateTenant(
         tenant_pb2.CreateTenantRequest(
             tenant=tenant_pb2.Tenant(
@@ -116,9 +118,9 @@ async def test_a_failing_cosmos_step_removes_the_container_made_before_it(
 ) -> None:
     admin = bearer(settings, "platform-admin")
     tid = f"az-{uuid.uuid4().hex[:10]}"
-    made = bindings(settings, azurite, item_cosmos)
+    made = bindings(settings, azurite, item_cosmos, tid)
     made.item_store.credentials_secret_ref = SecretResolver.for_settings(settings).set(
-        "bad-key", "not base64!"
+        f"tenants/{tid}/bad-key", "not base64!"
     )
     created = await stub.CreateTenant(
         tenant_pb2.CreateTenantRequest(

@@ -44,6 +44,7 @@ def tenant_process(settings: MeshSettings, db_url: str, log: Path) -> Iterator[s
             "MAKOTO_METERING_PORT": str(free_port()),  # usage is spooled: nothing listens
             "MAKOTO_TENANT_DB_URL": db_url,
             "MAKOTO_LOG_LEVEL": "INFO",
+            "MAKOTO_EGRESS_ALLOW": ",".join(settings.egress_allow),  # moto on loopback
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -75,8 +76,8 @@ async def test_kill_9_mid_provisioning_then_restart_resumes(
     tmp_path: Path,
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
-    ref = SecretResolver.for_settings(settings).set("aws-keys", json.dumps(MOTO_CREDENTIALS))
     tid = f"k9-{uuid.uuid4().hex[:10]}"
+    ref = SecretResolver.for_settings(settings).set(f"tenants/{tid}/aws-keys", json.dumps(MOTO_CREDENTIALS))
     log = tmp_path / "tenant.log"
     engine = make_engine(db_url)
 

@@ -75,6 +75,10 @@ ALLOWED = {
     (State.SUSPENDED, State.DELETING),
     (State.FAILED, State.DELETING),
     (State.DELETING, State.DELETED),
+    (State.ACTIVE, State.OFFBOARDING),
+    (State.SUSPENDED, State.OFFBOARDING),
+    (State.FAILED, State.OFFBOARDING),
+    (State.OFFBOARDING, State.DELETING),
 }
 
 

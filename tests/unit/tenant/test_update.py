@@ -105,7 +105,7 @@ async def test_binding_updates_replace_one_binding_or_all(client: TenantClient) 
         endpoint="http://127.0.0.1:9000",
         bucket="acme-bucket",
         path_style=True,
-        credentials_secret_ref="env://MINIO_KEYS",
+        credentials_secret_ref="local://tenants/rebind/minio-keys",
     )
     after = await _update(
         client,
@@ -137,7 +137,7 @@ async def test_binding_updates_replace_one_binding_or_all(client: TenantClient) 
                     provider=tenant_pb2.LLM_PROVIDER_AZURE_OPENAI,
                     endpoint="https://acme.openai.azure.com",
                     api_version="2024-10-21",
-                    api_key_secret_ref="azure-kv://acme-vault/openai-key",
+                    api_key_secret_ref="azure-kv://acme-vault/rebind-openai-key",
                 )
             ),
         ),

@@ -35,17 +35,19 @@ ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
 
 class AccessRule(_message.Message):
-    __slots__ = ("roles", "any_tenant", "tenant_field", "internal", "rate_class", "public")
+    __slots__ = ("roles", "any_tenant", "tenant_field", "internal", "rate_class", "public", "feature")
     ROLES_FIELD_NUMBER: _ClassVar[int]
     ANY_TENANT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
     RATE_CLASS_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
     roles: _containers.RepeatedScalarFieldContainer[Role]
     any_tenant: _containers.RepeatedScalarFieldContainer[Role]
     tenant_field: str
     internal: bool
     rate_class: RateClass
     public: bool
-    def __init__(self, roles: _Optional[_Iterable[_Union[Role, str]]] = ..., any_tenant: _Optional[_Iterable[_Union[Role, str]]] = ..., tenant_field: _Optional[str] = ..., internal: _Optional[bool] = ..., rate_class: _Optional[_Union[RateClass, str]] = ..., public: _Optional[bool] = ...) -> None: ...
+    feature: str
+    def __init__(self, roles: _Optional[_Iterable[_Union[Role, str]]] = ..., any_tenant: _Optional[_Iterable[_Union[Role, str]]] = ..., tenant_field: _Optional[str] = ..., internal: _Optional[bool] = ..., rate_class: _Optional[_Union[RateClass, str]] = ..., public: _Optional[bool] = ..., feature: _Optional[str] = ...) -> None: ...

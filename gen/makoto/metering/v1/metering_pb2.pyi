@@ -315,3 +315,17 @@ class ListAuditRecordsResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     next_page_token: str
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class EraseTenantUsageRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class EraseTenantUsageResponse(_message.Message):
+    __slots__ = ("invoices_kept", "usage_events_erased")
+    INVOICES_KEPT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_EVENTS_ERASED_FIELD_NUMBER: _ClassVar[int]
+    invoices_kept: _containers.RepeatedScalarFieldContainer[str]
+    usage_events_erased: int
+    def __init__(self, invoices_kept: _Optional[_Iterable[str]] = ..., usage_events_erased: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class MeteringServiceStub:
                 request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.SerializeToString,
                 response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.FromString,
                 _registered_method=True)
+        self.EraseTenantUsage = channel.unary_unary(
+                '/makoto.metering.v1.MeteringService/EraseTenantUsage',
+                request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageRequest.SerializeToString,
+                response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageResponse.FromString,
+                _registered_method=True)
         self.GetInvoice = channel.unary_unary(
                 '/makoto.metering.v1.MeteringService/GetInvoice',
                 request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.GetInvoiceRequest.SerializeToString,
@@ -91,6 +96,15 @@ class MeteringServiceServicer:
     def QueryUsage(self, request, context):
         """Aggregates a tenant's usage of one meter (StorageService reads the storage_bytes balance
         when it reconciles).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseTenantUsage(self, request, context):
+        """Offboarding: keeps the tenant's invoices (every month with usage is priced and stored as
+        final) and erases its usage events and limit overrides; later usage of the tenant is
+        dropped. Internal: TenantService calls it when it erases a tenant. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +166,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.QueryUsage,
                     request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.FromString,
                     response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.SerializeToString,
+            ),
+            'EraseTenantUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseTenantUsage,
+                    request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageRequest.FromString,
+                    response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageResponse.SerializeToString,
             ),
             'GetInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInvoice,
@@ -239,6 +258,33 @@ class MeteringService:
             '/makoto.metering.v1.MeteringService/QueryUsage',
             makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.SerializeToString,
             makoto_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseTenantUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.metering.v1.MeteringService/EraseTenantUsage',
+            makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageRequest.SerializeToString,
+            makoto_dot_metering_dot_v1_dot_metering__pb2.EraseTenantUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,6 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
@@ -33,7 +34,7 @@ from makoto.api.v1 import access_pb2 as makoto_dot_api_dot_v1_dot_access__pb2
 from makoto.api.v1 import rules_pb2 as makoto_dot_api_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmakoto/tenant/v1/tenant.proto\x12\x10makoto.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\"\xfc\x03\n\x06Tenant\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x05\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32\x1d.makoto.tenant.v1.TenantStateB\x04\xe2\x41\x01\x03\x12\x37\n\x0e\x63loud_provider\x18\x04 \x01(\x0e\x32\x1f.makoto.tenant.v1.CloudProvider\x12\x17\n\x06region\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x38\n\x08\x66\x65\x61tures\x18\x06 \x03(\tB&\xbaH#\x92\x01 \x10@\"\x1cr\x1a\x32\x18^[a-z][a-z0-9_.-]{0,62}$\x12\x32\n\x08\x62indings\x18\x07 \x01(\x0b\x32 .makoto.tenant.v1.TenantBindings\x12\x1e\n\rprice_plan_id\x18\x08 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cstate_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\"\xaf\x01\n\x0eTenantBindings\x12:\n\x0cobject_store\x18\x01 \x01(\x0b\x32$.makoto.tenant.v1.ObjectStoreBinding\x12\x36\n\nitem_store\x18\x02 \x01(\x0b\x32\".makoto.tenant.v1.ItemStoreBinding\x12)\n\x03llm\x18\x03 \x01(\x0b\x32\x1c.makoto.tenant.v1.LlmBinding\"\xd1\x02\n\x12ObjectStoreBinding\x12\x30\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1f.makoto.tenant.v1.ObjectBackend\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x17\n\x06region\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x18\n\x06\x62ucket\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x12\n\npath_style\x18\x05 \x01(\x08\x12(\n\x16\x63redentials_secret_ref\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12L\n\x07options\x18\x07 \x03(\x0b\x32\x31.makoto.tenant.v1.ObjectStoreBinding.OptionsEntryB\x08\xbaH\x05\x9a\x01\x02\x10 \x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb9\x02\n\x10ItemStoreBinding\x12.\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1d.makoto.tenant.v1.ItemBackend\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x17\n\x06region\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\x08\x64\x61tabase\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12(\n\x16\x63redentials_secret_ref\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12J\n\x07options\x18\x06 \x03(\x0b\x32/.makoto.tenant.v1.ItemStoreBinding.OptionsEntryB\x08\xbaH\x05\x9a\x01\x02\x10 \x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x02\n\nLlmBinding\x12/\n\x08provider\x18\x01 \x01(\x0e\x32\x1d.makoto.tenant.v1.LlmProvider\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x1c\n\x0b\x61pi_version\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12\x1c\n\nchat_model\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12!\n\x0f\x65mbedding_model\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0bimage_model\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12$\n\x12\x61pi_key_secret_ref\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x1a\n\trpm_limit\x18\x08 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1a\n\ttpm_limit\x18\t \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\"l\n\x13\x43reateTenantRequest\x12\x34\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.TenantB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"4\n\x10GetTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"u\n\x12ListTenantsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1a\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"Y\n\x13ListTenantsResponse\x12)\n\x07tenants\x18\x01 \x03(\x0b\x32\x18.makoto.tenant.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x13UpdateTenantRequest\x12\x34\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.TenantB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"S\n\x13\x44\x65leteTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1a\n\x04\x65tag\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\"V\n\x14SuspendTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1c\n\x06reason\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xf4\x03\"7\n\x13ResumeTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"\xcc\x01\n\nTenantUser\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x05\x65mail\x18\x03 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x18\xfe\x01`\x01\x12\x38\n\x04role\x18\x04 \x01(\x0e\x32\x1a.makoto.tenant.v1.UserRoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"m\n\x11InviteUserRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x36\n\x04user\x18\x02 \x01(\x0b\x32\x1c.makoto.tenant.v1.TenantUserB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"y\n\x10ListUsersRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12!\n\tpage_size\x18\x02 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x11ListUsersResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.makoto.tenant.v1.TenantUser\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x11RemoveUserRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1f\n\x07user_id\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x01\"m\n\x13GetOperationRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x34\n\x0coperation_id\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^[a-z][a-z0-9-]{2,127}$\"v\n\x15ListOperationsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"\xa2\x01\n\x10ProvisioningStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.makoto.tenant.v1.StepState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bpreexisting\x18\x04 \x01(\x08\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe1\x01\n\x14ProvisioningMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x31\n\x05steps\x18\x03 \x03(\x0b\x32\".makoto.tenant.v1.ProvisioningStep\x12\x13\n\x0b\x66\x61iled_step\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x03\n\x06\x41piKey\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x34\n\x04role\x18\x04 \x01(\x0e\x32\x1a.makoto.tenant.v1.UserRoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12K\n\x07methods\x18\x05 \x03(\tB:\xbaH7\x92\x01\x34\x10@\x18\x01\".r,2*^makoto\\.[a-z]+\\.v1\\.[A-Za-z]+\\.[A-Za-z]+$\x12\x37\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\t \x01(\tB\x04\xe2\x41\x01\x03\"j\n\x13\x43reateApiKeyRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x31\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x18.makoto.tenant.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01\"Q\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"6\n\x12ListApiKeysRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"A\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.makoto.tenant.v1.ApiKey\"^\n\x13RevokeApiKeyRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12%\n\x06key_id\x18\x02 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[a-f0-9]{16}$\"4\n\x15\x45xchangeApiKeyRequest\x12\x1b\n\x07\x61pi_key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"V\n\x16\x45xchangeApiKeyResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03*\xcd\x01\n\x0bTenantState\x12\x1c\n\x18TENANT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TENANT_STATE_PROVISIONING\x10\x01\x12\x17\n\x13TENANT_STATE_ACTIVE\x10\x02\x12\x1a\n\x16TENANT_STATE_SUSPENDED\x10\x03\x12\x17\n\x13TENANT_STATE_FAILED\x10\x04\x12\x19\n\x15TENANT_STATE_DELETING\x10\x05\x12\x18\n\x14TENANT_STATE_DELETED\x10\x06*\x96\x01\n\rCloudProvider\x12\x1e\n\x1a\x43LOUD_PROVIDER_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LOUD_PROVIDER_LOCAL\x10\x01\x12\x16\n\x12\x43LOUD_PROVIDER_AWS\x10\x02\x12\x18\n\x14\x43LOUD_PROVIDER_AZURE\x10\x03\x12\x19\n\x15\x43LOUD_PROVIDER_CUSTOM\x10\x04*\x7f\n\rObjectBackend\x12\x1e\n\x1aOBJECT_BACKEND_UNSPECIFIED\x10\x00\x12\x18\n\x14OBJECT_BACKEND_LOCAL\x10\x01\x12\x15\n\x11OBJECT_BACKEND_S3\x10\x02\x12\x1d\n\x19OBJECT_BACKEND_AZURE_BLOB\x10\x03*\x93\x01\n\x0bItemBackend\x12\x1c\n\x18ITEM_BACKEND_UNSPECIFIED\x10\x00\x12\x17\n\x13ITEM_BACKEND_SQLITE\x10\x01\x12\x19\n\x15ITEM_BACKEND_POSTGRES\x10\x02\x12\x19\n\x15ITEM_BACKEND_DYNAMODB\x10\x03\x12\x17\n\x13ITEM_BACKEND_COSMOS\x10\x04*\x7f\n\x0bLlmProvider\x12\x1c\n\x18LLM_PROVIDER_UNSPECIFIED\x10\x00\x12\x17\n\x13LLM_PROVIDER_OPENAI\x10\x01\x12\x1d\n\x19LLM_PROVIDER_AZURE_OPENAI\x10\x02\x12\x1a\n\x16LLM_PROVIDER_ANTHROPIC\x10\x03*W\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16USER_ROLE_TENANT_ADMIN\x10\x01\x12\x14\n\x10USER_ROLE_MEMBER\x10\x02*\x83\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_STARTED\x10\x01\x12\x13\n\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n\x11STEP_STATE_FAILED\x10\x03\x12\x16\n\x12STEP_STATE_REMOVED\x10\x04\x32\xb6\x13\n\rTenantService\x12\x8f\x01\n\x0c\x43reateTenant\x12%.makoto.tenant.v1.CreateTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\">\xa2\x86\x19\x15\x12\x01\x01\x1a\x10tenant.tenant_id\x82\xd3\xe4\x93\x02\x1f\"\x15/api/v1/admin/tenants:\x06tenant\x12\x84\x01\n\tGetTenant\x12\".makoto.tenant.v1.GetTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"9\xa2\x86\x19\x12\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/tenants/{tenant_id}\x12\x80\x01\n\x0bListTenants\x12$.makoto.tenant.v1.ListTenantsRequest\x1a%.makoto.tenant.v1.ListTenantsResponse\"$\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/admin/tenants\x12\xa2\x01\n\x0cUpdateTenant\x12%.makoto.tenant.v1.UpdateTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"Q\xa2\x86\x19\x15\x12\x01\x01\x1a\x10tenant.tenant_id\x82\xd3\xe4\x93\x02\x32\x32(/api/v1/admin/tenants/{tenant.tenant_id}:\x06tenant\x12\x8c\x01\n\x0c\x44\x65leteTenant\x12%.makoto.tenant.v1.DeleteTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\";\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02#*!/api/v1/admin/tenants/{tenant_id}\x12\x99\x01\n\rSuspendTenant\x12&.makoto.tenant.v1.SuspendTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"F\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02.\")/api/v1/admin/tenants/{tenant_id}:suspend:\x01*\x12\x96\x01\n\x0cResumeTenant\x12%.makoto.tenant.v1.ResumeTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"E\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02-\"(/api/v1/admin/tenants/{tenant_id}:resume:\x01*\x12\x95\x01\n\nInviteUser\x12#.makoto.tenant.v1.InviteUserRequest\x1a\x1c.makoto.tenant.v1.TenantUser\"D\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02)\"!/api/v1/tenants/{tenant_id}/users:\x04user\x12\x95\x01\n\tListUsers\x12\".makoto.tenant.v1.ListUsersRequest\x1a#.makoto.tenant.v1.ListUsersResponse\"?\xa2\x86\x19\x12\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02#\x12!/api/v1/tenants/{tenant_id}/users\x12\x93\x01\n\nRemoveUser\x12#.makoto.tenant.v1.RemoveUserRequest\x1a\x16.google.protobuf.Empty\"H\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02-*+/api/v1/tenants/{tenant_id}/users/{user_id}\x12\xa8\x01\n\x0cGetOperation\x12%.makoto.tenant.v1.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"R\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x37\x12\x35/api/v1/tenants/{tenant_id}/operations/{operation_id}\x12\xaa\x01\n\x0eListOperations\x12\'.makoto.tenant.v1.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"C\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02(\x12&/api/v1/tenants/{tenant_id}/operations\x12\xae\x01\n\x0c\x43reateApiKey\x12%.makoto.tenant.v1.CreateApiKeyRequest\x1a&.makoto.tenant.v1.CreateApiKeyResponse\"O\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x34\")/api/v1/auth/tenants/{tenant_id}/api-keys:\x07\x61pi_key\x12\xa2\x01\n\x0bListApiKeys\x12$.makoto.tenant.v1.ListApiKeysRequest\x1a%.makoto.tenant.v1.ListApiKeysResponse\"F\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02+\x12)/api/v1/auth/tenants/{tenant_id}/api-keys\x12\xa0\x01\n\x0cRevokeApiKey\x12%.makoto.tenant.v1.RevokeApiKeyRequest\x1a\x18.makoto.tenant.v1.ApiKey\"O\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x34*2/api/v1/auth/tenants/{tenant_id}/api-keys/{key_id}\x12\x88\x01\n\x0e\x45xchangeApiKey\x12\'.makoto.tenant.v1.ExchangeApiKeyRequest\x1a(.makoto.tenant.v1.ExchangeApiKeyResponse\"#\xa2\x86\x19\x02\x30\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/token:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmakoto/tenant/v1/tenant.proto\x12\x10makoto.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\"\xfc\x03\n\x06Tenant\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x05\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32\x1d.makoto.tenant.v1.TenantStateB\x04\xe2\x41\x01\x03\x12\x37\n\x0e\x63loud_provider\x18\x04 \x01(\x0e\x32\x1f.makoto.tenant.v1.CloudProvider\x12\x17\n\x06region\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x38\n\x08\x66\x65\x61tures\x18\x06 \x03(\tB&\xbaH#\x92\x01 \x10@\"\x1cr\x1a\x32\x18^[a-z][a-z0-9_.-]{0,62}$\x12\x32\n\x08\x62indings\x18\x07 \x01(\x0b\x32 .makoto.tenant.v1.TenantBindings\x12\x1e\n\rprice_plan_id\x18\x08 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cstate_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\"\xaf\x01\n\x0eTenantBindings\x12:\n\x0cobject_store\x18\x01 \x01(\x0b\x32$.makoto.tenant.v1.ObjectStoreBinding\x12\x36\n\nitem_store\x18\x02 \x01(\x0b\x32\".makoto.tenant.v1.ItemStoreBinding\x12)\n\x03llm\x18\x03 \x01(\x0b\x32\x1c.makoto.tenant.v1.LlmBinding\"\xa4\x06\n\x12ObjectStoreBinding\x12<\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1f.makoto.tenant.v1.ObjectBackendB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\xd3\x01\n\x08\x65ndpoint\x18\x02 \x01(\tB\xc0\x01\xbaH\xbc\x01r\x03\x18\x80\x04\xba\x01\xb3\x01\n\x14\x62inding.endpoint_url\x12Vmust be an http(s) URL with a host and no credentials (use the secret reference field)\x1a\x43this == \'\' || this.matches(\'^https?://[^/?#@\\\\s]+([/?#][^\\\\s]*)?$\')\x12\x17\n\x06region\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x18\n\x06\x62ucket\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x12\n\npath_style\x18\x05 \x01(\x08\x12\xb4\x02\n\x16\x63redentials_secret_ref\x18\x06 \x01(\tB\x93\x02\xbaH\x8f\x02r\x03\x18\x80\x04\xba\x01\x86\x02\n\x12\x62inding.secret_ref\x12umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\x1aythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')\x12L\n\x07options\x18\x07 \x03(\x0b\x32\x31.makoto.tenant.v1.ObjectStoreBinding.OptionsEntryB\x08\xbaH\x05\x9a\x01\x02\x10 \x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x04\n\x10ItemStoreBinding\x12:\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x1d.makoto.tenant.v1.ItemBackendB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1a\n\x08\x65ndpoint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x17\n\x06region\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\x08\x64\x61tabase\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\xb4\x02\n\x16\x63redentials_secret_ref\x18\x05 \x01(\tB\x93\x02\xbaH\x8f\x02r\x03\x18\x80\x04\xba\x01\x86\x02\n\x12\x62inding.secret_ref\x12umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\x1aythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')\x12J\n\x07options\x18\x06 \x03(\x0b\x32/.makoto.tenant.v1.ItemStoreBinding.OptionsEntryB\x08\xbaH\x05\x9a\x01\x02\x10 \x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x06\n\nLlmBinding\x12;\n\x08provider\x18\x01 \x01(\x0e\x32\x1d.makoto.tenant.v1.LlmProviderB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\xd3\x01\n\x08\x65ndpoint\x18\x02 \x01(\tB\xc0\x01\xbaH\xbc\x01r\x03\x18\x80\x04\xba\x01\xb3\x01\n\x14\x62inding.endpoint_url\x12Vmust be an http(s) URL with a host and no credentials (use the secret reference field)\x1a\x43this == \'\' || this.matches(\'^https?://[^/?#@\\\\s]+([/?#][^\\\\s]*)?$\')\x12\x1c\n\x0b\x61pi_version\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12\x1c\n\nchat_model\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12!\n\x0f\x65mbedding_model\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0bimage_model\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\xb0\x02\n\x12\x61pi_key_secret_ref\x18\x07 \x01(\tB\x93\x02\xbaH\x8f\x02r\x03\x18\x80\x04\xba\x01\x86\x02\n\x12\x62inding.secret_ref\x12umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\x1aythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')\x12\x1a\n\trpm_limit\x18\x08 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1a\n\ttpm_limit\x18\t \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\"l\n\x13\x43reateTenantRequest\x12\x34\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.TenantB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"4\n\x10GetTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"u\n\x12ListTenantsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1a\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"Y\n\x13ListTenantsResponse\x12)\n\x07tenants\x18\x01 \x03(\x0b\x32\x18.makoto.tenant.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x13UpdateTenantRequest\x12\x34\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.TenantB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"S\n\x13\x44\x65leteTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1a\n\x04\x65tag\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\"U\n\x15OffboardTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1a\n\x04\x65tag\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x01\"6\n\x15\x44ownloadExportRequest\x12\x1d\n\x05token\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x08\"V\n\x14SuspendTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1c\n\x06reason\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xf4\x03\"7\n\x13ResumeTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"\xcc\x01\n\nTenantUser\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x05\x65mail\x18\x03 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x18\xfe\x01`\x01\x12\x38\n\x04role\x18\x04 \x01(\x0e\x32\x1a.makoto.tenant.v1.UserRoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"m\n\x11InviteUserRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x36\n\x04user\x18\x02 \x01(\x0b\x32\x1c.makoto.tenant.v1.TenantUserB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"y\n\x10ListUsersRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12!\n\tpage_size\x18\x02 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x11ListUsersResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.makoto.tenant.v1.TenantUser\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x11RemoveUserRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1f\n\x07user_id\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x01\"m\n\x13GetOperationRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x34\n\x0coperation_id\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^[a-z][a-z0-9-]{2,127}$\"v\n\x15ListOperationsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"\xa2\x01\n\x10ProvisioningStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.makoto.tenant.v1.StepState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bpreexisting\x18\x04 \x01(\x08\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x02\n\x14ProvisioningMetadata\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x31\n\x05steps\x18\x03 \x03(\x0b\x32\".makoto.tenant.v1.ProvisioningStep\x12\x13\n\x0b\x66\x61iled_step\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06\x65xport\x18\x07 \x01(\x0b\x32\x1c.makoto.tenant.v1.ExportInfo\"\xbd\x01\n\nExportInfo\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0cobject_count\x18\x04 \x01(\x03\x12\x12\n\nitem_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x64ownload_uri\x18\x06 \x01(\t\x12\x38\n\x14\x64ownload_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x03\n\x06\x41piKey\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x34\n\x04role\x18\x04 \x01(\x0e\x32\x1a.makoto.tenant.v1.UserRoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12K\n\x07methods\x18\x05 \x03(\tB:\xbaH7\x92\x01\x34\x10@\x18\x01\".r,2*^makoto\\.[a-z]+\\.v1\\.[A-Za-z]+\\.[A-Za-z]+$\x12\x37\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\t \x01(\tB\x04\xe2\x41\x01\x03\"j\n\x13\x43reateApiKeyRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x31\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x18.makoto.tenant.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01\"Q\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.makoto.tenant.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"6\n\x12ListApiKeysRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"A\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.makoto.tenant.v1.ApiKey\"^\n\x13RevokeApiKeyRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12%\n\x06key_id\x18\x02 \x01(\tB\x15\xbaH\x12r\x10\x32\x0e^[a-f0-9]{16}$\"4\n\x15\x45xchangeApiKeyRequest\x12\x1b\n\x07\x61pi_key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"V\n\x16\x45xchangeApiKeyResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03*\xeb\x01\n\x0bTenantState\x12\x1c\n\x18TENANT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TENANT_STATE_PROVISIONING\x10\x01\x12\x17\n\x13TENANT_STATE_ACTIVE\x10\x02\x12\x1a\n\x16TENANT_STATE_SUSPENDED\x10\x03\x12\x17\n\x13TENANT_STATE_FAILED\x10\x04\x12\x19\n\x15TENANT_STATE_DELETING\x10\x05\x12\x18\n\x14TENANT_STATE_DELETED\x10\x06\x12\x1c\n\x18TENANT_STATE_OFFBOARDING\x10\x07*\x96\x01\n\rCloudProvider\x12\x1e\n\x1a\x43LOUD_PROVIDER_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LOUD_PROVIDER_LOCAL\x10\x01\x12\x16\n\x12\x43LOUD_PROVIDER_AWS\x10\x02\x12\x18\n\x14\x43LOUD_PROVIDER_AZURE\x10\x03\x12\x19\n\x15\x43LOUD_PROVIDER_CUSTOM\x10\x04*\x7f\n\rObjectBackend\x12\x1e\n\x1aOBJECT_BACKEND_UNSPECIFIED\x10\x00\x12\x18\n\x14OBJECT_BACKEND_LOCAL\x10\x01\x12\x15\n\x11OBJECT_BACKEND_S3\x10\x02\x12\x1d\n\x19OBJECT_BACKEND_AZURE_BLOB\x10\x03*\x93\x01\n\x0bItemBackend\x12\x1c\n\x18ITEM_BACKEND_UNSPECIFIED\x10\x00\x12\x17\n\x13ITEM_BACKEND_SQLITE\x10\x01\x12\x19\n\x15ITEM_BACKEND_POSTGRES\x10\x02\x12\x19\n\x15ITEM_BACKEND_DYNAMODB\x10\x03\x12\x17\n\x13ITEM_BACKEND_COSMOS\x10\x04*\x7f\n\x0bLlmProvider\x12\x1c\n\x18LLM_PROVIDER_UNSPECIFIED\x10\x00\x12\x17\n\x13LLM_PROVIDER_OPENAI\x10\x01\x12\x1d\n\x19LLM_PROVIDER_AZURE_OPENAI\x10\x02\x12\x1a\n\x16LLM_PROVIDER_ANTHROPIC\x10\x03*W\n\x08UserRole\x12\x19\n\x15USER_ROLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16USER_ROLE_TENANT_ADMIN\x10\x01\x12\x14\n\x10USER_ROLE_MEMBER\x10\x02*\x83\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_STARTED\x10\x01\x12\x13\n\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n\x11STEP_STATE_FAILED\x10\x03\x12\x16\n\x12STEP_STATE_REMOVED\x10\x04\x32\xd5\x15\n\rTenantService\x12\x8f\x01\n\x0c\x43reateTenant\x12%.makoto.tenant.v1.CreateTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\">\xa2\x86\x19\x15\x12\x01\x01\x1a\x10tenant.tenant_id\x82\xd3\xe4\x93\x02\x1f\"\x15/api/v1/admin/tenants:\x06tenant\x12\x84\x01\n\tGetTenant\x12\".makoto.tenant.v1.GetTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"9\xa2\x86\x19\x12\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/tenants/{tenant_id}\x12\x80\x01\n\x0bListTenants\x12$.makoto.tenant.v1.ListTenantsRequest\x1a%.makoto.tenant.v1.ListTenantsResponse\"$\xa2\x86\x19\x03\x12\x01\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/admin/tenants\x12\xa2\x01\n\x0cUpdateTenant\x12%.makoto.tenant.v1.UpdateTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"Q\xa2\x86\x19\x15\x12\x01\x01\x1a\x10tenant.tenant_id\x82\xd3\xe4\x93\x02\x32\x32(/api/v1/admin/tenants/{tenant.tenant_id}:\x06tenant\x12\x8c\x01\n\x0c\x44\x65leteTenant\x12%.makoto.tenant.v1.DeleteTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\";\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02#*!/api/v1/admin/tenants/{tenant_id}\x12\xa1\x01\n\x0eOffboardTenant\x12\'.makoto.tenant.v1.OffboardTenantRequest\x1a\x1d.google.longrunning.Operation\"G\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02/\"*/api/v1/admin/tenants/{tenant_id}:offboard:\x01*\x12y\n\x0e\x44ownloadExport\x12\'.makoto.tenant.v1.DownloadExportRequest\x1a\x14.google.api.HttpBody\"&\xa2\x86\x19\x02\x30\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/exports:download0\x01\x12\x99\x01\n\rSuspendTenant\x12&.makoto.tenant.v1.SuspendTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"F\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02.\")/api/v1/admin/tenants/{tenant_id}:suspend:\x01*\x12\x96\x01\n\x0cResumeTenant\x12%.makoto.tenant.v1.ResumeTenantRequest\x1a\x18.makoto.tenant.v1.Tenant\"E\xa2\x86\x19\x0e\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02-\"(/api/v1/admin/tenants/{tenant_id}:resume:\x01*\x12\x95\x01\n\nInviteUser\x12#.makoto.tenant.v1.InviteUserRequest\x1a\x1c.makoto.tenant.v1.TenantUser\"D\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02)\"!/api/v1/tenants/{tenant_id}/users:\x04user\x12\x95\x01\n\tListUsers\x12\".makoto.tenant.v1.ListUsersRequest\x1a#.makoto.tenant.v1.ListUsersResponse\"?\xa2\x86\x19\x12\n\x02\x02\x03\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02#\x12!/api/v1/tenants/{tenant_id}/users\x12\x93\x01\n\nRemoveUser\x12#.makoto.tenant.v1.RemoveUserRequest\x1a\x16.google.protobuf.Empty\"H\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02-*+/api/v1/tenants/{tenant_id}/users/{user_id}\x12\xa8\x01\n\x0cGetOperation\x12%.makoto.tenant.v1.GetOperationRequest\x1a\x1d.google.longrunning.Operation\"R\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x37\x12\x35/api/v1/tenants/{tenant_id}/operations/{operation_id}\x12\xaa\x01\n\x0eListOperations\x12\'.makoto.tenant.v1.ListOperationsRequest\x1a*.google.longrunning.ListOperationsResponse\"C\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02(\x12&/api/v1/tenants/{tenant_id}/operations\x12\xae\x01\n\x0c\x43reateApiKey\x12%.makoto.tenant.v1.CreateApiKeyRequest\x1a&.makoto.tenant.v1.CreateApiKeyResponse\"O\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x34\")/api/v1/auth/tenants/{tenant_id}/api-keys:\x07\x61pi_key\x12\xa2\x01\n\x0bListApiKeys\x12$.makoto.tenant.v1.ListApiKeysRequest\x1a%.makoto.tenant.v1.ListApiKeysResponse\"F\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02+\x12)/api/v1/auth/tenants/{tenant_id}/api-keys\x12\xa0\x01\n\x0cRevokeApiKey\x12%.makoto.tenant.v1.RevokeApiKeyRequest\x1a\x18.makoto.tenant.v1.ApiKey\"O\xa2\x86\x19\x11\n\x01\x02\x12\x01\x01\x1a\ttenant_id\x82\xd3\xe4\x93\x02\x34*2/api/v1/auth/tenants/{tenant_id}/api-keys/{key_id}\x12\x88\x01\n\x0e\x45xchangeApiKey\x12\'.makoto.tenant.v1.ExchangeApiKeyRequest\x1a(.makoto.tenant.v1.ExchangeApiKeyResponse\"#\xa2\x86\x19\x02\x30\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/token:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,18 +63,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT'].fields_by_name['state_reason']._serialized_options = b'\342A\001\003'
   _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._loaded_options = None
   _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_OBJECTSTOREBINDING'].fields_by_name['backend']._loaded_options = None
+  _globals['_OBJECTSTOREBINDING'].fields_by_name['backend']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_OBJECTSTOREBINDING'].fields_by_name['endpoint']._loaded_options = None
-  _globals['_OBJECTSTOREBINDING'].fields_by_name['endpoint']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_OBJECTSTOREBINDING'].fields_by_name['endpoint']._serialized_options = b'\272H\274\001r\003\030\200\004\272\001\263\001\n\024binding.endpoint_url\022Vmust be an http(s) URL with a host and no credentials (use the secret reference field)\032Cthis == \'\' || this.matches(\'^https?://[^/?#@\\\\s]+([/?#][^\\\\s]*)?$\')'
   _globals['_OBJECTSTOREBINDING'].fields_by_name['region']._loaded_options = None
   _globals['_OBJECTSTOREBINDING'].fields_by_name['region']._serialized_options = b'\272H\004r\002\030@'
   _globals['_OBJECTSTOREBINDING'].fields_by_name['bucket']._loaded_options = None
   _globals['_OBJECTSTOREBINDING'].fields_by_name['bucket']._serialized_options = b'\272H\005r\003\030\377\001'
   _globals['_OBJECTSTOREBINDING'].fields_by_name['credentials_secret_ref']._loaded_options = None
-  _globals['_OBJECTSTOREBINDING'].fields_by_name['credentials_secret_ref']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_OBJECTSTOREBINDING'].fields_by_name['credentials_secret_ref']._serialized_options = b'\272H\217\002r\003\030\200\004\272\001\206\002\n\022binding.secret_ref\022umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\032ythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')'
   _globals['_OBJECTSTOREBINDING'].fields_by_name['options']._loaded_options = None
   _globals['_OBJECTSTOREBINDING'].fields_by_name['options']._serialized_options = b'\272H\005\232\001\002\020 '
   _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._loaded_options = None
   _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_ITEMSTOREBINDING'].fields_by_name['backend']._loaded_options = None
+  _globals['_ITEMSTOREBINDING'].fields_by_name['backend']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_ITEMSTOREBINDING'].fields_by_name['endpoint']._loaded_options = None
   _globals['_ITEMSTOREBINDING'].fields_by_name['endpoint']._serialized_options = b'\272H\005r\003\030\200\004'
   _globals['_ITEMSTOREBINDING'].fields_by_name['region']._loaded_options = None
@@ -81,11 +86,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMSTOREBINDING'].fields_by_name['database']._loaded_options = None
   _globals['_ITEMSTOREBINDING'].fields_by_name['database']._serialized_options = b'\272H\005r\003\030\377\001'
   _globals['_ITEMSTOREBINDING'].fields_by_name['credentials_secret_ref']._loaded_options = None
-  _globals['_ITEMSTOREBINDING'].fields_by_name['credentials_secret_ref']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_ITEMSTOREBINDING'].fields_by_name['credentials_secret_ref']._serialized_options = b'\272H\217\002r\003\030\200\004\272\001\206\002\n\022binding.secret_ref\022umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\032ythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')'
   _globals['_ITEMSTOREBINDING'].fields_by_name['options']._loaded_options = None
   _globals['_ITEMSTOREBINDING'].fields_by_name['options']._serialized_options = b'\272H\005\232\001\002\020 '
+  _globals['_LLMBINDING'].fields_by_name['provider']._loaded_options = None
+  _globals['_LLMBINDING'].fields_by_name['provider']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_LLMBINDING'].fields_by_name['endpoint']._loaded_options = None
-  _globals['_LLMBINDING'].fields_by_name['endpoint']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_LLMBINDING'].fields_by_name['endpoint']._serialized_options = b'\272H\274\001r\003\030\200\004\272\001\263\001\n\024binding.endpoint_url\022Vmust be an http(s) URL with a host and no credentials (use the secret reference field)\032Cthis == \'\' || this.matches(\'^https?://[^/?#@\\\\s]+([/?#][^\\\\s]*)?$\')'
   _globals['_LLMBINDING'].fields_by_name['api_version']._loaded_options = None
   _globals['_LLMBINDING'].fields_by_name['api_version']._serialized_options = b'\272H\004r\002\030 '
   _globals['_LLMBINDING'].fields_by_name['chat_model']._loaded_options = None
@@ -95,7 +102,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LLMBINDING'].fields_by_name['image_model']._loaded_options = None
   _globals['_LLMBINDING'].fields_by_name['image_model']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_LLMBINDING'].fields_by_name['api_key_secret_ref']._loaded_options = None
-  _globals['_LLMBINDING'].fields_by_name['api_key_secret_ref']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_LLMBINDING'].fields_by_name['api_key_secret_ref']._serialized_options = b'\272H\217\002r\003\030\200\004\272\001\206\002\n\022binding.secret_ref\022umust be a secret reference (local://, aws-sm://, arn:aws:secretsmanager:, azure-kv://, env://) of URL-safe characters\032ythis == \'\' || this.matches(\'^(local://|aws-sm://|azure-kv://|env://|arn:aws:secretsmanager:)[A-Za-z0-9._~:/@+=,!*%#-]+$\')'
   _globals['_LLMBINDING'].fields_by_name['rpm_limit']._loaded_options = None
   _globals['_LLMBINDING'].fields_by_name['rpm_limit']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_LLMBINDING'].fields_by_name['tpm_limit']._loaded_options = None
@@ -120,6 +127,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETETENANTREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_DELETETENANTREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETETENANTREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_OFFBOARDTENANTREQUEST'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_OFFBOARDTENANTREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
+  _globals['_OFFBOARDTENANTREQUEST'].fields_by_name['etag']._loaded_options = None
+  _globals['_OFFBOARDTENANTREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\001'
+  _globals['_DOWNLOADEXPORTREQUEST'].fields_by_name['token']._loaded_options = None
+  _globals['_DOWNLOADEXPORTREQUEST'].fields_by_name['token']._serialized_options = b'\342A\001\002\272H\007r\005\020\001\030\200\010'
   _globals['_SUSPENDTENANTREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_SUSPENDTENANTREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_SUSPENDTENANTREQUEST'].fields_by_name['reason']._loaded_options = None
@@ -200,6 +213,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._serialized_options = b'\242\206\031\025\022\001\001\032\020tenant.tenant_id\202\323\344\223\00222(/api/v1/admin/tenants/{tenant.tenant_id}:\006tenant'
   _globals['_TENANTSERVICE'].methods_by_name['DeleteTenant']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['DeleteTenant']._serialized_options = b'\242\206\031\016\022\001\001\032\ttenant_id\202\323\344\223\002#*!/api/v1/admin/tenants/{tenant_id}'
+  _globals['_TENANTSERVICE'].methods_by_name['OffboardTenant']._loaded_options = None
+  _globals['_TENANTSERVICE'].methods_by_name['OffboardTenant']._serialized_options = b'\242\206\031\016\022\001\001\032\ttenant_id\202\323\344\223\002/\"*/api/v1/admin/tenants/{tenant_id}:offboard:\001*'
+  _globals['_TENANTSERVICE'].methods_by_name['DownloadExport']._loaded_options = None
+  _globals['_TENANTSERVICE'].methods_by_name['DownloadExport']._serialized_options = b'\242\206\031\0020\001\202\323\344\223\002\032\022\030/api/v1/exports:download'
   _globals['_TENANTSERVICE'].methods_by_name['SuspendTenant']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['SuspendTenant']._serialized_options = b'\242\206\031\016\022\001\001\032\ttenant_id\202\323\344\223\002.\")/api/v1/admin/tenants/{tenant_id}:suspend:\001*'
   _globals['_TENANTSERVICE'].methods_by_name['ResumeTenant']._loaded_options = None
@@ -222,84 +239,90 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\242\206\031\021\n\001\002\022\001\001\032\ttenant_id\202\323\344\223\0024*2/api/v1/auth/tenants/{tenant_id}/api-keys/{key_id}'
   _globals['_TENANTSERVICE'].methods_by_name['ExchangeApiKey']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['ExchangeApiKey']._serialized_options = b'\242\206\031\0020\001\202\323\344\223\002\027\"\022/api/v1/auth/token:\001*'
-  _globals['_TENANTSTATE']._serialized_start=4936
-  _globals['_TENANTSTATE']._serialized_end=5141
-  _globals['_CLOUDPROVIDER']._serialized_start=5144
-  _globals['_CLOUDPROVIDER']._serialized_end=5294
-  _globals['_OBJECTBACKEND']._serialized_start=5296
-  _globals['_OBJECTBACKEND']._serialized_end=5423
-  _globals['_ITEMBACKEND']._serialized_start=5426
-  _globals['_ITEMBACKEND']._serialized_end=5573
-  _globals['_LLMPROVIDER']._serialized_start=5575
-  _globals['_LLMPROVIDER']._serialized_end=5702
-  _globals['_USERROLE']._serialized_start=5704
-  _globals['_USERROLE']._serialized_end=5791
-  _globals['_STEPSTATE']._serialized_start=5794
-  _globals['_STEPSTATE']._serialized_end=5925
-  _globals['_TENANT']._serialized_start=332
-  _globals['_TENANT']._serialized_end=840
-  _globals['_TENANTBINDINGS']._serialized_start=843
-  _globals['_TENANTBINDINGS']._serialized_end=1018
-  _globals['_OBJECTSTOREBINDING']._serialized_start=1021
-  _globals['_OBJECTSTOREBINDING']._serialized_end=1358
-  _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._serialized_start=1312
-  _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._serialized_end=1358
-  _globals['_ITEMSTOREBINDING']._serialized_start=1361
-  _globals['_ITEMSTOREBINDING']._serialized_end=1674
-  _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._serialized_start=1312
-  _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._serialized_end=1358
-  _globals['_LLMBINDING']._serialized_start=1677
-  _globals['_LLMBINDING']._serialized_end=1986
-  _globals['_CREATETENANTREQUEST']._serialized_start=1988
-  _globals['_CREATETENANTREQUEST']._serialized_end=2096
-  _globals['_GETTENANTREQUEST']._serialized_start=2098
-  _globals['_GETTENANTREQUEST']._serialized_end=2150
-  _globals['_LISTTENANTSREQUEST']._serialized_start=2152
-  _globals['_LISTTENANTSREQUEST']._serialized_end=2269
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=2271
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=2360
-  _globals['_UPDATETENANTREQUEST']._serialized_start=2363
-  _globals['_UPDATETENANTREQUEST']._serialized_end=2493
-  _globals['_DELETETENANTREQUEST']._serialized_start=2495
-  _globals['_DELETETENANTREQUEST']._serialized_end=2578
-  _globals['_SUSPENDTENANTREQUEST']._serialized_start=2580
-  _globals['_SUSPENDTENANTREQUEST']._serialized_end=2666
-  _globals['_RESUMETENANTREQUEST']._serialized_start=2668
-  _globals['_RESUMETENANTREQUEST']._serialized_end=2723
-  _globals['_TENANTUSER']._serialized_start=2726
-  _globals['_TENANTUSER']._serialized_end=2930
-  _globals['_INVITEUSERREQUEST']._serialized_start=2932
-  _globals['_INVITEUSERREQUEST']._serialized_end=3041
-  _globals['_LISTUSERSREQUEST']._serialized_start=3043
-  _globals['_LISTUSERSREQUEST']._serialized_end=3164
-  _globals['_LISTUSERSRESPONSE']._serialized_start=3166
-  _globals['_LISTUSERSRESPONSE']._serialized_end=3255
-  _globals['_REMOVEUSERREQUEST']._serialized_start=3257
-  _globals['_REMOVEUSERREQUEST']._serialized_end=3343
-  _globals['_GETOPERATIONREQUEST']._serialized_start=3345
-  _globals['_GETOPERATIONREQUEST']._serialized_end=3454
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=3456
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=3574
-  _globals['_PROVISIONINGSTEP']._serialized_start=3577
-  _globals['_PROVISIONINGSTEP']._serialized_end=3739
-  _globals['_PROVISIONINGMETADATA']._serialized_start=3742
-  _globals['_PROVISIONINGMETADATA']._serialized_end=3967
-  _globals['_APIKEY']._serialized_start=3970
-  _globals['_APIKEY']._serialized_end=4381
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=4383
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=4489
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=4491
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=4572
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=4574
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=4628
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=4630
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=4695
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=4697
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=4791
-  _globals['_EXCHANGEAPIKEYREQUEST']._serialized_start=4793
-  _globals['_EXCHANGEAPIKEYREQUEST']._serialized_end=4845
-  _globals['_EXCHANGEAPIKEYRESPONSE']._serialized_start=4847
-  _globals['_EXCHANGEAPIKEYRESPONSE']._serialized_end=4933
-  _globals['_TENANTSERVICE']._serialized_start=5928
-  _globals['_TENANTSERVICE']._serialized_end=8414
+  _globals['_TENANTSTATE']._serialized_start=6559
+  _globals['_TENANTSTATE']._serialized_end=6794
+  _globals['_CLOUDPROVIDER']._serialized_start=6797
+  _globals['_CLOUDPROVIDER']._serialized_end=6947
+  _globals['_OBJECTBACKEND']._serialized_start=6949
+  _globals['_OBJECTBACKEND']._serialized_end=7076
+  _globals['_ITEMBACKEND']._serialized_start=7079
+  _globals['_ITEMBACKEND']._serialized_end=7226
+  _globals['_LLMPROVIDER']._serialized_start=7228
+  _globals['_LLMPROVIDER']._serialized_end=7355
+  _globals['_USERROLE']._serialized_start=7357
+  _globals['_USERROLE']._serialized_end=7444
+  _globals['_STEPSTATE']._serialized_start=7447
+  _globals['_STEPSTATE']._serialized_end=7578
+  _globals['_TENANT']._serialized_start=359
+  _globals['_TENANT']._serialized_end=867
+  _globals['_TENANTBINDINGS']._serialized_start=870
+  _globals['_TENANTBINDINGS']._serialized_end=1045
+  _globals['_OBJECTSTOREBINDING']._serialized_start=1048
+  _globals['_OBJECTSTOREBINDING']._serialized_end=1852
+  _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._serialized_start=1806
+  _globals['_OBJECTSTOREBINDING_OPTIONSENTRY']._serialized_end=1852
+  _globals['_ITEMSTOREBINDING']._serialized_start=1855
+  _globals['_ITEMSTOREBINDING']._serialized_end=2449
+  _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._serialized_start=1806
+  _globals['_ITEMSTOREBINDING_OPTIONSENTRY']._serialized_end=1852
+  _globals['_LLMBINDING']._serialized_start=2452
+  _globals['_LLMBINDING']._serialized_end=3228
+  _globals['_CREATETENANTREQUEST']._serialized_start=3230
+  _globals['_CREATETENANTREQUEST']._serialized_end=3338
+  _globals['_GETTENANTREQUEST']._serialized_start=3340
+  _globals['_GETTENANTREQUEST']._serialized_end=3392
+  _globals['_LISTTENANTSREQUEST']._serialized_start=3394
+  _globals['_LISTTENANTSREQUEST']._serialized_end=3511
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=3513
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=3602
+  _globals['_UPDATETENANTREQUEST']._serialized_start=3605
+  _globals['_UPDATETENANTREQUEST']._serialized_end=3735
+  _globals['_DELETETENANTREQUEST']._serialized_start=3737
+  _globals['_DELETETENANTREQUEST']._serialized_end=3820
+  _globals['_OFFBOARDTENANTREQUEST']._serialized_start=3822
+  _globals['_OFFBOARDTENANTREQUEST']._serialized_end=3907
+  _globals['_DOWNLOADEXPORTREQUEST']._serialized_start=3909
+  _globals['_DOWNLOADEXPORTREQUEST']._serialized_end=3963
+  _globals['_SUSPENDTENANTREQUEST']._serialized_start=3965
+  _globals['_SUSPENDTENANTREQUEST']._serialized_end=4051
+  _globals['_RESUMETENANTREQUEST']._serialized_start=4053
+  _globals['_RESUMETENANTREQUEST']._serialized_end=4108
+  _globals['_TENANTUSER']._serialized_start=4111
+  _globals['_TENANTUSER']._serialized_end=4315
+  _globals['_INVITEUSERREQUEST']._serialized_start=4317
+  _globals['_INVITEUSERREQUEST']._serialized_end=4426
+  _globals['_LISTUSERSREQUEST']._serialized_start=4428
+  _globals['_LISTUSERSREQUEST']._serialized_end=4549
+  _globals['_LISTUSERSRESPONSE']._serialized_start=4551
+  _globals['_LISTUSERSRESPONSE']._serialized_end=4640
+  _globals['_REMOVEUSERREQUEST']._serialized_start=4642
+  _globals['_REMOVEUSERREQUEST']._serialized_end=4728
+  _globals['_GETOPERATIONREQUEST']._serialized_start=4730
+  _globals['_GETOPERATIONREQUEST']._serialized_end=4839
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=4841
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=4959
+  _globals['_PROVISIONINGSTEP']._serialized_start=4962
+  _globals['_PROVISIONINGSTEP']._serialized_end=5124
+  _globals['_PROVISIONINGMETADATA']._serialized_start=5127
+  _globals['_PROVISIONINGMETADATA']._serialized_end=5398
+  _globals['_EXPORTINFO']._serialized_start=5401
+  _globals['_EXPORTINFO']._serialized_end=5590
+  _globals['_APIKEY']._serialized_start=5593
+  _globals['_APIKEY']._serialized_end=6004
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=6006
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=6112
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=6114
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=6195
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=6197
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=6251
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=6253
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=6318
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=6320
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=6414
+  _globals['_EXCHANGEAPIKEYREQUEST']._serialized_start=6416
+  _globals['_EXCHANGEAPIKEYREQUEST']._serialized_end=6468
+  _globals['_EXCHANGEAPIKEYRESPONSE']._serialized_start=6470
+  _globals['_EXCHANGEAPIKEYRESPONSE']._serialized_end=6556
+  _globals['_TENANTSERVICE']._serialized_start=7581
+  _globals['_TENANTSERVICE']._serialized_end=10354
 # @@protoc_insertion_point(module_scope)

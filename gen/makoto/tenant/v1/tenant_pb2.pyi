@@ -3,6 +3,7 @@ import datetime
 from buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.longrunning import operations_pb2 as _operations_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -27,6 +28,7 @@ class TenantState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TENANT_STATE_FAILED: _ClassVar[TenantState]
     TENANT_STATE_DELETING: _ClassVar[TenantState]
     TENANT_STATE_DELETED: _ClassVar[TenantState]
+    TENANT_STATE_OFFBOARDING: _ClassVar[TenantState]
 
 class CloudProvider(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +80,7 @@ TENANT_STATE_SUSPENDED: TenantState
 TENANT_STATE_FAILED: TenantState
 TENANT_STATE_DELETING: TenantState
 TENANT_STATE_DELETED: TenantState
+TENANT_STATE_OFFBOARDING: TenantState
 CLOUD_PROVIDER_UNSPECIFIED: CloudProvider
 CLOUD_PROVIDER_LOCAL: CloudProvider
 CLOUD_PROVIDER_AWS: CloudProvider
@@ -261,6 +264,20 @@ class DeleteTenantRequest(_message.Message):
     etag: str
     def __init__(self, tenant_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
 
+class OffboardTenantRequest(_message.Message):
+    __slots__ = ("tenant_id", "etag")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    etag: str
+    def __init__(self, tenant_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class DownloadExportRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
 class SuspendTenantRequest(_message.Message):
     __slots__ = ("tenant_id", "reason")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -356,20 +373,40 @@ class ProvisioningStep(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., reason: _Optional[str] = ..., preexisting: _Optional[bool] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ProvisioningMetadata(_message.Message):
-    __slots__ = ("tenant_id", "kind", "steps", "failed_step", "create_time", "update_time")
+    __slots__ = ("tenant_id", "kind", "steps", "failed_step", "create_time", "update_time", "export")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     FAILED_STEP_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     kind: str
     steps: _containers.RepeatedCompositeFieldContainer[ProvisioningStep]
     failed_step: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[ProvisioningStep, _Mapping]]] = ..., failed_step: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    export: ExportInfo
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[ProvisioningStep, _Mapping]]] = ..., failed_step: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., export: _Optional[_Union[ExportInfo, _Mapping]] = ...) -> None: ...
+
+class ExportInfo(_message.Message):
+    __slots__ = ("export_id", "size_bytes", "sha256", "object_count", "item_count", "download_uri", "download_expire_time")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_URI_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    size_bytes: int
+    sha256: str
+    object_count: int
+    item_count: int
+    download_uri: str
+    download_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, export_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., object_count: _Optional[int] = ..., item_count: _Optional[int] = ..., download_uri: _Optional[str] = ..., download_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "tenant_id", "display_name", "role", "methods", "expire_time", "create_time", "revoke_time", "created_by")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from makoto.tenant.v1 import tenant_pb2 as makoto_dot_tenant_dot_v1_dot_tenant__pb2
@@ -61,6 +62,16 @@ class TenantServiceStub:
                 '/makoto.tenant.v1.TenantService/DeleteTenant',
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.DeleteTenantRequest.SerializeToString,
                 response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.OffboardTenant = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/OffboardTenant',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.OffboardTenantRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.DownloadExport = channel.unary_stream(
+                '/makoto.tenant.v1.TenantService/DownloadExport',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.DownloadExportRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.SuspendTenant = channel.unary_unary(
                 '/makoto.tenant.v1.TenantService/SuspendTenant',
@@ -152,7 +163,30 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTenant(self, request, context):
-        """Offboards a tenant: deprovisions its local resources and marks it DELETED.
+        """Erases a tenant and marks it DELETED: its users, API keys, the resources the platform created
+        for it, its usage in metering (invoices are kept) and its export archive. On an OFFBOARDING
+        tenant this finishes the OFFBOARD operation; on any other state it is offboarding without
+        export. A call interrupted midway is finished by calling it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OffboardTenant(self, request, context):
+        """Starts offboarding a tenant (google.longrunning.Operation, kind OFFBOARD): the tenant becomes
+        OFFBOARDING at once (data-plane calls refused), then its objects and items are exported in
+        the background into an archive its tenant-admin downloads through the signed link in the
+        operation's metadata. DeleteTenant then erases it (the operation finishes, tenant DELETED).
+        Calling it again on an OFFBOARDING tenant returns the running operation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadExport(self, request, context):
+        """Streams an offboarding export archive (tar.gz). Needs no bearer token: the signed, expiring,
+        tenant-bound link from the OFFBOARD operation's metadata is the credential. Works only while
+        the tenant is OFFBOARDING.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,6 +299,16 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.DeleteTenant,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.DeleteTenantRequest.FromString,
                     response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.SerializeToString,
+            ),
+            'OffboardTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffboardTenant,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.OffboardTenantRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'DownloadExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadExport,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.DownloadExportRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'SuspendTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.SuspendTenant,
@@ -458,6 +502,60 @@ class TenantService:
             '/makoto.tenant.v1.TenantService/DeleteTenant',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.DeleteTenantRequest.SerializeToString,
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffboardTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/OffboardTenant',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.OffboardTenantRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/DownloadExport',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.DownloadExportRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

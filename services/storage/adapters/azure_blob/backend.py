@@ -6,7 +6,7 @@ errors.call() applies the mesh's retry policy and error mapping to every request
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,19 +15,19 @@ from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient
 
-from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
-from services.storage.adapters.azure_blob import lister, reader, writer
+from services.common.errors import FailedPrecondition
+from services.storage.adapters.azure_blob import lister, reader
 from services.storage.adapters.azure_blob.config import BlobConfig
 from services.storage.adapters.azure_blob.errors import ErrorContext, RetryPolicy, call, error_code
 from services.storage.adapters.azure_blob.names import to_blob_name
+from services.storage.adapters.azure_blob.writer import BlobWriter
+from services.storage.adapters.object_backend import CloudObjectStore, check_sign_ttl, unless_code
 from services.storage.ports import ObjectCapabilities, ObjectInfo, ObjectPage, SignedUrl, SignMethod
 
-MAX_SIGN_TTL = timedelta(days=7)  # the contract's limit for signed URLs
 CLOCK_SKEW = timedelta(minutes=5)  # SAS start time set back so a slightly late clock still accepts it
-_DELETE_ATTEMPTS = 3
 
 
-class AzureBlobObjectStore:
+class AzureBlobObjectStore(CloudObjectStore):
     def __init__(self, cfg: BlobConfig, *, retry: RetryPolicy | None = None) -> None:
         self.cfg = cfg
         self._policy = retry or RetryPolicy(max_attempts=cfg.max_attempts)
@@ -48,6 +48,7 @@ class AzureBlobObjectStore:
             read_timeout=cfg.read_timeout,
         )
         self.container = self.service.get_container_client(cfg.container)
+        self._writer = BlobWriter(self.container, cfg, self._policy)
 
     @property
     def capabilities(self) -> ObjectCapabilities:
@@ -56,41 +57,12 @@ class AzureBlobObjectStore:
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(to_blob_name(key))
 
-    async def put(
-        self,
-        key: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        user_metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> ObjectInfo:
-        blob = self._blob(key)
-        result = await writer.write_blob(
-            blob,
-            self.cfg,
-            self._policy,
-            key,
-            chunks,
-            content_type=content_type,
-            user_metadata=user_metadata,
-            if_none_match=if_none_match,
-        )
-        try:
-            return await reader.head_blob(blob, self.cfg, self._policy, key)
-        except Exception:
-            # Overwritten or deleted right after our write: describe what we wrote.
-            now = datetime.now(UTC)
-            return ObjectInfo(
-                key=key,
-                size=result.size,
-                content_type=content_type or "application/octet-stream",
-                sha256=result.sha256,
-                etag=result.etag,
-                created=now,
-                updated=now,
-                user_metadata=dict(user_metadata),
-            )
+    @property
+    def label(self) -> str:
+        return self.cfg.label
+
+    async def writer(self, create_only: bool) -> BlobWriter:
+        return self._writer
 
     async def get(
         self, key: str, *, start: int = 0, length: int | None = None
@@ -100,25 +72,13 @@ class AzureBlobObjectStore:
     async def head(self, key: str) -> ObjectInfo:
         return await reader.head_blob(self._blob(key), self.cfg, self._policy, key)
 
-    async def delete(self, key: str) -> ObjectInfo:
-        """Properties, then Delete Blob If-Match that version, so the size we report (for
-        metering) is the size of what was deleted even if the key is overwritten concurrently."""
+    async def delete_if_match(self, key: str, etag: str) -> None:
         blob = self._blob(key)
-        ctx = ErrorContext(self.cfg.label, key)
-        for _ in range(_DELETE_ATTEMPTS):
-            info = await self.head(key)
-            try:
-                await call(
-                    lambda etag=info.etag: blob.delete_blob(  # type: ignore[misc]
-                        etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified
-                    ),
-                    ctx,
-                    self._policy,
-                )
-                return info
-            except Aborted:
-                continue  # replaced between the two calls: describe the new version and retry
-        raise Aborted(f"object '{key}' keeps changing; retry the delete", metadata={"key": key})
+        await call(
+            lambda: blob.delete_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified),
+            ErrorContext(self.cfg.label, key),
+            self._policy,
+        )
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> ObjectPage:
         return await lister.list_blobs(self.container, self.cfg, self._policy, prefix, page_size, page_token)
@@ -132,10 +92,7 @@ class AzureBlobObjectStore:
                 reason="CAPABILITY_MISSING",
                 metadata={"capability": "sign_url"},
             )
-        if ttl <= timedelta(0) or ttl > MAX_SIGN_TTL:
-            raise InvalidArgument(
-                "ttl must be between 1 s and 7 days", field_violations=[("ttl", "out of range")]
-            )
+        check_sign_ttl(ttl)
         now = datetime.now(UTC)
         expires = now + ttl
         permission = (
@@ -154,21 +111,21 @@ class AzureBlobObjectStore:
 
     async def provision(self) -> None:
         """Create the container; an existing one is fine (idempotent)."""
-        try:
-            await call(self.container.create_container, ErrorContext(self.cfg.label), self._policy)
-        except Exception as exc:
-            if error_code(exc.__cause__ or exc) != "ContainerAlreadyExists":
-                raise
+        create = self.container.create_container
+        await unless_code(
+            lambda: call(create, ErrorContext(self.cfg.label), self._policy),
+            error_code,
+            "ContainerAlreadyExists",
+        )
 
     async def deprovision(self) -> None:
         """Delete the container with everything in it; a missing container is fine (idempotent).
         Azure removes a deleted container in the background: provisioning the same name again
         right away answers UNAVAILABLE (ContainerBeingDeleted) with a retry hint."""
-        try:
-            await call(self.container.delete_container, ErrorContext(self.cfg.label), self._policy)
-        except Exception as exc:
-            if error_code(exc.__cause__ or exc) != "ContainerNotFound":
-                raise
+        remove = self.container.delete_container
+        await unless_code(
+            lambda: call(remove, ErrorContext(self.cfg.label), self._policy), error_code, "ContainerNotFound"
+        )
 
     async def close(self) -> None:
         await self.service.close()

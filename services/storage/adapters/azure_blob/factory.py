@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from services.common.errors import FailedPrecondition
 from services.storage.adapters.azure_blob.backend import AzureBlobObjectStore
 from services.storage.adapters.azure_blob.config import config_from_binding
+from services.storage.adapters.store_factory import build_object_store
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -50,15 +51,11 @@ def parse_secret(secret: str) -> dict[str, str]:
 
 
 async def build(ctx: AdapterContext, binding: tenant_pb2.ObjectStoreBinding) -> AzureBlobObjectStore:
-    credentials = None
-    if binding.credentials_secret_ref:
-        secret = await ctx.secret(binding.credentials_secret_ref, "object_store")
-        credentials = parse_secret(secret.get_secret_value())
-    store = AzureBlobObjectStore(config_from_binding(ctx.tenant_id, binding, credentials))
-    if binding.options.get("auto_provision", "").lower() == "true":
-        try:
-            await store.provision()
-        except BaseException:
-            await store.close()
-            raise
-    return store
+    return await build_object_store(
+        ctx,
+        binding,
+        parse_secret,
+        config_from_binding,
+        lambda config: config.account_url,
+        AzureBlobObjectStore,
+    )

@@ -16,18 +16,16 @@ from services.storage.adapters.azure_blob.config import BlobConfig
 from services.storage.adapters.azure_blob.errors import ErrorContext, RetryPolicy, call
 from services.storage.adapters.azure_blob.metadata import info_from_properties
 from services.storage.adapters.azure_blob.names import from_blob_name, to_blob_name
+from services.storage.adapters.object_reads import page_size_of
 from services.storage.paging import decode_page_token, encode_page_token, scope_of
 from services.storage.ports import ObjectInfo, ObjectPage
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 async def list_blobs(
     container: Any, cfg: BlobConfig, policy: RetryPolicy, prefix: str, page_size: int, page_token: str
 ) -> ObjectPage:
     scope = scope_of("objects", prefix)
-    size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+    size = page_size_of(page_size)
     marker = decode_page_token(page_token, scope) if page_token else None
 
     async def one_page() -> tuple[list[ObjectInfo], str]:

@@ -3,51 +3,32 @@
 Azure metadata names must be C# identifiers (letters, digits, '_'; not starting with a digit),
 while our keys may hold '-' and start with a digit: a user key is stored as "u_" + key with '_'
 and '-' escaped as "_5f" / "_2d" (reversible, and it can never collide with "makoto_sha256").
-Values travel as HTTP headers, so non-ASCII, control characters, edge whitespace, the empty
-string and values that look encoded are stored RFC 2047 style (=?UTF-8?B?...?=). Azure limits
+Values are encoded as object_metadata.py says. Azure limits
 metadata to 8 KB in total; that is checked before sending.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.storage.adapters.object_metadata import (
+    DEFAULT_CONTENT_TYPE,
+    clean_etag,
+    decode_value,
+    encode_value,
+    sha256_of,
+    within_limit,
+)
 from services.storage.ports import ObjectInfo
 
 SHA256_KEY = "makoto_sha256"
 USER_PREFIX = "u_"
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_METADATA_BYTES = 8 * 1024
-_ENCODED_HEAD, _ENCODED_TAIL = "=?UTF-8?B?", "?="
 _ESCAPE = re.compile(r"_([0-9a-f]{2})")
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-
-
-def encode_value(value: str) -> str:
-    plain = (
-        value != ""
-        and value.strip() == value
-        and all(0x20 <= ord(c) < 0x7F for c in value)
-        and not value.startswith("=?")
-    )
-    if plain:
-        return value
-    return _ENCODED_HEAD + base64.b64encode(value.encode("utf-8")).decode("ascii") + _ENCODED_TAIL
-
-
-def decode_value(value: str) -> str:
-    if value.startswith(_ENCODED_HEAD) and value.endswith(_ENCODED_TAIL):
-        body = value[len(_ENCODED_HEAD) : len(value) - len(_ENCODED_TAIL)]
-        try:
-            return base64.b64decode(body, validate=True).decode("utf-8")
-        except ValueError:
-            return value
-    return value
 
 
 def encode_name(key: str) -> str:
@@ -75,12 +56,7 @@ def to_blob_metadata(user_metadata: Mapping[str, str], sha256: str | None) -> di
     out = {encode_name(k): encode_value(v) for k, v in user_metadata.items()}
     if sha256 is not None:
         out[SHA256_KEY] = sha256
-    if sum(len(k) + len(v) for k, v in out.items()) > MAX_METADATA_BYTES:
-        raise InvalidArgument(
-            "user metadata exceeds what Azure Blob stores (8 KB in total)",
-            field_violations=[("user_metadata", "exceeds 8 KB in total on the azure_blob backend")],
-        )
-    return out
+    return within_limit(out, MAX_METADATA_BYTES, "azure_blob", "Azure Blob")
 
 
 def user_metadata_of(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -90,10 +66,6 @@ def user_metadata_of(metadata: Mapping[str, str]) -> dict[str, str]:
         for k, v in metadata.items()
         if k.lower().startswith(USER_PREFIX)
     }
-
-
-def clean_etag(etag: str | None) -> str:
-    return (etag or "").strip('"')
 
 
 def info_from_properties(key: str, props: Any, size: int | None = None) -> ObjectInfo:
@@ -106,17 +78,9 @@ def info_from_properties(key: str, props: Any, size: int | None = None) -> Objec
         key=key,
         size=int(props.size or 0) if size is None else size,
         content_type=(settings.content_type if settings else None) or DEFAULT_CONTENT_TYPE,
-        sha256=next((v for k, v in metadata.items() if k.lower() == SHA256_KEY), ""),
+        sha256=sha256_of(metadata, SHA256_KEY),
         etag=clean_etag(props.etag),
         created=props.creation_time or modified,
         updated=modified,
         user_metadata=user_metadata_of(metadata),
     )
-
-
-def total_size_from_range(content_range: str | None) -> int | None:
-    """'bytes 1-2/5' -> 5."""
-    if not content_range or "/" not in content_range:
-        return None
-    total = content_range.rsplit("/", 1)[1]
-    return int(total) if total.isdigit() else None

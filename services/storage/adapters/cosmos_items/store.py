@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterable, Awaitable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -364,6 +364,19 @@ class CosmosItemStore:
         more = len(docs) > page_size
         token = encode_page_token(items[-1].key.sort_key, scope) if more else ""
         return ItemPage(items=items, next_page_token=token)
+
+    async def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]:
+        """Every item of the container (a cross-partition query, read page by page)."""
+        container = await self._container()
+        pages = container.query_items("SELECT * FROM c", max_item_count=page_size).by_page()
+        while True:
+            try:
+                page = await self._guard(anext(pages))
+            except StopAsyncIteration:
+                return
+            docs = await self._guard(_collect(page))
+            for doc in docs:
+                yield _stored(doc)
 
     # -- batches ------------------------------------------------------------------------------
 

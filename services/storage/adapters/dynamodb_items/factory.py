@@ -1,5 +1,5 @@
 """Registry factory (services/storage/registry.py): a tenant's ItemStoreBinding -> adapter
-(secret resolution and optional auto_provision: services/storage/adapters/item_factory.py)."""
+(secret resolution and optional auto_provision: services/storage/adapters/store_factory.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from services.storage.adapters.dynamodb_items.config import DynamoDbItemConfig
 from services.storage.adapters.dynamodb_items.store import DynamoDbItemStore
-from services.storage.adapters.item_factory import build_item_store
+from services.storage.adapters.store_factory import build_item_store
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aioboto3
@@ -395,6 +395,18 @@ class DynamoDbItemStore:
         more = len(rows) > page_size
         token = encode_page_token(items[-1].key.sort_key, scope) if more else ""
         return ItemPage(items=items, next_page_token=token)
+
+    async def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]:
+        """Every item of the table (Scan, consistent, page by page)."""
+        request: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True, "Limit": page_size}
+        while True:
+            response = await self._call("scan", **request)
+            for row in response.get("Items", []):
+                yield _from_wire(row)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
 
     # -- batches ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -298,6 +298,34 @@ class PostgresItemStore:
         more = len(rows) > page_size
         token = encode_page_token(items[-1].key.sort_key, scope) if more else ""
         return ItemPage(items=items, next_page_token=token)
+
+    async def scan(self, page_size: int = 500) -> AsyncIterator[StoredItem]:
+        """Every item, in key order (keyset pages: no offset re-reads)."""
+        after: tuple[str, bytes, bytes] | None = None
+        while True:
+            if after is None:
+                sql = f"SELECT {_COLUMNS} FROM {self._sql.table} "  # noqa: S608 - fixed fragments
+                args: list[Any] = []
+            else:
+                sql = (
+                    f"SELECT {_COLUMNS} FROM {self._sql.table} "  # noqa: S608 - fixed fragments
+                    "WHERE (collection, partition_key, sort_key) > ($1, $2, $3) "
+                )
+                args = list(after)
+            sql += f"ORDER BY collection, partition_key, sort_key LIMIT {int(page_size)}"
+
+            async def page(
+                conn: asyncpg.Connection, sql: str = sql, args: list[Any] = args
+            ) -> list[asyncpg.Record]:
+                return list(await conn.fetch(sql, *args))
+
+            rows = await self._run(page)
+            for row in rows:
+                yield _stored(row)
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            after = (last["collection"], bytes(last["partition_key"]), bytes(last["sort_key"]))
 
     # -- batches ------------------------------------------------------------------------------
 

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioboto3
 from botocore.config import Config
 
-from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
-from services.storage.adapters.object_writer import WriteResult
-from services.storage.adapters.s3 import lister, reader, writer
+from services.common.errors import FailedPrecondition
+from services.storage.adapters.object_backend import CloudObjectStore, check_sign_ttl, unless_code
+from services.storage.adapters.s3 import lister, reader
 from services.storage.adapters.s3.config import S3Config
 from services.storage.adapters.s3.errors import ErrorContext, RetryPolicy, call, error_code
+from services.storage.adapters.s3.writer import S3Writer
 from services.storage.ports import ObjectCapabilities, ObjectInfo, ObjectPage, SignedUrl, SignMethod
-
-MAX_SIGN_TTL = timedelta(days=7)  # SigV4 presigned URLs live at most 7 days
-_DELETE_ATTEMPTS = 3
-
 
 _SESSION: aioboto3.Session | None = None
 
@@ -39,7 +36,7 @@ def _shared_session() -> aioboto3.Session:
     return _SESSION
 
 
-class S3ObjectStore:
+class S3ObjectStore(CloudObjectStore):
     def __init__(self, cfg: S3Config, *, retry: RetryPolicy | None = None) -> None:
         self.cfg = cfg
         self._policy = retry or RetryPolicy(max_attempts=cfg.max_attempts)
@@ -87,58 +84,19 @@ class S3ObjectStore:
                 )
         return self._client
 
-    async def put(
-        self,
-        key: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        user_metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> ObjectInfo:
-        if if_none_match and not self.cfg.conditional_writes:
+    @property
+    def label(self) -> str:
+        return self.cfg.label
+
+    async def writer(self, create_only: bool) -> S3Writer:
+        if create_only and not self.cfg.conditional_writes:
             raise FailedPrecondition(
                 f"{self.cfg.label}: capability if_none_match (create-only writes) is off for this "
                 "S3-compatible store (binding option conditional_writes=false)",
                 reason="CAPABILITY_MISSING",
                 metadata={"capability": "if_none_match"},
             )
-        client = await self.client()
-        result = await writer.write_object(
-            client,
-            self.cfg,
-            self._policy,
-            key,
-            chunks,
-            content_type=content_type,
-            user_metadata=user_metadata,
-            if_none_match=if_none_match,
-        )
-        return await self._describe_written(client, key, result, content_type, user_metadata)
-
-    async def _describe_written(
-        self,
-        client: Any,
-        key: str,
-        result: WriteResult,
-        content_type: str,
-        user_metadata: Mapping[str, str],
-    ) -> ObjectInfo:
-        try:
-            return await reader.head_object(client, self.cfg, self._policy, key)
-        except Exception:
-            # Overwritten or deleted right after our write: describe what we wrote.
-            now = datetime.now(UTC)
-            return ObjectInfo(
-                key=key,
-                size=result.size,
-                content_type=content_type or "application/octet-stream",
-                sha256=result.sha256,
-                etag=result.etag,
-                created=now,
-                updated=now,
-                user_metadata=dict(user_metadata),
-            )
+        return S3Writer(await self.client(), self.cfg, self._policy)
 
     async def get(
         self, key: str, *, start: int = 0, length: int | None = None
@@ -148,25 +106,13 @@ class S3ObjectStore:
     async def head(self, key: str) -> ObjectInfo:
         return await reader.head_object(await self.client(), self.cfg, self._policy, key)
 
-    async def delete(self, key: str) -> ObjectInfo:
-        """HEAD then DeleteObject If-Match that version, so the size we report (for metering) is
-        the size of what was deleted even if the key is overwritten concurrently."""
+    async def delete_if_match(self, key: str, etag: str) -> None:
         client = await self.client()
-        ctx = ErrorContext(self.cfg.label, key)
-        for _ in range(_DELETE_ATTEMPTS):
-            info = await self.head(key)
-            try:
-                await call(
-                    lambda etag=info.etag: client.delete_object(  # type: ignore[misc]
-                        Bucket=self.cfg.bucket, Key=key, IfMatch=f'"{etag}"'
-                    ),
-                    ctx,
-                    self._policy,
-                )
-                return info
-            except Aborted:
-                continue  # replaced between HEAD and DELETE: describe the new version and retry
-        raise Aborted(f"object '{key}' keeps changing; retry the delete", metadata={"key": key})
+        await call(
+            lambda: client.delete_object(Bucket=self.cfg.bucket, Key=key, IfMatch=f'"{etag}"'),
+            ErrorContext(self.cfg.label, key),
+            self._policy,
+        )
 
     async def list(self, prefix: str, page_size: int, page_token: str) -> ObjectPage:
         return await lister.list_objects(
@@ -174,10 +120,7 @@ class S3ObjectStore:
         )
 
     async def sign_url(self, key: str, method: SignMethod, ttl: timedelta) -> SignedUrl:
-        if ttl <= timedelta(0) or ttl > MAX_SIGN_TTL:
-            raise InvalidArgument(
-                "ttl must be between 1 s and 7 days", field_violations=[("ttl", "out of range")]
-            )
+        check_sign_ttl(ttl)
         operation = {"GET": "get_object", "PUT": "put_object"}[method]
         seconds = max(1, int(ttl.total_seconds()))
         client = await self.client()
@@ -199,24 +142,25 @@ class S3ObjectStore:
         params: dict[str, Any] = {"Bucket": self.cfg.bucket}
         if self.cfg.region not in ("us-east-1", "auto"):
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.region}
-        try:
-            await call(lambda: client.create_bucket(**params), ErrorContext(self.cfg.label), self._policy)
-        except Exception as exc:
-            if error_code(exc.__cause__ or exc) != "BucketAlreadyOwnedByYou":
-                raise
+        ctx = ErrorContext(self.cfg.label)
+        await unless_code(
+            lambda: call(lambda: client.create_bucket(**params), ctx, self._policy),
+            error_code,
+            "BucketAlreadyOwnedByYou",
+        )
 
     async def deprovision(self) -> None:
         """Abort pending uploads, delete every object version, then the bucket; a missing bucket
         is fine (idempotent)."""
         client = await self.client()
         ctx = ErrorContext(self.cfg.label)
-        try:
+
+        async def remove() -> None:
             await self._abort_uploads(client, ctx)
             await self._delete_all_versions(client, ctx)
             await call(lambda: client.delete_bucket(Bucket=self.cfg.bucket), ctx, self._policy)
-        except Exception as exc:
-            if error_code(exc.__cause__ or exc) != "NoSuchBucket":
-                raise
+
+        await unless_code(remove, error_code, "NoSuchBucket")
 
     async def _abort_uploads(self, client: Any, ctx: ErrorContext) -> None:
         params: dict[str, Any] = {"Bucket": self.cfg.bucket}

@@ -12,21 +12,19 @@ import asyncio
 from typing import Any
 
 from services.common.errors import NotFound
+from services.storage.adapters.object_reads import page_size_of
 from services.storage.adapters.s3.config import S3Config
 from services.storage.adapters.s3.errors import ErrorContext, RetryPolicy, call
 from services.storage.adapters.s3.reader import head_object
 from services.storage.paging import decode_page_token, encode_page_token, scope_of
 from services.storage.ports import ObjectInfo, ObjectPage
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
 
 async def list_objects(
     client: Any, cfg: S3Config, policy: RetryPolicy, prefix: str, page_size: int, page_token: str
 ) -> ObjectPage:
     scope = scope_of("objects", prefix)
-    size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+    size = page_size_of(page_size)
     params: dict[str, Any] = {"Bucket": cfg.bucket, "MaxKeys": size}
     if prefix:
         params["Prefix"] = prefix

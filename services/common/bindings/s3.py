@@ -1,0 +1,169 @@
+"""S3 backend configuration: what a tenant's ObjectStoreBinding (plus its resolved secret) means.
+
+S3-compatible services are presets of this one backend (as in OpenDAL), not copies of it: a
+preset only changes defaults such as path-style addressing, the region and whether the SDK's
+newer default checksums are sent (several S3-compatible stores reject them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from services.common.errors import FailedPrecondition
+
+if TYPE_CHECKING:
+    from makoto.tenant.v1 import tenant_pb2
+
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * MIB
+MIN_PART_SIZE = 5 * MIB  # S3 refuses smaller parts except the last one
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+DEFAULT_REGION = "us-east-1"
+
+# preset -> (path_style, region, checksums "when_supported" | "when_required")
+PRESETS: dict[str, tuple[bool | None, str | None, str]] = {
+    "aws": (None, None, "when_supported"),
+    "minio": (True, DEFAULT_REGION, "when_required"),
+    "r2": (None, "auto", "when_required"),
+    "compatible": (None, None, "when_required"),
+}
+
+# option -> (lowest, highest) accepted value
+_INT_OPTIONS: dict[str, tuple[int, int]] = {
+    "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+    "upload_concurrency": (1, 32),
+    "list_head_concurrency": (1, 64),
+    "max_attempts": (1, 10),
+}
+_FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
+    "connect_timeout_seconds": (0.1, 120.0),
+    "read_timeout_seconds": (0.1, 3600.0),
+}
+_BOOL_OPTIONS = ("conditional_writes", "auto_provision", "managed")
+# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
+_OTHER_OPTIONS = ("preset", "kms_key_id")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    tenant_id: str
+    bucket: str
+    region: str = DEFAULT_REGION
+    endpoint_url: str | None = None
+    path_style: bool = False
+    part_size: int = DEFAULT_PART_SIZE
+    # Each part in flight costs about twice its size (our copy + the HTTP stack's), so one
+    # upload holds about (2 * upload_concurrency + 1) * part_size bytes.
+    upload_concurrency: int = 2
+    list_head_concurrency: int = 16
+    max_attempts: int = 4
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    # False for S3-compatible stores without If-None-Match on writes: create-only writes are then
+    # declared unsupported instead of being silently unconditional.
+    conditional_writes: bool = True
+    checksums: str = "when_supported"
+    # access_key_id, secret_access_key, session_token; None = the SDK's default chain.
+    credentials: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """How errors name the binding (never the secret)."""
+        return f"object store binding of tenant '{self.tenant_id}' (s3 bucket '{self.bucket}')"
+
+
+def default_bucket(tenant_id: str) -> str:
+    """makoto-{tenant_id}-assets (architecture document); a tenant id too long for S3's 63
+    characters keeps a readable head plus a hash of the whole id, so names stay unique."""
+    name = f"makoto-{tenant_id}-assets"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:10]
+    head = tenant_id[: 63 - len("makoto---assets") - len(digest)].rstrip("-")
+    return f"makoto-{head}-{digest}-assets"
+
+
+def binding_violations(
+    binding: tenant_pb2.ObjectStoreBinding, prefix: str = "object_store"
+) -> list[tuple[str, str]]:
+    """Field violations of an S3 binding (TenantService can answer INVALID_ARGUMENT with them)."""
+    out: list[tuple[str, str]] = []
+    if binding.bucket and (not _BUCKET_RE.match(binding.bucket) or ".." in binding.bucket):
+        out.append((f"{prefix}.bucket", "not a valid S3 bucket name"))
+    if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
+        out.append((f"{prefix}.endpoint", "must be an http(s) URL"))
+    for name, value in binding.options.items():
+        where = f"{prefix}.options[{name}]"
+        if name in _INT_OPTIONS:
+            low, high = _INT_OPTIONS[name]
+            if not value.isdigit() or not low <= int(value) <= high:
+                out.append((where, f"must be an integer in [{low}, {high}]"))
+        elif name in _FLOAT_OPTIONS:
+            lowf, highf = _FLOAT_OPTIONS[name]
+            try:
+                ok = lowf <= float(value) <= highf
+            except ValueError:
+                ok = False
+            if not ok:
+                out.append((where, f"must be a number in [{lowf}, {highf}]"))
+        elif name in _BOOL_OPTIONS:
+            if value.lower() not in ("true", "false"):
+                out.append((where, "must be true or false"))
+        elif name == "preset":
+            if value not in PRESETS:
+                out.append((where, f"must be one of {sorted(PRESETS)}"))
+        elif name == "kms_key_id":
+            if not 1 <= len(value) <= 2048:
+                out.append((where, "must be a KMS key id, alias or ARN"))
+        else:
+            out.append((where, "unknown option for the s3 backend"))
+    return out
+
+
+def config_from_binding(
+    tenant_id: str,
+    binding: tenant_pb2.ObjectStoreBinding,
+    credentials: Mapping[str, str] | None,
+) -> S3Config:
+    """FailedPrecondition (binding misconfigured) when the stored binding is not usable."""
+    bucket = binding.bucket or default_bucket(tenant_id)
+    problems = binding_violations(binding)
+    if credentials is not None and not (
+        credentials.get("access_key_id") and credentials.get("secret_access_key")
+    ):
+        problems.append(
+            ("object_store.credentials_secret_ref", "secret must hold access_key_id and secret_access_key")
+        )
+    if problems:
+        raise FailedPrecondition(
+            f"object store binding of tenant '{tenant_id}' (s3 bucket '{bucket}') is misconfigured: "
+            + "; ".join(f"{f}: {d}" for f, d in problems),
+            reason="BINDING_INVALID",
+            metadata={"binding": "object_store", "backend": "s3"},
+        )
+    opts = dict(binding.options)
+    endpoint = binding.endpoint or None
+    preset = opts.get("preset", "aws" if endpoint is None else "compatible")
+    preset_path_style, preset_region, checksums = PRESETS[preset]
+    return S3Config(
+        tenant_id=tenant_id,
+        bucket=bucket,
+        region=binding.region or preset_region or DEFAULT_REGION,
+        endpoint_url=endpoint,
+        path_style=binding.path_style or bool(preset_path_style),
+        part_size=int(opts.get("part_size_bytes", DEFAULT_PART_SIZE)),
+        upload_concurrency=int(opts.get("upload_concurrency", 2)),
+        list_head_concurrency=int(opts.get("list_head_concurrency", 16)),
+        max_attempts=int(opts.get("max_attempts", 4)),
+        connect_timeout=float(opts.get("connect_timeout_seconds", 5.0)),
+        read_timeout=float(opts.get("read_timeout_seconds", 60.0)),
+        conditional_writes=opts.get("conditional_writes", "true").lower() == "true",
+        checksums=checksums,
+        credentials=dict(credentials) if credentials is not None else None,
+    )
