@@ -46,7 +46,8 @@ class Workers:
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("MAKOTO_SUPERVISED_WORKER", None)
-        self.log = open(log, "wb")
+        # 0600 like every file in the mesh home (tests/security/test_state_file_modes.py walks it).
+        self.log = open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "services.storage"],
             cwd=REPO_ROOT,
