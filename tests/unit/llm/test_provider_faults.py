@@ -128,7 +128,9 @@ async def test_black_holed_provider_times_out_then_fails_fast_and_recovers(drill
 
     code, took, err = await d.chat("sick-llm")
     assert code is grpc.StatusCode.UNAVAILABLE
-    assert took < DEADLINE / 4
+    # The open circuit answers without trying the provider (its reason says so below); the bound
+    # leaves room for a loaded box (0.37 s seen once), still well short of the deadline.
+    assert took < DEADLINE / 2
     assert _reason(err) == "BACKEND_CIRCUIT_OPEN"
     retry = error_info(err)[1]  # type: ignore[arg-type]
     assert retry is not None and 0 < retry.retry_delay.ToNanoseconds() / 1e9 <= COOLDOWN
