@@ -243,9 +243,9 @@ async def _direct(pg_dsn: str, count: int, *, copy: bool) -> Result:
 
 async def _end_to_end(settings: MeshSettings, db_url: str, pid: int, count: int) -> Result:
     """Producer in this process: record() each event (spool commit), sender delivers."""
-    recorder = usage_recorder(
-        settings, f"bench-{uuid.uuid4().hex[:6]}", flush_interval=0.05, batch_size=BATCH
-    )
+    # The source is the producer's mesh identity (its mTLS certificate to MeteringService) and
+    # its spool's name: the producer stands in for StorageService, in this section's own home.
+    recorder = usage_recorder(settings, "storage", flush_interval=0.05, batch_size=BATCH)
     await recorder.start()
     tenant = f"t-e2e-{uuid.uuid4().hex[:8]}"
     try:
