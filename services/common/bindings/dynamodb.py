@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from services.common.bindings.syntax import raise_if_misconfigured
 from services.common.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -79,14 +80,12 @@ class DynamoDbItemConfig:
         cls, tenant_id: str, binding: tenant_pb2.ItemStoreBinding, secret: str | None
     ) -> DynamoDbItemConfig:
         table = binding.database or f"makoto-{tenant_id}-items"
-        problems = binding_violations(binding)
-        if problems:
-            raise FailedPrecondition(
-                f"item_store binding (dynamodb table {table!r}) is misconfigured: "
-                + "; ".join(f"{f}: {d}" for f, d in problems),
-                reason="BINDING_INVALID",
-                metadata={"binding": "item_store", "backend": "dynamodb"},
-            )
+        raise_if_misconfigured(
+            binding_violations(binding),
+            f"item_store binding (dynamodb table {table!r})",
+            binding="item_store",
+            backend="dynamodb",
+        )
         options = dict(binding.options)
         access_key_id, secret_key, token = _parse_secret(secret, table)
         try:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.common.errors import FailedPrecondition
+from services.common.bindings.syntax import OptionRules, raise_if_misconfigured
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -33,20 +33,22 @@ PRESETS: dict[str, tuple[bool | None, str | None, str]] = {
     "compatible": (None, None, "when_required"),
 }
 
-# option -> (lowest, highest) accepted value
-_INT_OPTIONS: dict[str, tuple[int, int]] = {
-    "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-    "upload_concurrency": (1, 32),
-    "list_head_concurrency": (1, 64),
-    "max_attempts": (1, 10),
-}
-_FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
-    "connect_timeout_seconds": (0.1, 120.0),
-    "read_timeout_seconds": (0.1, 3600.0),
-}
-_BOOL_OPTIONS = ("conditional_writes", "auto_provision", "managed")
 # kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
-_OTHER_OPTIONS = ("preset", "kms_key_id")
+_OPTIONS = OptionRules(
+    backend="s3",
+    ints={
+        "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+        "upload_concurrency": (1, 32),
+        "list_head_concurrency": (1, 64),
+        "max_attempts": (1, 10),
+    },
+    floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
+    flags=("conditional_writes", "auto_provision", "managed"),
+    others={
+        "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
+        "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",
+    },
+)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -98,31 +100,7 @@ def binding_violations(
         out.append((f"{prefix}.bucket", "not a valid S3 bucket name"))
     if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
         out.append((f"{prefix}.endpoint", "must be an http(s) URL"))
-    for name, value in binding.options.items():
-        where = f"{prefix}.options[{name}]"
-        if name in _INT_OPTIONS:
-            low, high = _INT_OPTIONS[name]
-            if not value.isdigit() or not low <= int(value) <= high:
-                out.append((where, f"must be an integer in [{low}, {high}]"))
-        elif name in _FLOAT_OPTIONS:
-            lowf, highf = _FLOAT_OPTIONS[name]
-            try:
-                ok = lowf <= float(value) <= highf
-            except ValueError:
-                ok = False
-            if not ok:
-                out.append((where, f"must be a number in [{lowf}, {highf}]"))
-        elif name in _BOOL_OPTIONS:
-            if value.lower() not in ("true", "false"):
-                out.append((where, "must be true or false"))
-        elif name == "preset":
-            if value not in PRESETS:
-                out.append((where, f"must be one of {sorted(PRESETS)}"))
-        elif name == "kms_key_id":
-            if not 1 <= len(value) <= 2048:
-                out.append((where, "must be a KMS key id, alias or ARN"))
-        else:
-            out.append((where, "unknown option for the s3 backend"))
+    out.extend(_OPTIONS.violations(binding.options, prefix))
     return out
 
 
@@ -140,13 +118,12 @@ def config_from_binding(
         problems.append(
             ("object_store.credentials_secret_ref", "secret must hold access_key_id and secret_access_key")
         )
-    if problems:
-        raise FailedPrecondition(
-            f"object store binding of tenant '{tenant_id}' (s3 bucket '{bucket}') is misconfigured: "
-            + "; ".join(f"{f}: {d}" for f, d in problems),
-            reason="BINDING_INVALID",
-            metadata={"binding": "object_store", "backend": "s3"},
-        )
+    raise_if_misconfigured(
+        problems,
+        f"object store binding of tenant '{tenant_id}' (s3 bucket '{bucket}')",
+        binding="object_store",
+        backend="s3",
+    )
     opts = dict(binding.options)
     endpoint = binding.endpoint or None
     preset = opts.get("preset", "aws" if endpoint is None else "compatible")
