@@ -202,11 +202,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> llm_pb2.CreateEmbeddingsResponse:
         async with self._registry.lease(request.tenant_id) as tenant:
             model = resolve_model(tenant.binding, request.model, "embedding")
-            if not tenant.provider.capabilities.embeddings:
-                raise FailedPrecondition(
-                    f"LLM provider {tenant.provider.name} does not offer embeddings",
-                    reason="CAPABILITY_UNSUPPORTED",
-                )
+            tenant.provider.capabilities.require("embeddings", tenant.provider.name)
             estimate = sum(count_tokens(text) for text in request.input)
             charge = await self._reserve(tenant, estimate)
             try:
@@ -231,11 +227,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> llm_pb2.GenerateImageResponse:
         async with self._registry.lease(request.tenant_id) as tenant:
             model = resolve_model(tenant.binding, request.model, "image")
-            if not tenant.provider.capabilities.images:
-                raise FailedPrecondition(
-                    f"LLM provider {tenant.provider.name} does not generate images",
-                    reason="CAPABILITY_UNSUPPORTED",
-                )
+            tenant.provider.capabilities.require("images", tenant.provider.name)
             estimate = count_tokens(request.prompt)
             charge = await self._reserve(tenant, estimate)
             try:
