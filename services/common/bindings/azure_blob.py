@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from services.common.bindings.syntax import OptionRules, raise_if_misconfigured
+from services.common.bindings.syntax import ObjectBindingRules, OptionRules, raise_if_misconfigured
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -27,24 +27,31 @@ MIN_PART_SIZE = 64 * KIB
 MAX_PART_SIZE = 4000 * MIB  # Azure's largest block
 MAX_BLOCKS = 50_000
 
-_OPTIONS = OptionRules(
-    backend="azure_blob",
-    ints={
-        "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-        "upload_concurrency": (1, 32),
-        "max_attempts": (1, 10),
-        "download_chunk_bytes": (64 * KIB, 64 * MIB),
-    },
-    floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
-    flags=("auto_provision", "managed"),
-    # The account's Azure region (TenantService's residency check).
-    others={
-        "location": lambda v: (
-            None if re.fullmatch(r"[a-z0-9]{2,40}", v) else "must be an Azure region name such as japaneast"
-        )
-    },
-)
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+_RULES = ObjectBindingRules(
+    bucket_ok=lambda name: bool(_CONTAINER_RE.match(name)),
+    bad_bucket="not a valid Azure container name",
+    bad_endpoint="must be the blob account URL (http(s)://...)",
+    options=OptionRules(
+        backend="azure_blob",
+        ints={
+            "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+            "upload_concurrency": (1, 32),
+            "max_attempts": (1, 10),
+            "download_chunk_bytes": (64 * KIB, 64 * MIB),
+        },
+        floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
+        flags=("auto_provision", "managed"),
+        # The account's Azure region (TenantService's residency check).
+        others={
+            "location": lambda v: (
+                None
+                if re.fullmatch(r"[a-z0-9]{2,40}", v)
+                else "must be an Azure region name such as japaneast"
+            )
+        },
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -111,13 +118,7 @@ def binding_violations(
     binding: tenant_pb2.ObjectStoreBinding, prefix: str = "object_store"
 ) -> list[tuple[str, str]]:
     """Field violations of an Azure Blob binding (TenantService answers INVALID_ARGUMENT with them)."""
-    out: list[tuple[str, str]] = []
-    if binding.bucket and not _CONTAINER_RE.match(binding.bucket):
-        out.append((f"{prefix}.bucket", "not a valid Azure container name"))
-    if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
-        out.append((f"{prefix}.endpoint", "must be the blob account URL (http(s)://...)"))
-    out.extend(_OPTIONS.violations(binding.options, prefix))
-    return out
+    return _RULES.violations(binding, prefix)
 
 
 def config_from_binding(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.common.bindings.syntax import OptionRules, raise_if_misconfigured
+from services.common.bindings.syntax import ObjectBindingRules, OptionRules, raise_if_misconfigured
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -33,23 +33,28 @@ PRESETS: dict[str, tuple[bool | None, str | None, str]] = {
     "compatible": (None, None, "when_required"),
 }
 
-# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
-_OPTIONS = OptionRules(
-    backend="s3",
-    ints={
-        "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-        "upload_concurrency": (1, 32),
-        "list_head_concurrency": (1, 64),
-        "max_attempts": (1, 10),
-    },
-    floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
-    flags=("conditional_writes", "auto_provision", "managed"),
-    others={
-        "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
-        "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",
-    },
-)
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
+_RULES = ObjectBindingRules(
+    bucket_ok=lambda name: bool(_BUCKET_RE.match(name)) and ".." not in name,
+    bad_bucket="not a valid S3 bucket name",
+    bad_endpoint="must be an http(s) URL",
+    options=OptionRules(
+        backend="s3",
+        ints={
+            "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+            "upload_concurrency": (1, 32),
+            "list_head_concurrency": (1, 64),
+            "max_attempts": (1, 10),
+        },
+        floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
+        flags=("conditional_writes", "auto_provision", "managed"),
+        others={
+            "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
+            "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",
+        },
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,7 @@ def binding_violations(
     binding: tenant_pb2.ObjectStoreBinding, prefix: str = "object_store"
 ) -> list[tuple[str, str]]:
     """Field violations of an S3 binding (TenantService can answer INVALID_ARGUMENT with them)."""
-    out: list[tuple[str, str]] = []
-    if binding.bucket and (not _BUCKET_RE.match(binding.bucket) or ".." in binding.bucket):
-        out.append((f"{prefix}.bucket", "not a valid S3 bucket name"))
-    if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
-        out.append((f"{prefix}.endpoint", "must be an http(s) URL"))
-    out.extend(_OPTIONS.violations(binding.options, prefix))
-    return out
+    return _RULES.violations(binding, prefix)
 
 
 def config_from_binding(

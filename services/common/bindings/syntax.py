@@ -4,11 +4,16 @@ secret-reference syntax are rules in the .proto, applied by protovalidate)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from services.common.errors import FailedPrecondition
+
+if TYPE_CHECKING:
+    from makoto.tenant.v1 import tenant_pb2
 
 Violations = list[tuple[str, str]]
 
@@ -69,6 +74,26 @@ class OptionRules:
         else:
             return f"unknown option for the {self.backend} backend"
         return None
+
+
+@dataclass(frozen=True)
+class ObjectBindingRules:
+    """What an object backend accepts without its secret: the bucket (container) name, an
+    http(s) endpoint and its options."""
+
+    bucket_ok: Callable[[str], bool]
+    bad_bucket: str
+    bad_endpoint: str
+    options: OptionRules
+
+    def violations(self, binding: tenant_pb2.ObjectStoreBinding, prefix: str) -> Violations:
+        out: Violations = []
+        if binding.bucket and not self.bucket_ok(binding.bucket):
+            out.append((f"{prefix}.bucket", self.bad_bucket))
+        if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
+            out.append((f"{prefix}.endpoint", self.bad_endpoint))
+        out.extend(self.options.violations(binding.options, prefix))
+        return out
 
 
 def raise_if_misconfigured(problems: Violations, describe: str, *, binding: str, backend: str) -> None:
