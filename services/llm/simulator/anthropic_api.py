@@ -103,7 +103,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "stop_sequence": None,
         "usage": {"input_tokens": prompt_tokens, "output_tokens": 1},
     }
-    try:
+    async with state.streaming():
         await response.write(_event("message_start", {"type": "message_start", "message": start}))
         await response.write(
             _event(
@@ -138,13 +138,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
         await response.write(_event("message_stop", {"type": "message_stop"}))
         await response.write_eof()
-    except ConnectionResetError:
-        state.streams_aborted += 1
-        return response
-    except asyncio.CancelledError:
-        state.streams_aborted += 1
-        raise
-    state.streams_completed += 1
     return response
 
 

@@ -245,7 +245,7 @@ async def _stream(
         return _sse({**base, "choices": [choice]})
 
     delay = config.slow_chunk_seconds if model.behaviour == "slow" else 0.0
-    try:
+    async with state.streaming():
         if dialect == "azure":
             # Azure's first chunk: no choices, only the prompt's content-filter verdict.
             await response.write(
@@ -273,13 +273,6 @@ async def _stream(
             await response.write(_sse({**base, "choices": [], "usage": usage}))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-    except ConnectionResetError:
-        state.streams_aborted += 1
-        return response
-    except asyncio.CancelledError:
-        state.streams_aborted += 1
-        raise
-    state.streams_completed += 1
     return response
 
 
