@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict
 
 from makoto.tenant.v1 import directory_pb2
 
@@ -166,3 +166,13 @@ class ProviderConfig:
     api_version: str
     max_retries: int
     timeout_seconds: float
+
+    def sdk_options(self) -> SdkOptions:
+        """What every provider SDK client (openai, anthropic) takes from the config alike."""
+        return SdkOptions(api_key=self.api_key, max_retries=self.max_retries, timeout=self.timeout_seconds)
+
+
+class SdkOptions(TypedDict):
+    api_key: str
+    max_retries: int
+    timeout: float

@@ -132,10 +132,5 @@ class AnthropicProvider(SdkProvider[anthropic.AsyncAnthropic]):
 
 
 def build_anthropic(config: ProviderConfig) -> AnthropicProvider:
-    client = anthropic.AsyncAnthropic(
-        base_url=config.endpoint,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_seconds,
-    )
+    client = anthropic.AsyncAnthropic(base_url=config.endpoint, **config.sdk_options())
     return AnthropicProvider(client, secret=config.api_key)

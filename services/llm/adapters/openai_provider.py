@@ -177,18 +177,7 @@ class OpenAIProvider(SdkProvider[openai.AsyncOpenAI]):
 
 
 def build_openai(config: ProviderConfig) -> OpenAIProvider:
-    client = openai.AsyncOpenAI(
-        base_url=config.endpoint,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_seconds,
-    )
-    http = OpenAIHttp(
-        provider="openai",
-        secret=config.api_key,
-        base_url=config.endpoint,
-        headers={"authorization": f"Bearer {config.api_key}"},
-        max_retries=config.max_retries,
-        timeout_seconds=config.timeout_seconds,
-    )
+    client = openai.AsyncOpenAI(base_url=config.endpoint, **config.sdk_options())
+    headers = {"authorization": f"Bearer {config.api_key}"}
+    http = OpenAIHttp.from_config(config, provider="openai", headers=headers)
     return OpenAIProvider(client, http=http, secret=config.api_key)

@@ -53,8 +53,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     stream = bool(body.get("stream"))
     route = "anthropic.messages.stream" if stream else "anthropic.messages"
-    state.requests[route] += 1
-    state.last_body[route] = body
+    state.observe(route, body)
     model = resolve_model(body.get("model"), "chat", "anthropic", config.retry_after_seconds)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:

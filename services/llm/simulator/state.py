@@ -36,6 +36,11 @@ class SimulatorState:
     # Images served by URL (response_format=url), newest last, bounded.
     images: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
 
+    def observe(self, route: str, body: dict[str, Any]) -> None:
+        """Count a request on its route and keep its body for tests to read."""
+        self.requests[route] += 1
+        self.last_body[route] = body
+
     @asynccontextmanager
     async def streaming(self) -> AsyncIterator[None]:
         """Counts a stream's end: completed, or aborted when the client went away (the reset is
