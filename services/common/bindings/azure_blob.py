@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from services.common.bindings.syntax import ObjectBindingRules, OptionRules, raise_if_misconfigured
+from services.common.bindings.syntax import (
+    OBJECT_FLAGS,
+    OBJECT_FLOATS,
+    OBJECT_INTS,
+    ObjectBindingRules,
+    OptionRules,
+    raise_if_misconfigured,
+)
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -35,13 +42,12 @@ _RULES = ObjectBindingRules(
     options=OptionRules(
         backend="azure_blob",
         ints={
+            **OBJECT_INTS,
             "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-            "upload_concurrency": (1, 32),
-            "max_attempts": (1, 10),
             "download_chunk_bytes": (64 * KIB, 64 * MIB),
         },
-        floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
-        flags=("auto_provision", "managed"),
+        floats=OBJECT_FLOATS,
+        flags=OBJECT_FLAGS,
         # The account's Azure region (TenantService's residency check).
         others={
             "location": lambda v: (

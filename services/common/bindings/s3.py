@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.common.bindings.syntax import ObjectBindingRules, OptionRules, raise_if_misconfigured
+from services.common.bindings.syntax import (
+    OBJECT_FLAGS,
+    OBJECT_FLOATS,
+    OBJECT_INTS,
+    ObjectBindingRules,
+    OptionRules,
+    raise_if_misconfigured,
+)
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -42,13 +49,12 @@ _RULES = ObjectBindingRules(
     options=OptionRules(
         backend="s3",
         ints={
+            **OBJECT_INTS,
             "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-            "upload_concurrency": (1, 32),
             "list_head_concurrency": (1, 64),
-            "max_attempts": (1, 10),
         },
-        floats={"connect_timeout_seconds": (0.1, 120.0), "read_timeout_seconds": (0.1, 3600.0)},
-        flags=("conditional_writes", "auto_provision", "managed"),
+        floats=OBJECT_FLOATS,
+        flags=(*OBJECT_FLAGS, "conditional_writes"),
         others={
             "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
             "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",

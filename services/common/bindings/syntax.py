@@ -34,6 +34,16 @@ def url_violations(value: str, at: str) -> Violations:
     return []
 
 
+# Options every object backend takes alike (its client's concurrency, retries and timeouts, and
+# the control plane's flags); a backend adds its own.
+OBJECT_INTS: Mapping[str, tuple[int, int]] = {"upload_concurrency": (1, 32), "max_attempts": (1, 10)}
+OBJECT_FLOATS: Mapping[str, tuple[float, float]] = {
+    "connect_timeout_seconds": (0.1, 120.0),
+    "read_timeout_seconds": (0.1, 3600.0),
+}
+OBJECT_FLAGS = ("auto_provision", "managed")
+
+
 @dataclass(frozen=True)
 class OptionRules:
     """Which binding options a backend takes: option -> accepted range, flags, and free-form
