@@ -399,6 +399,7 @@ class SpoolingUsageRecorder(_EventRecorder):
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._check_transport(settings)
         self._settings = settings
         self._source = source
         self._flush_interval = flush_interval
@@ -435,6 +436,10 @@ class SpoolingUsageRecorder(_EventRecorder):
         await self._refresh()
 
     # -- transport (overridden by the JetStream recorder) ---------------------------------
+
+    @staticmethod
+    def _check_transport(settings: MeshSettings) -> None:
+        """Refuse settings the transport cannot work with (before anything is created)."""
 
     async def _open_transport(self) -> None:
         self._channel = grpc.aio.insecure_channel(
