@@ -27,6 +27,15 @@ class MakotoError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
+    def __init_subclass__(cls, *, code: grpc.StatusCode | None = None, reason: str | None = None) -> None:
+        # A subclass names its status code; its default reason is the code's name unless given.
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+            cls.reason = reason or code.name
+        elif reason is not None:
+            cls.reason = reason
+
     def __init__(
         self,
         message: str,
@@ -50,10 +59,7 @@ class MakotoError(Exception):
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
 
 
-class InvalidArgument(MakotoError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
-
+class InvalidArgument(MakotoError, code=grpc.StatusCode.INVALID_ARGUMENT):
     def __init__(
         self,
         message: str,
@@ -79,43 +85,32 @@ class InvalidArgument(MakotoError):
         return out
 
 
-class Unauthenticated(MakotoError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
+class Unauthenticated(MakotoError, code=grpc.StatusCode.UNAUTHENTICATED):
+    pass
 
 
-class PermissionDenied(MakotoError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "PERMISSION_DENIED"
+class PermissionDenied(MakotoError, code=grpc.StatusCode.PERMISSION_DENIED):
+    pass
 
 
-class NotFound(MakotoError):
-    code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
+class NotFound(MakotoError, code=grpc.StatusCode.NOT_FOUND):
+    pass
 
 
-class AlreadyExists(MakotoError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
+class AlreadyExists(MakotoError, code=grpc.StatusCode.ALREADY_EXISTS):
+    pass
 
 
-class Aborted(MakotoError):
+class Aborted(MakotoError, code=grpc.StatusCode.ABORTED, reason="CONDITION_FAILED"):
     """Etag / condition mismatch or a transaction conflict."""
 
-    code = grpc.StatusCode.ABORTED
-    reason = "CONDITION_FAILED"
 
-
-class FailedPrecondition(MakotoError):
+class FailedPrecondition(MakotoError, code=grpc.StatusCode.FAILED_PRECONDITION):
     """Backend lacks a capability, binding misconfigured, or a stated precondition failed."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
 
-
-class Unimplemented(MakotoError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-    reason = "UNIMPLEMENTED"
+class Unimplemented(MakotoError, code=grpc.StatusCode.UNIMPLEMENTED):
+    pass
 
 
 class _Unset(Enum):
@@ -151,27 +146,20 @@ class _WithRetryInfo(MakotoError):
         return out
 
 
-class ResourceExhausted(_WithRetryInfo):
+class ResourceExhausted(_WithRetryInfo, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
     """Rate limit, quota, budget, or backend throttling after retries."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "RESOURCE_EXHAUSTED"
 
-
-class Unavailable(_WithRetryInfo):
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "BACKEND_UNAVAILABLE"
+class Unavailable(_WithRetryInfo, code=grpc.StatusCode.UNAVAILABLE, reason="BACKEND_UNAVAILABLE"):
     default_retry_after = 1.0
 
 
-class DeadlineExceeded(MakotoError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "DEADLINE_EXCEEDED"
+class DeadlineExceeded(MakotoError, code=grpc.StatusCode.DEADLINE_EXCEEDED):
+    pass
 
 
-class Internal(MakotoError):
-    code = grpc.StatusCode.INTERNAL
-    reason = "INTERNAL"
+class Internal(MakotoError, code=grpc.StatusCode.INTERNAL):
+    pass
 
 
 def _retry_info(seconds: float) -> any_pb2.Any:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, Unpack
 
 import grpc
 import structlog
@@ -47,6 +47,7 @@ from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import InvalidArgument, MakotoError, Unavailable
 from services.common.interceptor import validate_message
 from services.common.trace_context import client_interceptors
+from services.common.usage import UsageFields
 
 log = structlog.get_logger("makoto.metering_client")
 
@@ -125,18 +126,10 @@ class MeterEvent:
         )
 
 
-def new_event(
-    *,
-    source: str,
-    meter: str,
-    tenant_id: str,
-    value: int,
-    dimensions: Mapping[str, str] | None = None,
-    event_id: str | None = None,
-    time: datetime | None = None,
-) -> MeterEvent:
+def new_event(*, source: str, **fields: Unpack[UsageFields]) -> MeterEvent:
     """Build and validate an event (raises InvalidArgument). A naive `time` is taken as UTC."""
-    when = time or datetime.now(UTC)
+    meter, tenant_id, event_id = fields["meter"], fields["tenant_id"], fields.get("event_id")
+    when = fields.get("time") or datetime.now(UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if not EARLIEST <= when <= LATEST:
@@ -149,8 +142,8 @@ def new_event(
         type=meter,
         subject=tenant_id,
         time=when.astimezone(UTC),
-        value=value,
-        dimensions=dict(dimensions or {}),
+        value=fields["value"],
+        dimensions=dict(fields.get("dimensions") or {}),
     )
     # Refuse here what the server would refuse: an invalid event must not sit in the spool
     # blocking the events behind it.
@@ -162,6 +155,19 @@ def new_event(
                 _VALID_SHAPES.clear()
             _VALID_SHAPES.add(shape)
     return event
+
+
+class _EventRecorder:
+    """record() of every UsageRecorder: the event is built and validated once here; a recorder
+    only says how it keeps one (_keep)."""
+
+    _source: str
+
+    async def record(self, **fields: Unpack[UsageFields]) -> None:
+        await self._keep(new_event(source=self._source, **fields))
+
+    async def _keep(self, event: MeterEvent) -> None:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +379,7 @@ class _Rejected(Exception):
     """The server refused a batch as invalid; the caller isolates the bad event(s)."""
 
 
-class SpoolingUsageRecorder:
+class SpoolingUsageRecorder(_EventRecorder):
     """UsageRecorder for every service but MeteringService: durable spool + batched delivery."""
 
     # Delivery tuning (class attributes so the constructor stays the agreed one).
@@ -393,6 +399,7 @@ class SpoolingUsageRecorder:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self._check_transport(settings)
         self._settings = settings
         self._source = source
         self._flush_interval = flush_interval
@@ -430,6 +437,10 @@ class SpoolingUsageRecorder:
 
     # -- transport (overridden by the JetStream recorder) ---------------------------------
 
+    @staticmethod
+    def _check_transport(settings: MeshSettings) -> None:
+        """Refuse settings the transport cannot work with (before anything is created)."""
+
     async def _open_transport(self) -> None:
         self._channel = tls.open_channel(
             self._settings,
@@ -453,25 +464,7 @@ class SpoolingUsageRecorder:
         if self._channel is not None:
             await self._channel.close()
 
-    async def record(
-        self,
-        *,
-        meter: str,
-        tenant_id: str,
-        value: int,
-        dimensions: Mapping[str, str] | None = None,
-        event_id: str | None = None,
-        time: datetime | None = None,
-    ) -> None:
-        event = new_event(
-            source=self._source,
-            meter=meter,
-            tenant_id=tenant_id,
-            value=value,
-            dimensions=dimensions,
-            event_id=event_id,
-            time=time,
-        )
+    async def _keep(self, event: MeterEvent) -> None:
         payload = event.to_proto().SerializeToString()
         if self._closed:
             # A call that ended after close (cut at the grace deadline, a late finaliser):
@@ -487,7 +480,7 @@ class SpoolingUsageRecorder:
             log.warning("usage spool writes again", source=self._source)
             self._write_error = None
             SPOOL_WRITABLE.labels(self._source).set(1)
-        metrics.usage(tenant_id, meter, value)
+        metrics.usage(event.subject, event.type, event.value)
         self._check_depth()
         self._unsent_hint += 1
         if self._unsent_hint >= self._batch_size:
@@ -714,7 +707,7 @@ class UsageEventSink(Protocol):
     async def insert_events(self, events: Sequence[MeterEvent]) -> int: ...
 
 
-class LocalUsageRecorder:
+class LocalUsageRecorder(_EventRecorder):
     """MeteringService's own recorder: writes straight to its store (never to itself over gRPC)."""
 
     def __init__(self, store: UsageEventSink, source: str = "metering") -> None:
@@ -724,27 +717,9 @@ class LocalUsageRecorder:
     async def start(self) -> None:
         return None
 
-    async def record(
-        self,
-        *,
-        meter: str,
-        tenant_id: str,
-        value: int,
-        dimensions: Mapping[str, str] | None = None,
-        event_id: str | None = None,
-        time: datetime | None = None,
-    ) -> None:
-        event = new_event(
-            source=self._source,
-            meter=meter,
-            tenant_id=tenant_id,
-            value=value,
-            dimensions=dimensions,
-            event_id=event_id,
-            time=time,
-        )
+    async def _keep(self, event: MeterEvent) -> None:
         await self._store.insert_events([event])
-        metrics.usage(tenant_id, meter, value)
+        metrics.usage(event.subject, event.type, event.value)
 
     async def close(self) -> None:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import NotRequired, Protocol, TypedDict, Unpack, runtime_checkable
 
 from services.common.errors import MakotoError
 
@@ -24,22 +24,24 @@ PAYER = "payer"
 PLATFORM_PAYER = "platform"
 
 
+class UsageFields(TypedDict):
+    """What a caller says about one usage event (UsageRecorder.record's keywords)."""
+
+    meter: str
+    tenant_id: str
+    value: int
+    dimensions: NotRequired[Mapping[str, str] | None]
+    event_id: NotRequired[str | None]
+    time: NotRequired[datetime | None]
+
+
 class UsageRecorder(Protocol):
     """Records usage events durably; delivery to MeteringService is at-least-once and
     idempotent by event id (an id is assigned when the caller does not give one)."""
 
     async def start(self) -> None: ...
 
-    async def record(
-        self,
-        *,
-        meter: str,
-        tenant_id: str,
-        value: int,
-        dimensions: Mapping[str, str] | None = None,
-        event_id: str | None = None,
-        time: datetime | None = None,
-    ) -> None: ...
+    async def record(self, **fields: Unpack[UsageFields]) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -77,19 +77,14 @@ async def ensure_stream(js: JetStreamContext, settings: MeshSettings) -> None:
 class JetStreamUsageRecorder(SpoolingUsageRecorder):
     """The spooling recorder, delivering to JetStream instead of RecordUsage."""
 
-    def __init__(
-        self,
-        settings: MeshSettings,
-        source: str,
-        *,
-        flush_interval: float = 0.5,
-        batch_size: int = 200,
-    ) -> None:
-        super().__init__(settings, source, flush_interval=flush_interval, batch_size=batch_size)
+    # Connected by the sender on first use (see _stream).
+    _nc: NATS | None = None
+    _js: JetStreamContext | None = None
+
+    @staticmethod
+    def _check_transport(settings: MeshSettings) -> None:
         if not settings.nats_url:
             raise ValueError("MAKOTO_USAGE_TRANSPORT=jetstream needs MAKOTO_NATS_URL")
-        self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
 
     async def _open_transport(self) -> None:
         # Connected lazily by the sender: a service starts (and spools) while NATS is down.

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from array import array
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -31,7 +32,7 @@ class WireError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -39,7 +40,7 @@ class WireError(Exception):
         self.type = type_
         self.code = code
         self.param = param
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, TypedDict
 
 from makoto.tenant.v1 import directory_pb2
+
+from services.common.errors import FailedPrecondition
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,26 @@ class ImageResult:
     usage: Usage | None = None
 
 
+_WHAT_IT_DOES = {"embeddings": "offer embeddings", "images": "generate images"}
+
+
+def unsupported(provider: str, capability: Literal["embeddings", "images"]) -> FailedPrecondition:
+    """How a missing capability is refused, by the service and by the adapter alike."""
+    return FailedPrecondition(
+        f"LLM provider {provider} does not {_WHAT_IT_DOES[capability]}", reason="CAPABILITY_UNSUPPORTED"
+    )
+
+
 @dataclass(frozen=True)
 class Capabilities:
     chat: bool = True
     embeddings: bool = True
     images: bool = True
     list_models: bool = True
+
+    def require(self, capability: Literal["embeddings", "images"], provider: str) -> None:
+        if not getattr(self, capability):
+            raise unsupported(provider, capability)
 
 
 class ChatProvider(Protocol):
@@ -150,3 +166,13 @@ class ProviderConfig:
     api_version: str
     max_retries: int
     timeout_seconds: float
+
+    def sdk_options(self) -> SdkOptions:
+        """What every provider SDK client (openai, anthropic) takes from the config alike."""
+        return SdkOptions(api_key=self.api_key, max_retries=self.max_retries, timeout=self.timeout_seconds)
+
+
+class SdkOptions(TypedDict):
+    api_key: str
+    max_retries: int
+    timeout: float

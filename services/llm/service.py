@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -22,6 +23,8 @@ from services.llm.metering import UsageMeter
 from services.llm.ports import ChatRequest, Message, Usage
 from services.llm.registry import ProviderRegistry, TenantLlm
 from services.llm.tokens import count_chat_tokens, count_tokens
+
+T = TypeVar("T")
 
 
 def _usage_pb(usage: Usage) -> llm_pb2.TokenUsage:
@@ -79,6 +82,15 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
             tenant.tenant_id, estimate, rpm=tenant.binding.rpm_limit, tpm=tenant.binding.tpm_limit
         )
 
+    async def _charged(self, tenant: TenantLlm, charge: Charge, call: Callable[[], Awaitable[T]]) -> T:
+        """The provider call a reservation was made for; nothing charged when it fails."""
+        try:
+            async with self._provider_call(tenant):
+                return await call()
+        except BaseException:
+            await self._settle(tenant, charge, None)
+            raise
+
     async def _settle(self, tenant: TenantLlm, charge: Charge, usage: Usage | None) -> None:
         # Shielded like metering: a cancelled caller must not leave the budget half-charged.
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
@@ -122,12 +134,7 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
             chat = self._chat_request(request, tenant, context)
             estimate = count_chat_tokens(chat.messages)
             charge = await self._reserve(tenant, estimate)
-            try:
-                async with self._provider_call(tenant):
-                    result = await tenant.provider.chat(chat)
-            except BaseException:
-                await self._settle(tenant, charge, None)
-                raise
+            result = await self._charged(tenant, charge, lambda: tenant.provider.chat(chat))
             usage = result.usage or Usage(estimate, sum(count_tokens(c.content) for c in result.choices))
             await self._settle(tenant, charge, usage)
             await self._record(tenant, chat.model, usage, estimated=result.usage is None)
@@ -202,21 +209,16 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> llm_pb2.CreateEmbeddingsResponse:
         async with self._registry.lease(request.tenant_id) as tenant:
             model = resolve_model(tenant.binding, request.model, "embedding")
-            if not tenant.provider.capabilities.embeddings:
-                raise FailedPrecondition(
-                    f"LLM provider {tenant.provider.name} does not offer embeddings",
-                    reason="CAPABILITY_UNSUPPORTED",
-                )
+            tenant.provider.capabilities.require("embeddings", tenant.provider.name)
             estimate = sum(count_tokens(text) for text in request.input)
             charge = await self._reserve(tenant, estimate)
-            try:
-                async with self._provider_call(tenant):
-                    result = await tenant.provider.embed(
-                        model, list(request.input), request_timeout=self._request_timeout(context)
-                    )
-            except BaseException:
-                await self._settle(tenant, charge, None)
-                raise
+            result = await self._charged(
+                tenant,
+                charge,
+                lambda: tenant.provider.embed(
+                    model, list(request.input), request_timeout=self._request_timeout(context)
+                ),
+            )
             usage = result.usage or Usage(estimate, 0)
             await self._settle(tenant, charge, usage)
             await self._record(tenant, model, usage, estimated=result.usage is None)
@@ -231,25 +233,20 @@ class LlmServicer(llm_pb2_grpc.LLMServiceServicer):
     ) -> llm_pb2.GenerateImageResponse:
         async with self._registry.lease(request.tenant_id) as tenant:
             model = resolve_model(tenant.binding, request.model, "image")
-            if not tenant.provider.capabilities.images:
-                raise FailedPrecondition(
-                    f"LLM provider {tenant.provider.name} does not generate images",
-                    reason="CAPABILITY_UNSUPPORTED",
-                )
+            tenant.provider.capabilities.require("images", tenant.provider.name)
             estimate = count_tokens(request.prompt)
             charge = await self._reserve(tenant, estimate)
-            try:
-                async with self._provider_call(tenant):
-                    result = await tenant.provider.generate_image(
-                        model,
-                        request.prompt,
-                        size=request.size,
-                        n=request.n or 1,
-                        request_timeout=self._request_timeout(context),
-                    )
-            except BaseException:
-                await self._settle(tenant, charge, None)
-                raise
+            result = await self._charged(
+                tenant,
+                charge,
+                lambda: tenant.provider.generate_image(
+                    model,
+                    request.prompt,
+                    size=request.size,
+                    n=request.n or 1,
+                    request_timeout=self._request_timeout(context),
+                ),
+            )
             # Image models priced per image report no tokens; then there is nothing to meter here
             # (and no token budget is charged).
             await self._settle(tenant, charge, result.usage)

@@ -52,6 +52,18 @@ def new_etag() -> str:
 # -- rules every adapter applies the same way ---------------------------------------------
 
 
+def check_distinct_keys(ops: Sequence[TransactOp]) -> None:
+    """A transaction touches each item once (every backend refuses a second op on a key)."""
+    seen: set[ItemKey] = set()
+    for i, op in enumerate(ops):
+        if op.key in seen:
+            raise InvalidArgument(
+                "a transaction may touch each item only once",
+                field_violations=[(f"writes[{i}]", "duplicate item key in transaction")],
+            )
+        seen.add(op.key)
+
+
 def check_transaction(ops: Sequence[TransactOp], max_ops: int) -> None:
     """Shape rules of transact_write, checked before anything is sent."""
     if not ops:
@@ -63,14 +75,8 @@ def check_transaction(ops: Sequence[TransactOp], max_ops: int) -> None:
             f"a transaction holds at most {max_ops} operations on this backend",
             field_violations=[("writes", f"{len(ops)} operations; at most {max_ops}")],
         )
-    seen: set[ItemKey] = set()
+    check_distinct_keys(ops)
     for i, op in enumerate(ops):
-        if op.key in seen:
-            raise InvalidArgument(
-                "a transaction may touch each item only once",
-                field_violations=[(f"writes[{i}]", "duplicate item key in transaction")],
-            )
-        seen.add(op.key)
         if isinstance(op, (PutOp, ConditionCheckOp)) and op.must_not_exist and op.expected_etag:
             raise InvalidArgument(
                 "set at most one of must_not_exist and expected_etag",

@@ -8,16 +8,16 @@ The URL may hold a password: it is never logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.config import MeshSettings
+from services.common.sql_engine import async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Serialises concurrent starts migrating one PostgreSQL database (any constant; "MKTN").
@@ -38,22 +38,8 @@ def database_url(settings: MeshSettings) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # WAL: readers never wait for the writer; busy_timeout: writers queue instead of failing.
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-    return engine
+    # WAL: readers never wait for the writer; busy_timeout: writers queue instead of failing.
+    return async_engine(url, ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON"))
 
 
 def alembic_config() -> Config:

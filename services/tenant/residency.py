@@ -82,20 +82,19 @@ def _aws_region(endpoint: str) -> str:
 def locations(bindings: tenant_pb2.TenantBindings, prefix: str) -> list[tuple[str, str]]:
     """(field, location) for every binding that says where it keeps data."""
     out: list[tuple[str, str]] = []
-    objects, items, llm = bindings.object_store, bindings.item_store, bindings.llm
-    if objects.region:
-        out.append((f"{prefix}.object_store.region", objects.region))
-    elif region := _aws_region(objects.endpoint):
-        out.append((f"{prefix}.object_store.endpoint", region))
-    elif objects.options.get("location"):
-        out.append((f"{prefix}.object_store.options[location]", objects.options["location"]))
-    if items.region:
-        out.append((f"{prefix}.item_store.region", items.region))
-    elif region := _aws_region(items.endpoint):
-        out.append((f"{prefix}.item_store.endpoint", region))
-    elif items.options.get("location"):
-        out.append((f"{prefix}.item_store.options[location]", items.options["location"]))
-    if region := _aws_region(llm.endpoint):
+    stores: tuple[tuple[str, tenant_pb2.ObjectStoreBinding | tenant_pb2.ItemStoreBinding], ...] = (
+        ("object_store", bindings.object_store),
+        ("item_store", bindings.item_store),
+    )
+    for name, store in stores:
+        # The first that says: the region field, an AWS endpoint's region, Azure's location option.
+        if store.region:
+            out.append((f"{prefix}.{name}.region", store.region))
+        elif region := _aws_region(store.endpoint):
+            out.append((f"{prefix}.{name}.endpoint", region))
+        elif store.options.get("location"):
+            out.append((f"{prefix}.{name}.options[location]", store.options["location"]))
+    if region := _aws_region(bindings.llm.endpoint):
         out.append((f"{prefix}.llm.endpoint", region))
     return out
 

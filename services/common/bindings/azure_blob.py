@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from services.common.errors import FailedPrecondition
+from services.common.bindings.syntax import (
+    OBJECT_FLAGS,
+    OBJECT_FLOATS,
+    OBJECT_INTS,
+    ObjectBindingRules,
+    OptionRules,
+    raise_if_misconfigured,
+)
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -27,18 +34,30 @@ MIN_PART_SIZE = 64 * KIB
 MAX_PART_SIZE = 4000 * MIB  # Azure's largest block
 MAX_BLOCKS = 50_000
 
-_INT_OPTIONS: dict[str, tuple[int, int]] = {
-    "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-    "upload_concurrency": (1, 32),
-    "max_attempts": (1, 10),
-    "download_chunk_bytes": (64 * KIB, 64 * MIB),
-}
-_FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
-    "connect_timeout_seconds": (0.1, 120.0),
-    "read_timeout_seconds": (0.1, 3600.0),
-}
-_BOOL_OPTIONS = ("auto_provision", "managed")
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+_RULES = ObjectBindingRules(
+    bucket_ok=lambda name: bool(_CONTAINER_RE.match(name)),
+    bad_bucket="not a valid Azure container name",
+    bad_endpoint="must be the blob account URL (http(s)://...)",
+    options=OptionRules(
+        backend="azure_blob",
+        ints={
+            **OBJECT_INTS,
+            "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+            "download_chunk_bytes": (64 * KIB, 64 * MIB),
+        },
+        floats=OBJECT_FLOATS,
+        flags=OBJECT_FLAGS,
+        # The account's Azure region (TenantService's residency check).
+        others={
+            "location": lambda v: (
+                None
+                if re.fullmatch(r"[a-z0-9]{2,40}", v)
+                else "must be an Azure region name such as japaneast"
+            )
+        },
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -105,34 +124,7 @@ def binding_violations(
     binding: tenant_pb2.ObjectStoreBinding, prefix: str = "object_store"
 ) -> list[tuple[str, str]]:
     """Field violations of an Azure Blob binding (TenantService answers INVALID_ARGUMENT with them)."""
-    out: list[tuple[str, str]] = []
-    if binding.bucket and not _CONTAINER_RE.match(binding.bucket):
-        out.append((f"{prefix}.bucket", "not a valid Azure container name"))
-    if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
-        out.append((f"{prefix}.endpoint", "must be the blob account URL (http(s)://...)"))
-    for name, value in binding.options.items():
-        where = f"{prefix}.options[{name}]"
-        if name in _INT_OPTIONS:
-            low, high = _INT_OPTIONS[name]
-            if not value.isdigit() or not low <= int(value) <= high:
-                out.append((where, f"must be an integer in [{low}, {high}]"))
-        elif name in _FLOAT_OPTIONS:
-            lowf, highf = _FLOAT_OPTIONS[name]
-            try:
-                ok = lowf <= float(value) <= highf
-            except ValueError:
-                ok = False
-            if not ok:
-                out.append((where, f"must be a number in [{lowf}, {highf}]"))
-        elif name in _BOOL_OPTIONS:
-            if value.lower() not in ("true", "false"):
-                out.append((where, "must be true or false"))
-        elif name == "location":  # the account's Azure region (TenantService's residency check)
-            if not re.fullmatch(r"[a-z0-9]{2,40}", value):
-                out.append((where, "must be an Azure region name such as japaneast"))
-        else:
-            out.append((where, "unknown option for the azure_blob backend"))
-    return out
+    return _RULES.violations(binding, prefix)
 
 
 def config_from_binding(
@@ -164,13 +156,12 @@ def config_from_binding(
                 "secret must hold connection_string, account_key or sas_token",
             )
         )
-    if problems:
-        raise FailedPrecondition(
-            f"object store binding of tenant '{tenant_id}' (azure_blob container '{container}') is "
-            "misconfigured: " + "; ".join(f"{f}: {d}" for f, d in problems),
-            reason="BINDING_INVALID",
-            metadata={"binding": "object_store", "backend": "azure_blob"},
-        )
+    raise_if_misconfigured(
+        problems,
+        f"object store binding of tenant '{tenant_id}' (azure_blob container '{container}')",
+        binding="object_store",
+        backend="azure_blob",
+    )
     opts = dict(binding.options)
     return BlobConfig(
         tenant_id=tenant_id,

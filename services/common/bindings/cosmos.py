@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from services.common.bindings.syntax import raise_if_misconfigured
 from services.common.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -77,13 +78,7 @@ class CosmosItemConfig:
         options = dict(binding.options)
         container = options.get("container", "items")
         describe = f"item_store binding (cosmos database {database!r}, container {container!r})"
-        problems = binding_violations(binding)
-        if problems:
-            raise FailedPrecondition(
-                f"{describe} is misconfigured: " + "; ".join(f"{f}: {d}" for f, d in problems),
-                reason="BINDING_INVALID",
-                metadata=_META,
-            )
+        raise_if_misconfigured(binding_violations(binding), describe, binding="item_store", backend="cosmos")
         if not secret:
             raise FailedPrecondition(
                 f"{describe}: credentials_secret_ref must name the account key",

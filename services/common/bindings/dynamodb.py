@@ -13,12 +13,13 @@ dev setups only, the control plane provisions otherwise).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from services.common.bindings.aws_keys import aws_keys
+from services.common.bindings.syntax import raise_if_misconfigured
 from services.common.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -79,14 +80,12 @@ class DynamoDbItemConfig:
         cls, tenant_id: str, binding: tenant_pb2.ItemStoreBinding, secret: str | None
     ) -> DynamoDbItemConfig:
         table = binding.database or f"makoto-{tenant_id}-items"
-        problems = binding_violations(binding)
-        if problems:
-            raise FailedPrecondition(
-                f"item_store binding (dynamodb table {table!r}) is misconfigured: "
-                + "; ".join(f"{f}: {d}" for f, d in problems),
-                reason="BINDING_INVALID",
-                metadata={"binding": "item_store", "backend": "dynamodb"},
-            )
+        raise_if_misconfigured(
+            binding_violations(binding),
+            f"item_store binding (dynamodb table {table!r})",
+            binding="item_store",
+            backend="dynamodb",
+        )
         options = dict(binding.options)
         access_key_id, secret_key, token = _parse_secret(secret, table)
         try:
@@ -119,17 +118,9 @@ class DynamoDbItemConfig:
 def _parse_secret(secret: str | None, table: str) -> tuple[str | None, str | None, str | None]:
     if secret is None or secret == "":
         return None, None, None
-    text = secret.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-            return str(data["access_key_id"]), str(data["secret_access_key"]), data.get("session_token")
-        except (ValueError, KeyError, TypeError):
-            pass
-    elif ":" in text:
-        key_id, _, secret_key = text.partition(":")
-        if key_id and secret_key:
-            return key_id, secret_key, None
+    keys = aws_keys(secret)
+    if keys is not None:
+        return keys
     # Say what is wrong with the secret's shape, never what it contains.
     raise FailedPrecondition(
         f"item_store binding (dynamodb table {table!r}): the credentials secret is not "

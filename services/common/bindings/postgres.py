@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from services.common.bindings.syntax import raise_if_misconfigured
 from services.common.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -86,35 +87,12 @@ class PostgresItemConfig:
     ) -> PostgresItemConfig:
         schema = binding.database or schema_for(tenant_id)
         describe = f"item_store binding (postgres, schema {schema!r})"
-        problems = binding_violations(binding)
-        if problems:
-            raise FailedPrecondition(
-                f"{describe} is misconfigured: " + "; ".join(f"{f}: {d}" for f, d in problems),
-                reason="BINDING_INVALID",
-                metadata=_META,
-            )
+        raise_if_misconfigured(
+            binding_violations(binding), describe, binding="item_store", backend="postgres"
+        )
+        # binding_violations refused a DSN that is not postgresql://, embeds a password or
+        # names a schema too long; schema_for always fits.
         dsn = binding.endpoint
-        try:
-            parts = urlsplit(dsn)
-            if parts.scheme not in ("postgresql", "postgres"):
-                raise ValueError("scheme")
-            has_password = parts.password is not None
-        except ValueError:
-            raise FailedPrecondition(
-                f"{describe}: endpoint must be a postgresql:// DSN", reason="BINDING_INVALID", metadata=_META
-            ) from None
-        if has_password or "password=" in (parts.query or ""):
-            raise FailedPrecondition(
-                f"{describe}: the endpoint DSN must not embed a password; use credentials_secret_ref",
-                reason="BINDING_INVALID",
-                metadata=_META,
-            )
-        if len(schema) > MAX_IDENTIFIER:
-            raise FailedPrecondition(
-                f"{describe}: schema names are at most {MAX_IDENTIFIER} characters",
-                reason="BINDING_INVALID",
-                metadata=_META,
-            )
         options = dict(binding.options)
         try:
             return cls(

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from services.common.errors import FailedPrecondition
+from services.common.bindings.syntax import (
+    OBJECT_FLAGS,
+    OBJECT_FLOATS,
+    OBJECT_INTS,
+    ObjectBindingRules,
+    OptionRules,
+    raise_if_misconfigured,
+)
 
 if TYPE_CHECKING:
     from makoto.tenant.v1 import tenant_pb2
@@ -33,21 +40,27 @@ PRESETS: dict[str, tuple[bool | None, str | None, str]] = {
     "compatible": (None, None, "when_required"),
 }
 
-# option -> (lowest, highest) accepted value
-_INT_OPTIONS: dict[str, tuple[int, int]] = {
-    "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
-    "upload_concurrency": (1, 32),
-    "list_head_concurrency": (1, 64),
-    "max_attempts": (1, 10),
-}
-_FLOAT_OPTIONS: dict[str, tuple[float, float]] = {
-    "connect_timeout_seconds": (0.1, 120.0),
-    "read_timeout_seconds": (0.1, 3600.0),
-}
-_BOOL_OPTIONS = ("conditional_writes", "auto_provision", "managed")
-# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
-_OTHER_OPTIONS = ("preset", "kms_key_id")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# kms_key_id: SSE-KMS key TenantService provisions a managed bucket with.
+_RULES = ObjectBindingRules(
+    bucket_ok=lambda name: bool(_BUCKET_RE.match(name)) and ".." not in name,
+    bad_bucket="not a valid S3 bucket name",
+    bad_endpoint="must be an http(s) URL",
+    options=OptionRules(
+        backend="s3",
+        ints={
+            **OBJECT_INTS,
+            "part_size_bytes": (MIN_PART_SIZE, MAX_PART_SIZE),
+            "list_head_concurrency": (1, 64),
+        },
+        floats=OBJECT_FLOATS,
+        flags=(*OBJECT_FLAGS, "conditional_writes"),
+        others={
+            "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
+            "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",
+        },
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -93,37 +106,7 @@ def binding_violations(
     binding: tenant_pb2.ObjectStoreBinding, prefix: str = "object_store"
 ) -> list[tuple[str, str]]:
     """Field violations of an S3 binding (TenantService can answer INVALID_ARGUMENT with them)."""
-    out: list[tuple[str, str]] = []
-    if binding.bucket and (not _BUCKET_RE.match(binding.bucket) or ".." in binding.bucket):
-        out.append((f"{prefix}.bucket", "not a valid S3 bucket name"))
-    if binding.endpoint and not re.match(r"^https?://[^/\s]+", binding.endpoint):
-        out.append((f"{prefix}.endpoint", "must be an http(s) URL"))
-    for name, value in binding.options.items():
-        where = f"{prefix}.options[{name}]"
-        if name in _INT_OPTIONS:
-            low, high = _INT_OPTIONS[name]
-            if not value.isdigit() or not low <= int(value) <= high:
-                out.append((where, f"must be an integer in [{low}, {high}]"))
-        elif name in _FLOAT_OPTIONS:
-            lowf, highf = _FLOAT_OPTIONS[name]
-            try:
-                ok = lowf <= float(value) <= highf
-            except ValueError:
-                ok = False
-            if not ok:
-                out.append((where, f"must be a number in [{lowf}, {highf}]"))
-        elif name in _BOOL_OPTIONS:
-            if value.lower() not in ("true", "false"):
-                out.append((where, "must be true or false"))
-        elif name == "preset":
-            if value not in PRESETS:
-                out.append((where, f"must be one of {sorted(PRESETS)}"))
-        elif name == "kms_key_id":
-            if not 1 <= len(value) <= 2048:
-                out.append((where, "must be a KMS key id, alias or ARN"))
-        else:
-            out.append((where, "unknown option for the s3 backend"))
-    return out
+    return _RULES.violations(binding, prefix)
 
 
 def config_from_binding(
@@ -140,13 +123,12 @@ def config_from_binding(
         problems.append(
             ("object_store.credentials_secret_ref", "secret must hold access_key_id and secret_access_key")
         )
-    if problems:
-        raise FailedPrecondition(
-            f"object store binding of tenant '{tenant_id}' (s3 bucket '{bucket}') is misconfigured: "
-            + "; ".join(f"{f}: {d}" for f, d in problems),
-            reason="BINDING_INVALID",
-            metadata={"binding": "object_store", "backend": "s3"},
-        )
+    raise_if_misconfigured(
+        problems,
+        f"object store binding of tenant '{tenant_id}' (s3 bucket '{bucket}')",
+        binding="object_store",
+        backend="s3",
+    )
     opts = dict(binding.options)
     endpoint = binding.endpoint or None
     preset = opts.get("preset", "aws" if endpoint is None else "compatible")

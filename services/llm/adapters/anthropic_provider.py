@@ -8,23 +8,21 @@ with FAILED_PRECONDITION rather than silently dropped: embeddings, image generat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Any, NoReturn
 
 import anthropic
 import httpx2
 
-from services.common import deadline
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.llm.adapters.anthropic_errors import map_anthropic_error
+from services.llm.adapters.sdk_provider import SdkProvider
 from services.llm.ports import (
     Capabilities,
     ChatDelta,
     ChatRequest,
     ChatResult,
     Choice,
-    EmbeddingResult,
-    ImageResult,
     ProviderConfig,
     Usage,
 )
@@ -39,21 +37,14 @@ def _finish(reason: str | None) -> str:
     return _FINISH.get(reason or "", reason or "")
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider[anthropic.AsyncAnthropic]):
+    sdk_errors = _ERRORS
+
     def __init__(self, client: anthropic.AsyncAnthropic, *, secret: str) -> None:
-        self._client = client
-        self._secret = secret
+        super().__init__(client, secret=secret, name="anthropic")
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
-
-    def _sdk(self) -> anthropic.AsyncAnthropic:
-        """The client; without its own retries when the call's deadline leaves no room for one."""
-        return self._client if deadline.room_for_retry() else self._client.with_options(max_retries=0)
-
-    @property
-    def name(self) -> str:
-        return "anthropic"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -139,45 +130,7 @@ class AnthropicProvider:
         finally:
             await stream.close()
 
-    async def embed(
-        self, model: str, inputs: Sequence[str], *, request_timeout: float | None = None
-    ) -> EmbeddingResult:
-        raise FailedPrecondition(
-            "LLM provider anthropic does not offer embeddings", reason="CAPABILITY_UNSUPPORTED"
-        )
-
-    async def generate_image(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        size: str = "",
-        n: int = 1,
-        request_timeout: float | None = None,
-    ) -> ImageResult:
-        raise FailedPrecondition(
-            "LLM provider anthropic does not generate images", reason="CAPABILITY_UNSUPPORTED"
-        )
-
-    async def list_models(self, *, request_timeout: float | None = None) -> list[str]:
-        extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
-        try:
-            return [m.id async for m in self._sdk().models.list(**extra)]
-        except _ERRORS as exc:
-            self._fail(exc, "")
-
-    async def close(self) -> None:
-        await self._client.close()
-
-    def is_closed(self) -> bool:
-        return self._client.is_closed()
-
 
 def build_anthropic(config: ProviderConfig) -> AnthropicProvider:
-    client = anthropic.AsyncAnthropic(
-        base_url=config.endpoint,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_seconds,
-    )
+    client = anthropic.AsyncAnthropic(base_url=config.endpoint, **config.sdk_options())
     return AnthropicProvider(client, secret=config.api_key)

@@ -12,20 +12,11 @@ from services.llm.ports import ProviderConfig
 
 def build_azure_openai(config: ProviderConfig) -> OpenAIProvider:
     client = openai.AsyncAzureOpenAI(
-        azure_endpoint=config.endpoint,
-        api_version=config.api_version,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_seconds,
+        azure_endpoint=config.endpoint, api_version=config.api_version, **config.sdk_options()
     )
-    http = OpenAIHttp(
-        provider="azure_openai",
-        secret=config.api_key,
-        base_url=config.endpoint,
-        headers={"api-key": config.api_key},
-        max_retries=config.max_retries,
-        timeout_seconds=config.timeout_seconds,
-        azure_api_version=config.api_version,
+    headers = {"api-key": config.api_key}
+    http = OpenAIHttp.from_config(
+        config, provider="azure_openai", headers=headers, azure_api_version=config.api_version
     )
     return OpenAIProvider(
         client, http=http, secret=config.api_key, name="azure_openai", max_tokens_param="max_tokens"

@@ -32,6 +32,7 @@ from services.llm.adapters.http_errors import (
     unreachable,
     unreadable,
 )
+from services.llm.ports import ProviderConfig
 
 _RETRIED = frozenset({408, 409, 429})
 _DONE = object()  # the stream's `data: [DONE]`
@@ -60,6 +61,25 @@ class OpenAIHttp:
         self._timeout = timeout_seconds
         self._azure_version = azure_api_version
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ProviderConfig,
+        *,
+        provider: str,
+        headers: Mapping[str, str],
+        azure_api_version: str | None = None,
+    ) -> OpenAIHttp:
+        return cls(
+            provider=provider,
+            secret=config.api_key,
+            base_url=config.endpoint,
+            headers=headers,
+            max_retries=config.max_retries,
+            timeout_seconds=config.timeout_seconds,
+            azure_api_version=azure_api_version,
+        )
 
     def url(self, model: str) -> str:
         if self._azure_version is not None:

@@ -10,10 +10,10 @@ from typing import Any, NoReturn
 import httpx2
 import openai
 
-from services.common import deadline
 from services.llm.adapters.http_errors import unreadable
 from services.llm.adapters.openai_errors import map_openai_error
 from services.llm.adapters.openai_http import OpenAIHttp
+from services.llm.adapters.sdk_provider import SdkProvider
 from services.llm.ports import (
     Capabilities,
     ChatDelta,
@@ -30,7 +30,9 @@ from services.llm.ports import (
 _ERRORS = (openai.OpenAIError, httpx2.HTTPError)
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider[openai.AsyncOpenAI]):
+    sdk_errors = _ERRORS
+
     def __init__(
         self,
         client: openai.AsyncOpenAI,
@@ -41,22 +43,12 @@ class OpenAIProvider:
         # OpenAI wants max_completion_tokens (o-series refuse max_tokens); Azure's GA API max_tokens.
         max_tokens_param: str = "max_completion_tokens",
     ) -> None:
-        self._client = client
+        super().__init__(client, secret=secret, name=name)
         self._http = http
-        self._secret = secret
-        self._name = name
         self._max_tokens_param = max_tokens_param
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self._name!r}, base_url={str(self._client.base_url)!r})"
-
-    def _sdk(self) -> openai.AsyncOpenAI:
-        """The client; without its own retries when the call's deadline leaves no room for one."""
-        return self._client if deadline.room_for_retry() else self._client.with_options(max_retries=0)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def capabilities(self) -> Capabilities:
@@ -179,34 +171,13 @@ class OpenAIProvider:
             usage=Usage(usage.input_tokens, usage.output_tokens) if usage else None,
         )
 
-    async def list_models(self, *, request_timeout: float | None = None) -> list[str]:
-        extra: dict[str, Any] = {"timeout": request_timeout} if request_timeout is not None else {}
-        try:
-            return [m.id async for m in self._sdk().models.list(**extra)]
-        except _ERRORS as exc:
-            self._fail(exc, "")
-
     async def close(self) -> None:
         await self._http.close()
-        await self._client.close()
-
-    def is_closed(self) -> bool:
-        return self._client.is_closed()
+        await super().close()
 
 
 def build_openai(config: ProviderConfig) -> OpenAIProvider:
-    client = openai.AsyncOpenAI(
-        base_url=config.endpoint,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_seconds,
-    )
-    http = OpenAIHttp(
-        provider="openai",
-        secret=config.api_key,
-        base_url=config.endpoint,
-        headers={"authorization": f"Bearer {config.api_key}"},
-        max_retries=config.max_retries,
-        timeout_seconds=config.timeout_seconds,
-    )
+    client = openai.AsyncOpenAI(base_url=config.endpoint, **config.sdk_options())
+    headers = {"authorization": f"Bearer {config.api_key}"}
+    http = OpenAIHttp.from_config(config, provider="openai", headers=headers)
     return OpenAIProvider(client, http=http, secret=config.api_key)

@@ -53,8 +53,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     stream = bool(body.get("stream"))
     route = "anthropic.messages.stream" if stream else "anthropic.messages"
-    state.requests[route] += 1
-    state.last_body[route] = body
+    state.observe(route, body)
     model = resolve_model(body.get("model"), "chat", "anthropic", config.retry_after_seconds)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -103,7 +102,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "stop_sequence": None,
         "usage": {"input_tokens": prompt_tokens, "output_tokens": 1},
     }
-    try:
+    async with state.streaming():
         await response.write(_event("message_start", {"type": "message_start", "message": start}))
         await response.write(
             _event(
@@ -138,13 +137,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
         await response.write(_event("message_stop", {"type": "message_stop"}))
         await response.write_eof()
-    except ConnectionResetError:
-        state.streams_aborted += 1
-        return response
-    except asyncio.CancelledError:
-        state.streams_aborted += 1
-        raise
-    state.streams_completed += 1
     return response
 
 

@@ -4,8 +4,9 @@ Handlers raise SimError; a middleware renders it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
+
+from services.llm.openai_wire import WireError
 
 Dialect = Literal["openai", "azure", "anthropic"]
 
@@ -20,32 +21,16 @@ _ANTHROPIC_TYPES = {
 }
 
 
-class SimError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.code = code
-        self.param = param
-        self.headers = dict(headers or {})
+class SimError(WireError):
+    """A WireError the simulator can also render in the Azure and Anthropic dialects."""
 
-    def body(self, dialect: Dialect) -> dict[str, object]:
+    def body(self, dialect: Dialect = "openai") -> dict[str, Any]:
         if dialect == "anthropic":
             kind = _ANTHROPIC_TYPES.get(self.status, "api_error")
             return {"type": "error", "error": {"type": kind, "message": self.message}}
         if dialect == "azure":
             return {"error": {"code": self.code or str(self.status), "message": self.message}}
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return super().body()
 
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> SimError:

@@ -125,8 +125,7 @@ async def chat_completions(request: web.Request, dialect: Dialect, model_name: o
     body = await json_body(request)
     stream = bool(body.get("stream"))
     route = route_name(dialect, "chat.stream" if stream else "chat")
-    state.requests[route] += 1
-    state.last_body[route] = body
+    state.observe(route, body)
     model = resolve_model(model_name, "chat", dialect, config.retry_after_seconds)
     messages = parse_messages(body)
     temperature = body.get("temperature")
@@ -245,7 +244,7 @@ async def _stream(
         return _sse({**base, "choices": [choice]})
 
     delay = config.slow_chunk_seconds if model.behaviour == "slow" else 0.0
-    try:
+    async with state.streaming():
         if dialect == "azure":
             # Azure's first chunk: no choices, only the prompt's content-filter verdict.
             await response.write(
@@ -273,13 +272,6 @@ async def _stream(
             await response.write(_sse({**base, "choices": [], "usage": usage}))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-    except ConnectionResetError:
-        state.streams_aborted += 1
-        return response
-    except asyncio.CancelledError:
-        state.streams_aborted += 1
-        raise
-    state.streams_completed += 1
     return response
 
 
@@ -290,8 +282,7 @@ async def embeddings(request: web.Request, dialect: Dialect, model_name: object)
     config, state = request.app[CONFIG], request.app[STATE]
     body = await json_body(request)
     route = route_name(dialect, "embeddings")
-    state.requests[route] += 1
-    state.last_body[route] = body
+    state.observe(route, body)
     model = resolve_model(model_name, "embedding", dialect, config.retry_after_seconds)
     raw = body.get("input")
     texts: list[str]
@@ -339,8 +330,7 @@ async def images(request: web.Request, dialect: Dialect, model_name: object) -> 
     config, state = request.app[CONFIG], request.app[STATE]
     body = await json_body(request)
     route = route_name(dialect, "images")
-    state.requests[route] += 1
-    state.last_body[route] = body
+    state.observe(route, body)
     model = resolve_model(model_name or "sim-image", "image", dialect, config.retry_after_seconds)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,25 @@ class SimulatorState:
     last_body: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Images served by URL (response_format=url), newest last, bounded.
     images: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    def observe(self, route: str, body: dict[str, Any]) -> None:
+        """Count a request on its route and keep its body for tests to read."""
+        self.requests[route] += 1
+        self.last_body[route] = body
+
+    @asynccontextmanager
+    async def streaming(self) -> AsyncIterator[None]:
+        """Counts a stream's end: completed, or aborted when the client went away (the reset is
+        swallowed: the handler then returns what it wrote)."""
+        try:
+            yield
+        except ConnectionResetError:
+            self.streams_aborted += 1
+        except asyncio.CancelledError:
+            self.streams_aborted += 1
+            raise
+        else:
+            self.streams_completed += 1
 
     def remember_image(self, name: str, data: bytes, limit: int = 64) -> None:
         self.images[name] = data

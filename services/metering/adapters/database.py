@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.sql_engine import async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Its own version table, so the metering schema can share a PostgreSQL database with others.
@@ -17,24 +17,9 @@ VERSION_TABLE = "metering_alembic_version"
 
 
 def create_engine(url: str) -> AsyncEngine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
-
-        @sa.event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            # WAL: readers do not block the writer; busy_timeout: writers queue instead of failing
-            # (30 s: a starved box once held the write lock past 10 s and a RecordUsage failed).
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # WAL: readers do not block the writer; busy_timeout: writers queue instead of failing
+    # (30 s: a starved box once held the write lock past 10 s and a RecordUsage failed).
+    return async_engine(url, ("journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL"))
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

@@ -555,26 +555,30 @@ def _select(conn: sqlite3.Connection, key: str) -> _Row | None:
     return row
 
 
+def _open_at(name: str, flags: int, dir_fd: int) -> int | None:
+    """os.open below dir_fd; None if it vanished; a symlink or non-directory on the way is an
+    integrity error (the store never makes one)."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _integrity_error() from exc
+        raise
+
+
 def _open_version(blobs_fd: int, version: str, size: int) -> int | None:
     """Open a version file read-only without following symlinks; None if it vanished."""
-    try:
-        shard = os.open(version[:2], _DIR_FLAGS, dir_fd=blobs_fd)
-    except FileNotFoundError:
+    shard = _open_at(version[:2], _DIR_FLAGS, blobs_fd)
+    if shard is None:
         return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _integrity_error() from exc
-        raise
     try:
-        fd = os.open(version, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=shard)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _integrity_error() from exc
-        raise
+        fd = _open_at(version, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, shard)
     finally:
         _close_quietly(shard)
+    if fd is None:
+        return None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size != size:
         _close_quietly(fd)

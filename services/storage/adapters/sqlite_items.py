@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.storage.item_codec import check_distinct_keys
 from services.storage.paging import decode_page_token, encode_page_token, prefix_upper_bound, scope_of
 from services.storage.ports import (
     Attributes,
@@ -281,14 +282,7 @@ class SqliteItemStore:
         return [_item(r) for r in await self._db.run(body)]
 
     async def transact_write(self, ops: Sequence[TransactOp]) -> list[StoredItem]:
-        seen: set[ItemKey] = set()
-        for i, op in enumerate(ops):
-            if op.key in seen:
-                raise InvalidArgument(
-                    "a transaction may touch each item only once",
-                    field_violations=[(f"writes[{i}]", "duplicate item key in transaction")],
-                )
-            seen.add(op.key)
+        check_distinct_keys(ops)
         encoded = [dumps_attributes(op.attributes) if isinstance(op, PutOp) else "" for op in ops]
 
         def body(conn: sqlite3.Connection) -> list[_Row]:

@@ -84,3 +84,19 @@ async def build_object_store(
         return store(config)
 
     return await build_store(ctx, binding, "object_store", make)
+
+
+def item_store_factory(
+    config: Callable[[str, tenant_pb2.ItemStoreBinding, str | None], C],
+    store: Callable[[C], StoreT],
+) -> Callable[[AdapterContext, tenant_pb2.ItemStoreBinding], Awaitable[StoreT]]:
+    """The registry factory of an item backend whose adapter is `store(config(tenant, binding,
+    secret))`: the backend modules name only their config and adapter classes."""
+
+    async def build(ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> StoreT:
+        def make(secret: str | None) -> StoreT:
+            return store(config(ctx.tenant_id, binding, secret))
+
+        return await build_item_store(ctx, binding, make)
+
+    return build

@@ -24,6 +24,7 @@ from makoto.tenant.v1 import tenant_pb2
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.bindings.aws_keys import aws_keys
 from services.tenant.provisioning.workflow import StepFailed
 
 MANAGED_BY = "makoto-platform"
@@ -82,17 +83,9 @@ class AwsTarget:
 def parse_keys(secret: str) -> tuple[str, str, str | None]:
     """JSON {"access_key_id", "secret_access_key", "session_token"?} or KEY_ID:SECRET (the shapes
     the storage adapters read)."""
-    text = secret.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-            return str(data["access_key_id"]), str(data["secret_access_key"]), data.get("session_token")
-        except (ValueError, KeyError, TypeError):
-            pass
-    elif ":" in text:
-        key_id, _, secret_key = text.partition(":")
-        if key_id and secret_key:
-            return key_id, secret_key, None
+    keys = aws_keys(secret)
+    if keys is not None:
+        return keys
     raise StepFailed("the binding's credentials secret has an unknown shape")
 
 

@@ -23,12 +23,45 @@ from services.tenant.provisioning.aws import SecretSource
 from services.tenant.provisioning.workflow import StepFailed
 
 
-class BlobContainerStep:
-    def __init__(self, tenant_id: str, binding: tenant_pb2.ObjectStoreBinding, secrets: SecretSource) -> None:
+class _AdapterStep:
+    """A step that drives a storage adapter's own provision()/deprovision(); the adapter is
+    built from the tenant's binding and its secret on first use."""
+
+    def __init__(self, tenant_id: str, secrets: SecretSource, secret_ref: str) -> None:
         self.tenant_id = tenant_id
-        self._binding = binding
         self._secrets = secrets
+        self._secret_ref = secret_ref
         self._store: Any = None
+
+    async def _secret(self) -> str | None:
+        if not self._secret_ref:
+            return None
+        return (await self._secrets.get(self._secret_ref)).get_secret_value()
+
+    async def _build(self) -> Any:
+        raise NotImplementedError
+
+    async def _open(self) -> Any:
+        if self._store is None:
+            self._store = await self._build()
+        return self._store
+
+    async def apply(self) -> None:
+        await (await self._open()).provision()
+
+    async def undo(self) -> None:
+        await (await self._open()).deprovision()
+
+    async def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            await store.close()
+
+
+class BlobContainerStep(_AdapterStep):
+    def __init__(self, tenant_id: str, binding: tenant_pb2.ObjectStoreBinding, secrets: SecretSource) -> None:
+        super().__init__(tenant_id, secrets, binding.credentials_secret_ref)
+        self._binding = binding
 
     @property
     def container(self) -> str:
@@ -40,43 +73,24 @@ class BlobContainerStep:
     def name(self) -> str:
         return f"azure.blob_container:{self.container}"
 
-    async def _open(self) -> Any:
-        if self._store is None:
-            from services.storage.adapters.azure_blob.backend import AzureBlobObjectStore
-            from services.storage.adapters.azure_blob.config import config_from_binding
-            from services.storage.adapters.azure_blob.factory import parse_secret
+    async def _build(self) -> Any:
+        from services.storage.adapters.azure_blob.backend import AzureBlobObjectStore
+        from services.storage.adapters.azure_blob.config import config_from_binding
+        from services.storage.adapters.azure_blob.factory import parse_secret
 
-            credentials = None
-            if self._binding.credentials_secret_ref:
-                secret = await self._secrets.get(self._binding.credentials_secret_ref)
-                credentials = parse_secret(secret.get_secret_value())
-            self._store = AzureBlobObjectStore(
-                config_from_binding(self.tenant_id, self._binding, credentials)
-            )
-        return self._store
+        secret = await self._secret()
+        credentials = parse_secret(secret) if secret is not None else None
+        return AzureBlobObjectStore(config_from_binding(self.tenant_id, self._binding, credentials))
 
     async def exists(self) -> bool:
         store = await self._open()
         return bool(await store.container.exists())
 
-    async def apply(self) -> None:
-        await (await self._open()).provision()
 
-    async def undo(self) -> None:
-        await (await self._open()).deprovision()
-
-    async def close(self) -> None:
-        if self._store is not None:
-            store, self._store = self._store, None
-            await store.close()
-
-
-class CosmosDatabaseStep:
+class CosmosDatabaseStep(_AdapterStep):
     def __init__(self, tenant_id: str, binding: tenant_pb2.ItemStoreBinding, secrets: SecretSource) -> None:
-        self.tenant_id = tenant_id
+        super().__init__(tenant_id, secrets, binding.credentials_secret_ref)
         self._binding = binding
-        self._secrets = secrets
-        self._store: Any = None
         self._config: Any = None
 
     @property
@@ -87,31 +101,15 @@ class CosmosDatabaseStep:
     def name(self) -> str:
         return f"azure.cosmos_database:{self.database}"
 
-    async def _open(self) -> Any:
-        if self._store is None:
-            from services.storage.adapters.cosmos_items.config import CosmosItemConfig
-            from services.storage.adapters.cosmos_items.store import CosmosItemStore
+    async def _build(self) -> Any:
+        from services.storage.adapters.cosmos_items.config import CosmosItemConfig
+        from services.storage.adapters.cosmos_items.store import CosmosItemStore
 
-            secret = None
-            if self._binding.credentials_secret_ref:
-                secret = (await self._secrets.get(self._binding.credentials_secret_ref)).get_secret_value()
-            self._config = CosmosItemConfig.from_binding(self.tenant_id, self._binding, secret)
-            self._store = CosmosItemStore(self._config)
-        return self._store
+        self._config = CosmosItemConfig.from_binding(self.tenant_id, self._binding, await self._secret())
+        return CosmosItemStore(self._config)
 
     async def exists(self) -> bool:
         return bool(await (await self._open()).database_exists())
-
-    async def apply(self) -> None:
-        await (await self._open()).provision()
-
-    async def undo(self) -> None:
-        await (await self._open()).deprovision()
-
-    async def close(self) -> None:
-        if self._store is not None:
-            store, self._store = self._store, None
-            await store.close()
 
 
 class PlatformAzureSettings(BaseSettings):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,13 +65,11 @@ class SqlJournal:
     # -- steps ---------------------------------------------------------------------------
 
     async def steps(self, tenant_id: str) -> Sequence[StepRecord]:
-        query = (
+        rows = await self._read(
             sa.select(provisioning_steps)
             .where(provisioning_steps.c.tenant_id == tenant_id)
             .order_by(provisioning_steps.c.seq)
         )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
         return [
             StepRecord(
                 tenant_id=r["tenant_id"],
@@ -167,23 +166,18 @@ class SqlJournal:
             )
 
     async def operation(self, operation_id: str) -> OperationRecord | None:
-        async with self._engine.connect() as conn:
-            row = (
-                (await conn.execute(sa.select(operations).where(operations.c.operation_id == operation_id)))
-                .mappings()
-                .one_or_none()
-            )
-        return None if row is None else _operation(row)
+        rows = await self._read(sa.select(operations).where(operations.c.operation_id == operation_id))
+        return _operation(rows[0]) if rows else None
 
     async def operations_of(self, tenant_id: str) -> Sequence[OperationRecord]:
-        query = (
-            sa.select(operations)
-            .where(operations.c.tenant_id == tenant_id)
-            .order_by(operations.c.create_time)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        query = sa.select(operations).where(operations.c.tenant_id == tenant_id)
+        rows = await self._read(query.order_by(operations.c.create_time))
         return [_operation(r) for r in rows]
+
+    async def _read(self, query: sa.Select[Any]) -> Sequence[sa.RowMapping]:
+        async with self._engine.connect() as conn:
+            rows: Sequence[sa.RowMapping] = (await conn.execute(query)).mappings().all()
+        return rows
 
 
 def _operation(row: sa.RowMapping) -> OperationRecord:

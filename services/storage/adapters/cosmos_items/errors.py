@@ -18,13 +18,13 @@ from azure.core.exceptions import (
 
 from services.common.errors import (
     DeadlineExceeded,
-    FailedPrecondition,
     Internal,
     InvalidArgument,
     MakotoError,
     ResourceExhausted,
     Unavailable,
 )
+from services.storage.adapters.item_errors import credentials_rejected, not_provisioned
 
 _META = {"binding": "item_store", "backend": "cosmos"}
 
@@ -49,11 +49,7 @@ def translate(exc: BaseException, binding: str) -> MakotoError:
     if isinstance(exc, MakotoError):
         return exc
     if isinstance(exc, ClientAuthenticationError) or status_of(exc) in (401, 403):
-        return FailedPrecondition(
-            f"{binding}: Cosmos DB rejected the binding's credentials",
-            reason="BINDING_CREDENTIALS_REJECTED",
-            metadata=_META,
-        )
+        return credentials_rejected(binding, "cosmos", "Cosmos DB")
     if isinstance(exc, HttpResponseError):
         status = status_of(exc)
         if status == 429:
@@ -64,11 +60,7 @@ def translate(exc: BaseException, binding: str) -> MakotoError:
                 metadata=_META,
             )
         if status == 404:
-            return FailedPrecondition(
-                f"{binding}: the database or container does not exist; the item store is not provisioned",
-                reason="ITEM_STORE_NOT_PROVISIONED",
-                metadata=_META,
-            )
+            return not_provisioned(binding, "cosmos", "the database or container")
         if status == 413:
             return InvalidArgument(
                 "item too large for Cosmos DB",

@@ -1,23 +1,8 @@
 """Registry factory (services/storage/registry.py): a tenant's ItemStoreBinding -> adapter
 (secret resolution and optional auto_provision: services/storage/adapters/store_factory.py)."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from services.storage.adapters.cosmos_items.config import CosmosItemConfig
 from services.storage.adapters.cosmos_items.store import CosmosItemStore
-from services.storage.adapters.store_factory import build_item_store
+from services.storage.adapters.store_factory import item_store_factory
 
-if TYPE_CHECKING:
-    from makoto.tenant.v1 import tenant_pb2
-
-    from services.storage.registry import AdapterContext
-
-
-async def build(ctx: AdapterContext, binding: tenant_pb2.ItemStoreBinding) -> CosmosItemStore:
-    return await build_item_store(
-        ctx,
-        binding,
-        lambda secret: CosmosItemStore(CosmosItemConfig.from_binding(ctx.tenant_id, binding, secret)),
-    )
+build = item_store_factory(CosmosItemConfig.from_binding, CosmosItemStore)

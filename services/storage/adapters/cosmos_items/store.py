@@ -342,21 +342,18 @@ class CosmosItemStore:
             {"name": "@n", "value": page_size + 1},
             {"name": "@pk", "value": pk},
         ]
-        if bounds.eq is not None:
-            where.append("c.so = @eq")
-            parameters.append({"name": "@eq", "value": sort_order(bounds.eq)})
-        if bounds.prefix is not None:
-            where.append("STARTSWITH(c.so, @prefix)")
-            parameters.append({"name": "@prefix", "value": sort_order(bounds.prefix)})
-        if bounds.start is not None:
-            where.append("c.so >= @start")
-            parameters.append({"name": "@start", "value": sort_order(bounds.start)})
-        if bounds.end is not None:
-            where.append("c.so <= @end")
-            parameters.append({"name": "@end", "value": sort_order(bounds.end)})
-        if start_after is not None:
-            where.append("c.so < @after" if query.descending else "c.so > @after")
-            parameters.append({"name": "@after", "value": sort_order(start_after)})
+        # (bound, parameter, condition): each bound given narrows the scan by one condition.
+        conditions = (
+            (bounds.eq, "@eq", "c.so = @eq"),
+            (bounds.prefix, "@prefix", "STARTSWITH(c.so, @prefix)"),
+            (bounds.start, "@start", "c.so >= @start"),
+            (bounds.end, "@end", "c.so <= @end"),
+            (start_after, "@after", "c.so < @after" if query.descending else "c.so > @after"),
+        )
+        for value, name, condition in conditions:
+            if value is not None:
+                where.append(condition)
+                parameters.append({"name": name, "value": sort_order(value)})
         order = "DESC" if query.descending else "ASC"
         sql = f"SELECT TOP @n * FROM c WHERE {' AND '.join(where)} ORDER BY c.so {order}"  # noqa: S608
         docs = await self._query(sql, parameters, pk)

@@ -34,6 +34,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.storage.adapters.dynamodb_items.config import RetryPolicy
+from services.storage.adapters.item_errors import credentials_rejected, not_provisioned
 
 T = TypeVar("T")
 
@@ -90,17 +91,9 @@ def translate(exc: BaseException, binding: str, table: str) -> MakotoError:
         code = error_code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in CREDENTIAL_CODES or status == 403:  # 403: signature / token refused
-            return FailedPrecondition(
-                f"{binding}: DynamoDB rejected the binding's credentials ({code})",
-                reason="BINDING_CREDENTIALS_REJECTED",
-                metadata=_META,
-            )
+            return credentials_rejected(binding, "dynamodb", "DynamoDB", code)
         if code == "ResourceNotFoundException":
-            return FailedPrecondition(
-                f"{binding}: table {table!r} does not exist; the item store is not provisioned",
-                reason="ITEM_STORE_NOT_PROVISIONED",
-                metadata=_META,
-            )
+            return not_provisioned(binding, "dynamodb", f"table {table!r}")
         if code == "ValidationException":
             message = str(exc.response.get("Error", {}).get("Message", ""))[:300]
             return InvalidArgument(f"DynamoDB refused the request: {message}")

@@ -348,22 +348,11 @@ class DynamoDbItemStore:
             return ItemPage(items=[], next_page_token="")
         condition = "#pk = :pk"
         values: dict[str, Any] = {":pk": {"S": partition_value(query.collection, query.partition_key)}}
-        if bounds.eq is not None:
-            condition += " AND #sk = :eq"
-            values[":eq"] = {"S": bounds.eq}
-        elif bounds.prefix is not None:
-            condition += " AND begins_with(#sk, :prefix)"
-            values[":prefix"] = {"S": bounds.prefix}
-        elif bounds.start is not None and bounds.end is not None:
-            condition += " AND #sk BETWEEN :start AND :end"
-            values[":start"] = {"S": bounds.start}
-            values[":end"] = {"S": bounds.end}
-        elif bounds.start is not None:
-            condition += " AND #sk >= :start"
-            values[":start"] = {"S": bounds.start}
-        elif bounds.end is not None:
-            condition += " AND #sk <= :end"
-            values[":end"] = {"S": bounds.end}
+        sort_condition = _sort_key_condition(bounds)
+        if sort_condition is not None:
+            condition += " AND " + sort_condition
+            given = {":eq": bounds.eq, ":prefix": bounds.prefix, ":start": bounds.start, ":end": bounds.end}
+            values.update({name: {"S": value} for name, value in given.items() if value is not None})
         names = {"#pk": codec.PK}
         if len(values) > 1:
             names["#sk"] = codec.SK
@@ -599,3 +588,19 @@ def _cancellation_error(reasons: Sequence[str]) -> Exception:
                 metadata={"operation_index": str(index)},
             )
     return Aborted("transaction cancelled", reason="TRANSACTION_CANCELLED")
+
+
+def _sort_key_condition(bounds: SortBounds) -> str | None:
+    """The KeyConditionExpression part of a sort-key bound (SortBounds holds one form: eq,
+    prefix, or a range with either side open); None: no bound."""
+    if bounds.eq is not None:
+        return "#sk = :eq"
+    if bounds.prefix is not None:
+        return "begins_with(#sk, :prefix)"
+    if bounds.start is not None and bounds.end is not None:
+        return "#sk BETWEEN :start AND :end"
+    if bounds.start is not None:
+        return "#sk >= :start"
+    if bounds.end is not None:
+        return "#sk <= :end"
+    return None

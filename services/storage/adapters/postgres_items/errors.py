@@ -18,6 +18,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.storage.adapters.item_errors import credentials_rejected, not_provisioned
 
 _META = {"binding": "item_store", "backend": "postgres"}
 
@@ -28,21 +29,13 @@ def translate(exc: BaseException, binding: str) -> MakotoError:
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         if state.startswith("28"):  # invalid authorization: wrong password, unknown or NOLOGIN role
-            return FailedPrecondition(
-                f"{binding}: PostgreSQL rejected the binding's credentials (SQLSTATE {state})",
-                reason="BINDING_CREDENTIALS_REJECTED",
-                metadata=_META,
-            )
+            return credentials_rejected(binding, "postgres", "PostgreSQL", f"SQLSTATE {state}")
         if state == "3D000":
             return FailedPrecondition(
                 f"{binding}: the database does not exist", reason="BINDING_INVALID", metadata=_META
             )
         if state in ("42P01", "3F000"):  # undefined table / schema
-            return FailedPrecondition(
-                f"{binding}: the item table does not exist; the item store is not provisioned",
-                reason="ITEM_STORE_NOT_PROVISIONED",
-                metadata=_META,
-            )
+            return not_provisioned(binding, "postgres", "the item table")
         if state == "42501":
             return FailedPrecondition(
                 f"{binding}: the binding's role lacks privileges on the schema",

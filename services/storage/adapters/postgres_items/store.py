@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -351,25 +351,32 @@ class PostgresItemStore:
         documents = {i: _json(op.attributes) for i, op in enumerate(ops) if isinstance(op, PutOp)}
 
         async def body(conn: asyncpg.Connection) -> list[StoredItem]:
-            stored = []
             # One transaction is simply the cheapest way to apply many rows; the contract only
             # promises a non-atomic batch.
             async with conn.transaction():
-                now = from_us(now_us())
-                for i, op in enumerate(ops):
-                    if isinstance(op, PutOp):
-                        etag = new_etag()
-                        row = await conn.fetchrow(
-                            self._sql.upsert, *_key_args(op.key), documents[i], etag, now
-                        )
-                        stored.append(
-                            self._written(op.key, documents[i], etag, row["created"], row["updated"])
-                        )
-                    else:
-                        await conn.execute(self._sql.delete, *_key_args(op.key))
-            return stored
+                return await self._apply(conn, ops, documents, None)
 
         return await self._run(body)
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        ops: Sequence[TransactOp],
+        documents: Mapping[int, str],
+        present: Container[ItemKey] | None,
+    ) -> list[StoredItem]:
+        """Apply the puts and deletes in order inside the caller's transaction; with `present`,
+        only keys in it are deleted (condition checks write nothing)."""
+        stored = []
+        now = from_us(now_us())
+        for i, op in enumerate(ops):
+            if isinstance(op, PutOp):
+                etag = new_etag()
+                row = await conn.fetchrow(self._sql.upsert, *_key_args(op.key), documents[i], etag, now)
+                stored.append(self._written(op.key, documents[i], etag, row["created"], row["updated"]))
+            elif isinstance(op, DeleteOp) and (present is None or op.key in present):
+                await conn.execute(self._sql.delete, *_key_args(op.key))
+        return stored
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -378,25 +385,12 @@ class PostgresItemStore:
         documents = {i: _json(op.attributes) for i, op in enumerate(ops) if isinstance(op, PutOp)}
 
         async def attempt(conn: asyncpg.Connection) -> list[StoredItem]:
-            stored = []
             async with conn.transaction(isolation="serializable"):
                 current = await self._read_many(conn, [op.key for op in ops])
                 for i, op in enumerate(ops):
                     row = current.get(op.key)
                     check_against(i, op, row["etag"] if row is not None else None)
-                now = from_us(now_us())
-                for i, op in enumerate(ops):
-                    if isinstance(op, PutOp):
-                        etag = new_etag()
-                        row = await conn.fetchrow(
-                            self._sql.upsert, *_key_args(op.key), documents[i], etag, now
-                        )
-                        stored.append(
-                            self._written(op.key, documents[i], etag, row["created"], row["updated"])
-                        )
-                    elif isinstance(op, DeleteOp) and op.key in current:
-                        await conn.execute(self._sql.delete, *_key_args(op.key))
-            return stored
+                return await self._apply(conn, ops, documents, current)
 
         async def body(conn: asyncpg.Connection) -> list[StoredItem]:
             for _ in range(_SERIALIZATION_ATTEMPTS - 1):

@@ -9,9 +9,9 @@ job) unless the binding's option auto_provision is "true" (dev setups).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
+from services.common.bindings.aws_keys import aws_keys
 from services.common.errors import FailedPrecondition
 from services.storage.adapters.s3.backend import S3ObjectStore
 from services.storage.adapters.s3.config import config_from_binding
@@ -25,23 +25,13 @@ if TYPE_CHECKING:
 
 def parse_secret(secret: str) -> dict[str, str]:
     """The credential fields of a secret; FailedPrecondition describes a bad shape, never the value."""
-    text = secret.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-            out = {
-                "access_key_id": str(data["access_key_id"]),
-                "secret_access_key": str(data["secret_access_key"]),
-            }
-            if data.get("session_token"):
-                out["session_token"] = str(data["session_token"])
-            return out
-        except (ValueError, KeyError, TypeError):
-            pass
-    elif ":" in text:
-        key_id, _, secret_key = text.partition(":")
-        if key_id and secret_key:
-            return {"access_key_id": key_id, "secret_access_key": secret_key}
+    keys = aws_keys(secret)
+    if keys is not None:
+        key_id, secret_key, token = keys
+        out = {"access_key_id": key_id, "secret_access_key": secret_key}
+        if token:
+            out["session_token"] = token
+        return out
     raise FailedPrecondition(
         "object_store binding (s3): the credentials secret is not JSON "
         '{"access_key_id", "secret_access_key"} nor ACCESS_KEY_ID:SECRET_ACCESS_KEY',

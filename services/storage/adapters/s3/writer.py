@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from services.storage.adapters.object_metadata import clean_etag
@@ -99,18 +99,7 @@ class _Multipart:
         extra = {"IfNoneMatch": "*"} if self._write.create_only else {}
         resp = await self._call("complete_multipart_upload", MultipartUpload={"Parts": list(parts)}, **extra)
         self._completed = True  # nothing to abort any more
-        w = self._write
-        return await _stamp_sha256(
-            self._client,
-            self._cfg,
-            self._policy,
-            w.ctx,
-            clean_etag(resp.get("ETag")),
-            size,
-            w.content_type,
-            w.user_metadata,
-            sha256,
-        )
+        return await self._stamp_sha256(clean_etag(resp.get("ETag")), size, sha256)
 
     async def abort(self) -> None:
         if self._completed:
@@ -118,96 +107,78 @@ class _Multipart:
         with contextlib.suppress(Exception):  # the original failure is what the caller must see
             await self._call("abort_multipart_upload")
 
+    async def _stamp_sha256(self, etag: str, size: int, digest: str) -> str:
+        """Copy the completed object onto itself with the hash in its metadata."""
+        client, cfg, policy, ctx = self._client, self._cfg, self._policy, self._write.ctx
+        content_type = self._write.content_type
+        stamp_ctx = ErrorContext(ctx.label, ctx.key)
+        source = {"Bucket": cfg.bucket, "Key": ctx.key}
+        metadata = to_s3_metadata(self._write.user_metadata, digest)
+        try:
+            if size <= MAX_COPY_SIZE:
+                resp = await call(
+                    lambda: client.copy_object(
+                        Bucket=cfg.bucket,
+                        Key=ctx.key,
+                        CopySource=source,
+                        CopySourceIfMatch=f'"{etag}"',
+                        MetadataDirective="REPLACE",
+                        Metadata=metadata,
+                        ContentType=content_type,
+                    ),
+                    stamp_ctx,
+                    policy,
+                )
+                return clean_etag(resp["CopyObjectResult"]["ETag"])
+            return await self._copy_in_parts(stamp_ctx, etag, size, metadata)
+        except Exception as exc:
+            if error_code(exc.__cause__ or exc) in ("PreconditionFailed", "NoSuchKey", "404"):
+                return etag  # overwritten or deleted meanwhile: the later write wins, ours is gone
+            raise
 
-async def _stamp_sha256(
-    client: Any,
-    cfg: S3Config,
-    policy: RetryPolicy,
-    ctx: ErrorContext,
-    etag: str,
-    size: int,
-    content_type: str,
-    user_metadata: Mapping[str, str],
-    digest: str,
-) -> str:
-    """Copy the completed object onto itself with the hash in its metadata."""
-    stamp_ctx = ErrorContext(ctx.label, ctx.key)
-    source = {"Bucket": cfg.bucket, "Key": ctx.key}
-    metadata = to_s3_metadata(user_metadata, digest)
-    try:
-        if size <= MAX_COPY_SIZE:
-            resp = await call(
-                lambda: client.copy_object(
-                    Bucket=cfg.bucket,
-                    Key=ctx.key,
-                    CopySource=source,
-                    CopySourceIfMatch=f'"{etag}"',
-                    MetadataDirective="REPLACE",
-                    Metadata=metadata,
-                    ContentType=content_type,
-                ),
-                stamp_ctx,
-                policy,
-            )
-            return clean_etag(resp["CopyObjectResult"]["ETag"])
-        return await _copy_in_parts(client, cfg, policy, stamp_ctx, etag, size, content_type, metadata)
-    except Exception as exc:
-        if error_code(exc.__cause__ or exc) in ("PreconditionFailed", "NoSuchKey", "404"):
-            return etag  # overwritten or deleted meanwhile: the later write wins, ours is gone
-        raise
-
-
-async def _copy_in_parts(
-    client: Any,
-    cfg: S3Config,
-    policy: RetryPolicy,
-    ctx: ErrorContext,
-    etag: str,
-    size: int,
-    content_type: str,
-    metadata: dict[str, str],
-) -> str:
-    created = await call(
-        lambda: client.create_multipart_upload(
-            Bucket=cfg.bucket, Key=ctx.key, ContentType=content_type, Metadata=metadata
-        ),
-        ctx,
-        policy,
-    )
-    upload_id = created["UploadId"]
-    source = {"Bucket": cfg.bucket, "Key": ctx.key}
-    try:
-        parts = []
-        for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
-            end = min(size, start + COPY_PART_SIZE) - 1
-            resp = await call(
-                lambda n=number, a=start, b=end: client.upload_part_copy(  # type: ignore[misc]
-                    Bucket=cfg.bucket,
-                    Key=ctx.key,
-                    UploadId=upload_id,
-                    PartNumber=n,
-                    CopySource=source,
-                    CopySourceRange=f"bytes={a}-{b}",
-                    CopySourceIfMatch=f'"{etag}"',
-                ),
-                ctx,
-                policy,
-            )
-            parts.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
-        done = await call(
-            lambda: client.complete_multipart_upload(
-                Bucket=cfg.bucket, Key=ctx.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+    async def _copy_in_parts(self, ctx: ErrorContext, etag: str, size: int, metadata: dict[str, str]) -> str:
+        client, cfg, policy, content_type = self._client, self._cfg, self._policy, self._write.content_type
+        created = await call(
+            lambda: client.create_multipart_upload(
+                Bucket=cfg.bucket, Key=ctx.key, ContentType=content_type, Metadata=metadata
             ),
             ctx,
             policy,
         )
-        return clean_etag(done.get("ETag"))
-    except BaseException:
-        await shielded(
-            call(
-                lambda: client.abort_multipart_upload(Bucket=cfg.bucket, Key=ctx.key, UploadId=upload_id),
+        upload_id = created["UploadId"]
+        source = {"Bucket": cfg.bucket, "Key": ctx.key}
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
+                end = min(size, start + COPY_PART_SIZE) - 1
+                resp = await call(
+                    lambda n=number, a=start, b=end: client.upload_part_copy(  # type: ignore[misc]
+                        Bucket=cfg.bucket,
+                        Key=ctx.key,
+                        UploadId=upload_id,
+                        PartNumber=n,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={a}-{b}",
+                        CopySourceIfMatch=f'"{etag}"',
+                    ),
+                    ctx,
+                    policy,
+                )
+                parts.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
+            done = await call(
+                lambda: client.complete_multipart_upload(
+                    Bucket=cfg.bucket, Key=ctx.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
                 ctx,
                 policy,
             )
-        )
-        raise
+            return clean_etag(done.get("ETag"))
+        except BaseException:
+            await shielded(
+                call(
+                    lambda: client.abort_multipart_upload(Bucket=cfg.bucket, Key=ctx.key, UploadId=upload_id),
+                    ctx,
+                    policy,
+                )
+            )
+            raise
