@@ -476,10 +476,8 @@ class SpoolingUsageRecorder(_EventRecorder):
         except Exception as exc:
             self._spool_failed(exc)
             raise UsageNotDurable("usage could not be recorded durably; try again later") from exc
-        if self._write_error is not None:
-            log.warning("usage spool writes again", source=self._source)
-            self._write_error = None
-            SPOOL_WRITABLE.labels(self._source).set(1)
+        # A small event that still fits does not end the refusal: only the watcher's probe (a
+        # write with room to spare) does, so readiness does not flap at the edge of a full disk.
         metrics.usage(event.subject, event.type, event.value)
         self._check_depth()
         self._unsent_hint += 1
