@@ -139,7 +139,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         # columnar fast path checks them on the arrays it builds anyway; whatever it does not
         # accept, protovalidate judges as for every other request, with the same errors.
         columns = columns_from_proto(request.events)
-        if columns is not None and AUDIT not in set(columns.types):
+        if columns is not None:
             accepted, duplicates = await self._metering.record_columns(columns)
             return metering_pb2.RecordUsageResponse(accepted=accepted, duplicates=duplicates)
         validate_message(request)

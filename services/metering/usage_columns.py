@@ -22,7 +22,7 @@ import orjson
 from makoto.metering.v1 import metering_pb2
 
 from services.common.metering_client import MeterEvent
-from services.metering.periods import MAX_US, MIN_US, to_us
+from services.metering.periods import MAX_US, MIN_US, from_us, to_us
 
 # The rules of UsageEvent / RecordUsageRequest in proto/makoto/metering/v1/metering.proto and the
 # tenant_id predefined rule in proto/makoto/api/v1/rules.proto. fullmatch, not match with '$':
@@ -62,6 +62,36 @@ class UsageColumns:
             times_us=[to_us(e.time) for e in events],
             values=[e.value for e in events],
             dimensions=[dimensions_json(e.dimensions) for e in events],
+        )
+
+    def split(self, meter: str) -> tuple[list[MeterEvent], UsageColumns]:
+        """(the events of `meter`, the rest as columns), both in request order: audit events
+        go to the hash chain, the rest through the columnar insert."""
+        picked = [i for i, t in enumerate(self.types) if t == meter]
+        if not picked:
+            return [], self
+        chosen = set(picked)
+        rest = [i for i in range(len(self.ids)) if i not in chosen]
+        events = [
+            MeterEvent(
+                id=self.ids[i],
+                source=self.sources[i],
+                type=meter,
+                subject=self.subjects[i],
+                time=from_us(self.times_us[i]),
+                value=self.values[i],
+                dimensions=orjson.loads(self.dimensions[i]),
+            )
+            for i in picked
+        ]
+        return events, UsageColumns(
+            ids=[self.ids[i] for i in rest],
+            sources=[self.sources[i] for i in rest],
+            types=[self.types[i] for i in rest],
+            subjects=[self.subjects[i] for i in rest],
+            times_us=[self.times_us[i] for i in rest],
+            values=[self.values[i] for i in rest],
+            dimensions=[self.dimensions[i] for i in rest],
         )
 
     def rows(self, recorded_at_us: int) -> list[tuple[str, str, str, str, int, int, str, int]]:

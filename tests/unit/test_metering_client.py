@@ -230,6 +230,32 @@ async def test_batches_respect_batch_size(settings: MeshSettings) -> None:
         assert await server_rows(settings) == expected(1, 10)
 
 
+async def test_a_wake_sends_full_batches_and_the_rest_waits_for_the_interval(
+    settings: MeshSettings,
+) -> None:
+    """Under load only full batches go at once (many small RecordUsage calls cost MeteringService
+    more per event than the events); the remainder goes with the next batch, at the flush
+    interval, or when delivered() asks for everything."""
+    async with metering_server(settings) as server:
+        recorder = fast(SpoolingUsageRecorder(settings, "storage", flush_interval=30, batch_size=50))
+        await recorder.start()
+        try:
+            await record_n(recorder, 1, 120)
+
+            async def two_full_batches() -> bool:
+                return sum(server.batches) >= 100 and await recorder.pending() == 20
+
+            await until(two_full_batches, timeout=5)
+            await asyncio.sleep(0.3)  # nothing else goes while less than a batch waits
+            assert server.batches == [50, 50]
+            await asyncio.wait_for(recorder.delivered(), 5)
+            assert server.batches == [50, 50, 20]
+            assert await recorder.pending() == 0
+        finally:
+            await recorder.close()
+        assert await server_rows(settings) == expected(1, 120)
+
+
 async def test_failed_sends_are_retried_without_loss(settings: MeshSettings) -> None:
     async with metering_server(settings, fail_first=3) as server:
         recorder = fast(SpoolingUsageRecorder(settings, "storage", flush_interval=0.05, batch_size=50))

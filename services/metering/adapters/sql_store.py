@@ -155,14 +155,20 @@ class SqlMeteringStore:
             return await self.audit.append(audit) + await self.insert_events(events)
         if not events:
             return 0
-        return await self.insert_columns(UsageColumns.from_events(events))
+        return await self._insert_usage(UsageColumns.from_events(events))
 
     async def insert_columns(self, columns: UsageColumns) -> int:
-        """Insert-or-ignore a batch of usage (no audit events) in one statement, one transaction:
-        the durable ingest rate is set by this (tests/bench section "ingest"). Ids already
-        stored, or repeated within the batch, are skipped (the first stands), not errors."""
+        """Insert-or-ignore a batch of usage in one statement, one transaction: the durable
+        ingest rate is set by this (tests/bench section "ingest"). Ids already stored, or
+        repeated within the batch, are skipped (the first stands), not errors. Audit events
+        in the batch go to the audit log's hash chain instead."""
+        audit, columns = columns.split(AUDIT)
+        chained = await self.audit.append(audit) if audit else 0
         if not len(columns):
-            return 0
+            return chained
+        return chained + await self._insert_usage(columns)
+
+    async def _insert_usage(self, columns: UsageColumns) -> int:
         now = time.time_ns() // 1000
         if self._dialect == "postgresql":
             pool = self._ingest_pool or await self._open_ingest_pool()

@@ -108,3 +108,44 @@ async def test_changed_or_removed_records_are_detected(store: SqlMeteringStore) 
     await _tamper(store, audit_records.delete().where(t.tenant_id == tenant, t.seq == 3))
     verdict = verify(tenant, await _chain(store, tenant))
     assert not verdict.ok and verdict.bad_seq == 4 and "missing" in verdict.reason
+
+
+async def test_a_columnar_batch_chains_its_audit_events_like_the_event_path(
+    store: SqlMeteringStore, tmp_path: Path, store_url: str | None
+) -> None:
+    """RecordUsage's hot path (columns) with audit events mixed in: the same chain, records and
+    usage rows as the event path gives, and a redelivery changes nothing."""
+    from services.metering.usage_columns import columns_from_proto
+
+    tenant = f"audit-col-{id(store) % 10**6}"
+    mixed: list[MeterEvent] = []
+    for i in range(6):
+        mixed.append(_audit(tenant, i, "OK" if i % 2 else "PERMISSION_DENIED"))
+        mixed.append(new_event(source="storage", meter=API_CALLS, tenant_id=tenant, value=1))
+    columns = columns_from_proto([e.to_proto() for e in mixed])
+    assert columns is not None
+    assert await store.insert_columns(columns) == 12
+    assert await store.insert_columns(columns) == 0
+    chain = await _chain(store, tenant)
+    assert [r["event_id"] for r in chain] == [e.id for e in mixed if e.type == AUDIT]
+    assert [r["outcome"] for r in chain] == ["PERMISSION_DENIED", "OK"] * 3
+    assert chain[0]["resource"] == "collection=notes,sort_key=s0" and chain[0]["principal"] == "u-0"
+    assert verify(tenant, chain).ok
+    async with store.engine.connect() as conn:
+        kinds = (
+            await conn.execute(
+                sa.select(usage_events.c.type, sa.func.count())
+                .where(usage_events.c.subject == tenant)
+                .group_by(usage_events.c.type)
+            )
+        ).all()
+    # Audit events live in the chain only, as on the event path.
+    assert dict(kinds) == {API_CALLS: 6}
+
+    # The event path on a second tenant gives byte-identical records but for ids and tenant.
+    other = f"audit-ev-{id(store) % 10**6}"
+    await store.insert_events([_audit(other, i, "OK" if i % 2 else "PERMISSION_DENIED") for i in range(6)])
+    strip = ("tenant_id", "event_id", "hash", "prev_hash", "time_us")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in await _chain(store, other)] == [
+        {k: v for k, v in r.items() if k not in strip} for r in chain
+    ]
