@@ -4,13 +4,14 @@ Every service reports usage through a `UsageRecorder` (services.common.usage). T
 services other than MeteringService is `SpoolingUsageRecorder`:
 
 * `record()` validates the event (the proto's own rules), then appends it to a local SQLite spool
-  (WAL) and returns once it is committed there. Commits are grouped: concurrent `record()` calls
-  share one transaction on a single spool thread, so the event loop never blocks on disk.
+  (WAL) and returns once it is committed there. Commits are grouped: the `record()` calls of one
+  turn of the event loop share one transaction (see _Spool for why on the loop's thread).
 * A background task sends the spool in batches to `MeteringService.RecordUsage` with a service
   token and deletes a batch only after the server acknowledged every event in it. Failures back
   off exponentially with jitter (bounded) and are retried forever; nothing is dropped.
-* Event ids are stable (unique per process and counter unless given, see _EventIds), so a batch sent twice -- e.g. the process died
-  between the server's commit and the local delete -- is stored once: RecordUsage is idempotent.
+* Event ids are stable (a per-process prefix and a counter unless given: _EventIds), so a
+  batch sent twice -- e.g. the process died between the server's commit and the local delete --
+  is stored once: RecordUsage is idempotent.
 * The spool outlives the process: a new recorder on the same spool sends what is left.
 
 Durability: the spool runs `synchronous=NORMAL` in WAL mode, so a committed event survives a
@@ -29,7 +30,7 @@ import itertools
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
