@@ -48,6 +48,7 @@ from services.common.config import MeshSettings
 from services.common.dev_issuer import ServiceTokenSource
 from services.common.errors import InvalidArgument, MakotoError, Unavailable
 from services.common.interceptor import validate_message
+from services.common.timestamps import set_timestamp
 from services.common.trace_context import client_interceptors
 from services.common.usage import UsageFields
 
@@ -60,7 +61,6 @@ MAX_BATCH = 1000
 # Event times MeteringService accepts.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Event shapes (source, meter, tenant, dimensions) already validated: whether an event with a
 # generated id is valid depends on nothing else (time is range-checked here, value has no rule),
 # so protovalidate runs once per shape instead of once per call. Bounded: cleared when full.
@@ -109,10 +109,7 @@ class MeterEvent:
             value=self.value,
             dimensions=dict(self.dimensions),
         )
-        # Timestamp.FromDatetime is pure Python and slow; the same arithmetic, done once.
-        delta = self.time - _EPOCH
-        msg.time.seconds = delta.days * 86400 + delta.seconds
-        msg.time.nanos = delta.microseconds * 1000
+        set_timestamp(msg.time, self.time)
         return msg
 
     @classmethod

@@ -3,12 +3,10 @@ name the request field at fault)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
 from makoto.storage.v1 import items_pb2, objects_pb2
 
 from services.common.errors import InvalidArgument
+from services.common.timestamps import timestamp
 from services.storage.attributes import attributes_from_proto, attributes_to_proto, check_item_size
 from services.storage.ports import (
     ConditionCheckOp,
@@ -27,12 +25,6 @@ _SIGN_METHODS: dict[int, SignMethod] = {
     objects_pb2.SIGNED_URL_METHOD_GET: "GET",
     objects_pb2.SIGNED_URL_METHOD_PUT: "PUT",
 }
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def object_metadata(info: ObjectInfo) -> objects_pb2.ObjectMetadata:
