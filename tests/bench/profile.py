@@ -50,6 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "docs" / "profile.md"
 DEFAULT_SVG_DIR = REPO_ROOT / ".makoto" / "profile"
 SAMPLE_RATE = 250  # py-spy samples per second
+# --gil: only samples of the thread holding the GIL (Python work and C code under the GIL);
+# without it a thread waiting for the GIL counts as busy, which inflates helper threads.
+GIL_ONLY = False
 TOP = 15
 PROFILED = ("storage", "metering", "tenant")
 
@@ -351,6 +354,7 @@ async def profile_services(
                             "--duration",
                             str(int(seconds)),
                             "--nonblocking",
+                            *(["--gil"] if GIL_ONLY else []),
                             "--function",
                             "--format",
                             "raw",
@@ -477,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU-per-call table")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
     parser.add_argument("--print-only", action="store_true", help="print, do not write --out")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     args = parser.parse_args(argv)
+    global GIL_ONLY
+    GIL_ONLY = args.gil
     started = dt.datetime.now(dt.UTC)
     load = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="makoto-profile-"))
