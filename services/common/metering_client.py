@@ -4,8 +4,8 @@ Every service reports usage through a `UsageRecorder` (services.common.usage). T
 services other than MeteringService is `SpoolingUsageRecorder`:
 
 * `record()` validates the event (the proto's own rules), then appends it to a local SQLite spool
-  (WAL) and returns once it is committed there. Commits are grouped: the `record()` calls of one
-  turn of the event loop share one transaction (see _Spool for why on the loop's thread).
+  (WAL) and returns once it is committed there. Commits are grouped: concurrent `record()` calls
+  share one transaction on a single spool thread, so the event loop never blocks on disk.
 * A background task sends the spool in batches to `MeteringService.RecordUsage` with a service
   token and deletes a batch only after the server acknowledged every event in it. Failures back
   off exponentially with jitter (bounded) and are retried forever; nothing is dropped.
@@ -30,7 +30,7 @@ import itertools
 import os
 import random
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,15 +193,8 @@ class _EventRecorder:
 
 
 class _Spool:
-    """The SQLite spool.
-
-    Its connection is used on the event loop's thread only, so reads, inserts and deletes are
-    serialized without locks, and appends are group-committed: every append made in one turn of
-    the loop shares one transaction. In WAL mode with synchronous=NORMAL a commit is a write to
-    the WAL without fsync -- tens of µs of CPU, less than handing each group to a thread and back
-    (the hand-off and its GIL switches cost StorageService ~200 µs per call, issue 10). What can
-    take long stays off the loop: checkpoints (they fsync) and whole-spool counts run on a helper
-    thread with connections of their own."""
+    """The SQLite spool. One dedicated thread owns the connection; every call runs there, so
+    reads, inserts and deletes are serialized without locks. Appends are group-committed."""
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS events ("
@@ -215,36 +208,28 @@ class _Spool:
         " reason TEXT NOT NULL,"
         " at TEXT NOT NULL)",
     )
-    # How long a write on the loop waits for SQLite's write lock. Nothing else writes this file
-    # while the spool is open (one spool per process), so this only bounds the unexpected.
-    _BUSY_SECONDS = 2.0
 
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
         # A byte cap on the spool file (SQLite max_page_count): past it inserts fail as on a
         # full disk, and the recorder's write-failure policy applies.
         self._max_bytes = max_bytes
-        # Events in the spool: exact after every change made here; re-counted by count().
+        # Events in the spool, kept on the spool thread (exact: every change happens there).
         self.depth = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{path.stem}")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
-        self._flush_scheduled = False
+        self._writer: asyncio.Task[None] | None = None
 
-    # -- the loop's connection -------------------------------------------------------------
+    # -- runs on the spool thread --------------------------------------------------------
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self._BUSY_SECONDS, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                # Checkpoints fsync: the helper thread runs them (checkpoint()), not a commit on
-                # the loop.
-                conn.execute("PRAGMA wal_autocheckpoint=0")
                 for ddl in self._SCHEMA:
                     conn.execute(ddl)
                 if self._max_bytes is not None:
@@ -263,39 +248,11 @@ class _Spool:
             cur = db.executemany("INSERT OR IGNORE INTO events (id, payload) VALUES (?, ?)", rows)
         self.depth += max(0, cur.rowcount)
 
-    def _flush_pending(self) -> None:
-        self._flush_scheduled = False
-        # A caller cancelled while waiting still has its event written: usage of a cut call
-        # is billed with its status, never dropped.
-        group, self._pending = self._pending, []
-        if not group:
-            return
-        try:
-            self._insert([(i, p) for i, p, _ in group])
-        except Exception as exc:
-            for *_, fut in group:
-                if not fut.done():
-                    fut.set_exception(exc)
-        else:
-            for *_, fut in group:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def append(self, event_id: str, payload: bytes) -> None:
-        """Returns once the event is committed to the spool."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((event_id, payload, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_pending)
-        await future
-
-    async def read(self, limit: int) -> list[tuple[int, str, bytes]]:
+    def _read(self, limit: int) -> list[tuple[int, str, bytes]]:
         cur = self._db().execute("SELECT seq, id, payload FROM events ORDER BY seq LIMIT ?", (limit,))
         return [(int(s), str(i), bytes(p)) for s, i, p in cur.fetchall()]
 
-    async def delete(self, seqs: list[int], *, contiguous: bool = False) -> None:
+    def _delete(self, seqs: list[int], contiguous: bool = False) -> None:
         db = self._db()
         with db:
             db.execute("BEGIN IMMEDIATE")
@@ -307,7 +264,7 @@ class _Spool:
                 cur = db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
         self.depth = max(0, self.depth - max(0, cur.rowcount))
 
-    async def bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
+    def _bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
         db = self._db()
         with db:
             db.execute("BEGIN IMMEDIATE")
@@ -318,7 +275,19 @@ class _Spool:
             gone = db.execute("DELETE FROM events WHERE seq = ?", (seq,)).rowcount
         self.depth = max(0, self.depth - gone)
 
-    async def probe(self) -> None:
+    def _count(self) -> int:
+        self.depth = int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
+        return self.depth
+
+    def _bounds(self) -> tuple[int | None, int | None]:
+        first, last = self._db().execute("SELECT min(seq), max(seq) FROM events").fetchone()
+        return first, last
+
+    def _oldest(self) -> bytes | None:
+        row = self._db().execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _probe(self) -> None:
         """A real write with room to spare (8 KiB, committed, then removed): raises while the
         spool cannot take events."""
         db = self._db()
@@ -330,56 +299,70 @@ class _Spool:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM probe")
 
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- async facade ----------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def append(self, event_id: str, payload: bytes) -> None:
+        """Returns once the event is committed to the spool."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event_id, payload, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        await future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await self._call(self._insert, [(i, p) for i, p, _ in group])
+            except asyncio.CancelledError:
+                for *_, fut in group:
+                    fut.cancel()
+                raise
+            except Exception as exc:
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for *_, fut in group:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def read(self, limit: int) -> list[tuple[int, str, bytes]]:
+        return await self._call(self._read, limit)
+
+    async def delete(self, seqs: list[int], *, contiguous: bool = False) -> None:
+        await self._call(self._delete, seqs, contiguous)
+
+    async def bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
+        await self._call(self._bury, seq, event_id, payload, reason)
+
+    async def count(self) -> int:
+        return await self._call(self._count)
+
     async def bounds(self) -> tuple[int | None, int | None]:
         """(first, last) sequence number in the spool; (None, None) when empty. Sequence
         numbers only grow (AUTOINCREMENT), so "first > an earlier last" means delivered."""
-        first, last = self._db().execute("SELECT min(seq), max(seq) FROM events").fetchone()
-        return first, last
+        return await self._call(self._bounds)
 
     async def oldest(self) -> bytes | None:
-        row = self._db().execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
-        return None if row is None else bytes(row[0])
+        return await self._call(self._oldest)
 
-    # -- the helper thread (its own short-lived connections) --------------------------------
-
-    def _on_helper(self, sql: str) -> tuple[object, ...]:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            row = conn.execute(sql).fetchone()
-            return tuple(row) if row is not None else ()
-        finally:
-            conn.close()
-
-    async def count(self) -> int:
-        """Events in the spool, counted off the loop (a long outage leaves many); also resets
-        `depth` to it, less whatever was delivered meanwhile."""
-        self._db()  # the file and its tables exist before the helper reads
-        before = self.depth
-        counted = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_helper, "SELECT count(*) FROM events"
-        )
-        total = int(str(counted[0]))
-        # Appends and deletes on the loop while the helper counted are in `depth` already or in
-        # the count: keep whichever is the more recent view of the spool.
-        self.depth = total if self.depth == before else max(0, self.depth)
-        return total
-
-    async def checkpoint(self) -> None:
-        """Move the WAL into the database file (fsync) without blocking writers."""
-        if self._conn is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_helper, "PRAGMA wal_checkpoint(PASSIVE)"
-        )
+    async def probe(self) -> None:
+        await self._call(self._probe)
 
     async def close(self) -> None:
-        if self._pending:
-            self._flush_pending()  # a callback still scheduled then finds nothing to do
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self._conn.close()
-            self._conn = None
+        if self._writer is not None:
+            with contextlib.suppress(BaseException):
+                await self._writer
+        await self._call(self._close)
         self._executor.shutdown(wait=True)
 
 
@@ -575,10 +558,6 @@ class SpoolingUsageRecorder(_EventRecorder):
                 self._write_error = None
         SPOOL_WRITABLE.labels(self._source).set(0 if self._write_error else 1)
         try:
-            await self._spool.checkpoint()
-        except Exception as exc:  # a full disk: the next write says so, if it cannot happen
-            log.debug("usage spool checkpoint failed", source=self._source, error=str(exc))
-        try:
             await self._spool.count()
             oldest = await self._spool.oldest()
         except Exception as exc:  # unreadable too: certainly not writable
@@ -648,8 +627,8 @@ class SpoolingUsageRecorder(_EventRecorder):
     async def _deliver_forever(self) -> None:
         # Woken by a full batch, only full batches go: the rest rides with the next one or
         # goes when the flush interval ends. Draining to empty on every wake sent a stream of
-        # tiny batches under load (each a RecordUsage call, a transaction and an audit-chain
-        # head read on MeteringService), which cost more per event than the events themselves.
+        # small batches under load (each a RecordUsage call, a transaction and an audit-chain
+        # head read on MeteringService) for no gain in latency: the interval bounds it anyway.
         full_only = False
         while True:
             self._wake.clear()

@@ -31,8 +31,6 @@ class SqliteThread:
         self._lock = threading.Lock()
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._draining = False
-        # A second connection, used on the event loop's thread for point reads only (read()).
-        self._reader: sqlite3.Connection | None = None
 
     def _open(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
@@ -60,26 +58,6 @@ class SqliteThread:
         if start:
             self._executor.submit(self._drain, loop)
         return await future
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a short read (a lookup by primary key) right here, on the event loop's own
-        connection: in WAL mode it never waits for writers and sees every committed write, and
-        it costs less than the hand-off to the connection's thread and back (the hand-off was
-        most of a GetItem's store time, issue 10). When SQLite says busy anyway (recovering a
-        WAL after a crash), the read goes through the thread like any other call."""
-        if self._conn is None and self._reader is None:
-            raise RuntimeError("sqlite connection is closed")
-        try:
-            if self._reader is None:
-                reader = sqlite3.connect(self._path, isolation_level=None)
-                reader.execute("PRAGMA busy_timeout = 50")  # bounds a wait on the loop
-                reader.execute("PRAGMA query_only = 1")
-                self._reader = reader
-            return fn(self._reader)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        return await self.run(fn)
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the connection's thread: run queued calls until none is left."""
@@ -117,10 +95,6 @@ class SqliteThread:
         return await asyncio.wrap_future(self._executor.submit(fn))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
         def shut() -> None:
             if self._conn is not None:
                 self._conn.close()

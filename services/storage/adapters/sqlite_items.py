@@ -127,7 +127,7 @@ class SqliteItemStore:
     # -- single items ---------------------------------------------------------------------
 
     async def get(self, key: ItemKey) -> StoredItem:
-        row = await self._db.read(lambda conn: _select(conn, key))
+        row = await self._db.run(lambda conn: _select(conn, key))
         if row is None:
             raise NotFound("item not found", reason="ITEM_NOT_FOUND")
         return _item(row)
