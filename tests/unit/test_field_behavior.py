@@ -6,8 +6,6 @@ generator use (test_contracts_build.py keeps it fresh)."""
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import protovalidate
@@ -16,6 +14,7 @@ from google.protobuf import descriptor_pb2, symbol_database
 
 from services.apidoc.field_behavior import behaviors, contract_fields, missing
 from services.mesh.methods import load_descriptor_set
+from tests.support import run_gen_check
 
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTORS = ROOT / "gen" / "makoto.binpb"
@@ -142,11 +141,7 @@ def test_the_check_names_every_field_without_one(tmp_path: Path) -> None:
     # scripts/gen.py runs the same check over the descriptor set it just wrote.
     bad = tmp_path / "bad.binpb"
     bad.write_bytes(fds.SerializeToString())
-    code = (
-        "import sys, pathlib; sys.path.insert(0, 'scripts'); "
-        "import gen; gen.check_field_behavior(pathlib.Path(sys.argv[1]))"
-    )
-    run = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True)
+    run = run_gen_check("check_field_behavior", bad)
     assert run.returncode != 0
     assert "2 field(s) without google.api.field_behavior" in run.stderr
     assert all(name in run.stderr for name in names)
