@@ -139,6 +139,7 @@ def main() -> None:
                     child.unlink()
     generate(out)
     check_access(out / "makoto.binpb")
+    check_field_behavior(out / "makoto.binpb")
     print(f"generated {len(proto_files())} protos into {os.path.relpath(out)}", file=sys.stderr)
     if out.resolve() == (ROOT / "gen").resolve():
         write_derived()
@@ -153,6 +154,20 @@ def check_access(descriptor_set: Path) -> None:
     found = problems(contract_services(load_descriptor_set(descriptor_set)))
     if found:
         raise SystemExit("access rules missing or wrong:\n  " + "\n  ".join(found))
+
+
+def check_field_behavior(descriptor_set: Path) -> None:
+    """Every field of the contract carries google.api.field_behavior (AIP-203): a field added
+    without one stops the build, so the annotations cannot fall behind again."""
+    from services.apidoc.field_behavior import missing
+    from services.mesh.methods import load_descriptor_set
+
+    found = missing(load_descriptor_set(descriptor_set))
+    if found:
+        raise SystemExit(
+            f"{len(found)} field(s) without google.api.field_behavior "
+            "(REQUIRED, OPTIONAL, OUTPUT_ONLY or IMMUTABLE):\n  " + "\n  ".join(found)
+        )
 
 
 def write_derived() -> None:

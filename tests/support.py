@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -234,3 +236,16 @@ async def _write_all(call: Any, parts: Iterable[Any] | AsyncIterable[Any]) -> bo
         call.cancel()  # producing the messages failed (or we were cancelled): end the call too
         raise
     return not finished
+
+
+def run_gen_check(check: str, descriptor_set: Path) -> subprocess.CompletedProcess[str]:
+    """Run one of scripts/gen.py's build checks (`check_access`, `check_field_behavior`) over a
+    descriptor set, as `make gen` runs it right after writing one."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, pathlib; sys.path.insert(0, 'scripts'); "
+        f"import gen; gen.{check}(pathlib.Path(sys.argv[1]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(descriptor_set)], cwd=root, capture_output=True, text=True
+    )

@@ -15,7 +15,7 @@ from makoto.tenant.v1 import tenant_pb2
 
 from services.common.adapter_cache import AdapterCache
 from services.common.bindings.egress import EgressPolicy
-from services.common.bindings.registry import check_connect, llm_spec_hosts
+from services.common.bindings.registry import LLM_PROVIDERS, check_connect, llm_spec_hosts
 from services.common.errors import FailedPrecondition
 from services.common.secrets import SecretResolver
 from services.llm.config import LlmSettings
@@ -25,11 +25,8 @@ log = structlog.get_logger("makoto.llm.registry")
 
 ProviderFactory = Callable[[ProviderConfig], ChatProvider]
 
-PROVIDER_NAMES: dict[int, str] = {
-    tenant_pb2.LLM_PROVIDER_OPENAI: "openai",
-    tenant_pb2.LLM_PROVIDER_AZURE_OPENAI: "azure_openai",
-    tenant_pb2.LLM_PROVIDER_ANTHROPIC: "anthropic",
-}
+# Provider names (metering dimension, messages) come from the backend registry, written once.
+PROVIDER_NAMES: dict[int, str] = {kind: spec.name for kind, spec in LLM_PROVIDERS.items()}
 
 
 @dataclass(eq=False)

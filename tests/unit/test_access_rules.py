@@ -4,8 +4,6 @@ derivation and the build's refusal of a missing or inconsistent rule."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from services.common.access import AccessRuleError, contract_services, policies_
 from services.common.identity import Role
 from services.mesh.envoy_config import DESCRIPTOR_PATH
 from services.mesh.methods import Access, load_descriptor_set, public_methods
+from tests.support import run_gen_check
 
 ROOT = Path(__file__).resolve().parents[2]
 PA, TA, MEMBER, SERVICE = Role.PLATFORM_ADMIN, Role.TENANT_ADMIN, Role.MEMBER, Role.SERVICE
@@ -176,10 +175,6 @@ def test_gen_stops_on_a_method_without_a_rule(tmp_path: Path) -> None:
     """scripts/gen.py's check over the descriptor set it just wrote."""
     bad = tmp_path / "bad.binpb"
     bad.write_bytes(_contract_with("makoto.tenant.v1.TenantService.GetTenant", None).SerializeToString())
-    code = (
-        "import sys, pathlib; sys.path.insert(0, 'scripts'); "
-        "import gen; gen.check_access(pathlib.Path(sys.argv[1]))"
-    )
-    run = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True)
+    run = run_gen_check("check_access", bad)
     assert run.returncode != 0
     assert "TenantService.GetTenant has no (makoto.api.v1.access) option" in run.stderr

@@ -1,4 +1,5 @@
-"""Binding + secret -> BlobConfig: container naming, credential kinds, metadata name encoding."""
+"""Binding + secret -> BlobConfig: container naming, credential kinds and secret shapes, metadata
+name encoding."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import pytest
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.errors import FailedPrecondition
-from services.storage.adapters.azure_blob import binding_violations, config_from_binding, default_container
+from services.storage.adapters.azure_blob import (
+    binding_violations,
+    config_from_binding,
+    default_container,
+    parse_secret,
+)
 from services.storage.adapters.azure_blob.metadata import decode_name, encode_name
 
 CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
@@ -73,3 +79,17 @@ def test_metadata_names_are_identifiers_and_round_trip(key: str) -> None:
     name = encode_name(key)
     assert IDENTIFIER_RE.match(name) and name == name.lower()
     assert decode_name(name) == key
+
+
+def test_secret_shapes() -> None:
+    conn = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5"
+    assert parse_secret(conn) == {"connection_string": conn}
+    assert parse_secret("?sv=2024-01-01&sp=r&sig=abc") == {"sas_token": "?sv=2024-01-01&sp=r&sig=abc"}
+    assert parse_secret("a2V5") == {"account_key": "a2V5"}
+    assert parse_secret('{"account_name": "acct", "account_key": "a2V5"}') == {
+        "account_name": "acct",
+        "account_key": "a2V5",
+    }
+    with pytest.raises(FailedPrecondition) as err:
+        parse_secret('{"password": "hunter2"}')
+    assert "hunter2" not in err.value.message

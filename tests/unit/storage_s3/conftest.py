@@ -1,18 +1,12 @@
-"""S3 adapter tests run against moto server (tests/contract/emulators.py)."""
+"""S3 stores on moto server (tests/contract/emulators.py), for the S3-only tests and the cloud
+object suites (tests/unit/storage_cloud_objects/)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import pytest
 from makoto.tenant.v1 import tenant_pb2
 
 from services.storage.adapters.s3 import S3ObjectStore, config_from_binding
-from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, moto_server  # noqa: F401
-
-MakeStore = Callable[..., Awaitable[S3ObjectStore]]
-_ids = itertools.count()
+from tests.contract.emulators import MOTO_CREDENTIALS
 
 
 def s3_binding(endpoint: str, **options: str) -> tenant_pb2.ObjectStoreBinding:
@@ -27,21 +21,3 @@ def s3_binding(endpoint: str, **options: str) -> tenant_pb2.ObjectStoreBinding:
 
 def s3_store(tenant: str, endpoint: str, **options: str) -> S3ObjectStore:
     return S3ObjectStore(config_from_binding(tenant, s3_binding(endpoint, **options), MOTO_CREDENTIALS))
-
-
-@pytest.fixture
-async def make_store(moto_server: Emulator) -> AsyncIterator[MakeStore]:  # noqa: F811
-    """Builds provisioned stores for fresh tenants on the session moto; closes them after."""
-    stores: list[S3ObjectStore] = []
-
-    async def make(endpoint: str | None = None, provision: bool = True, **options: str) -> S3ObjectStore:
-        tenant = f"t{next(_ids):04d}-s3"
-        store = s3_store(tenant, endpoint or moto_server.endpoint, **options)
-        stores.append(store)
-        if provision:
-            await store.provision()
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()

@@ -1,4 +1,5 @@
-"""Binding -> S3Config: naming convention, presets, option validation, no secret in errors."""
+"""Binding -> S3Config: naming convention, presets, option validation, secret shapes, no secret in
+errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from makoto.tenant.v1 import tenant_pb2
 
 from services.common.errors import FailedPrecondition
-from services.storage.adapters.s3 import binding_violations, config_from_binding, default_bucket
+from services.storage.adapters.s3 import binding_violations, config_from_binding, default_bucket, parse_secret
 from services.storage.adapters.s3.metadata import decode_value, encode_value
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -88,3 +89,15 @@ def test_metadata_values_round_trip_header_safe(value: str) -> None:
     encoded = encode_value(value)
     assert all(0x20 <= ord(c) < 0x7F for c in encoded) and encoded.strip() == encoded and encoded
     assert decode_value(encoded) == value
+
+
+def test_secret_shapes() -> None:
+    assert parse_secret('{"access_key_id": "A", "secret_access_key": "S", "session_token": "T"}') == {
+        "access_key_id": "A",
+        "secret_access_key": "S",
+        "session_token": "T",
+    }
+    assert parse_secret("A:S/with:colon") == {"access_key_id": "A", "secret_access_key": "S/with:colon"}
+    with pytest.raises(FailedPrecondition) as err:
+        parse_secret("just-a-secret-value")
+    assert "just-a-secret-value" not in err.value.message

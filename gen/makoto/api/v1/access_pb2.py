@@ -22,20 +22,35 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amakoto/api/v1/access.proto\x12\rmakoto.api.v1\x1a google/protobuf/descriptor.proto\"\xd0\x01\n\nAccessRule\x12\"\n\x05roles\x18\x01 \x03(\x0e\x32\x13.makoto.api.v1.Role\x12\'\n\nany_tenant\x18\x02 \x03(\x0e\x32\x13.makoto.api.v1.Role\x12\x14\n\x0ctenant_field\x18\x03 \x01(\t\x12\x10\n\x08internal\x18\x04 \x01(\x08\x12,\n\nrate_class\x18\x05 \x01(\x0e\x32\x18.makoto.api.v1.RateClass\x12\x0e\n\x06public\x18\x06 \x01(\x08\x12\x0f\n\x07\x66\x65\x61ture\x18\x07 \x01(\t*o\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROLE_PLATFORM_ADMIN\x10\x01\x12\x15\n\x11ROLE_TENANT_ADMIN\x10\x02\x12\x0f\n\x0bROLE_MEMBER\x10\x03\x12\x10\n\x0cROLE_SERVICE\x10\x04*h\n\tRateClass\x12\x1a\n\x16RATE_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10RATE_CLASS_READS\x10\x01\x12\x15\n\x11RATE_CLASS_WRITES\x10\x02\x12\x12\n\x0eRATE_CLASS_LLM\x10\x03:K\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xe4\x90\x03 \x01(\x0b\x32\x19.makoto.api.v1.AccessRuleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amakoto/api/v1/access.proto\x12\rmakoto.api.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/descriptor.proto\"\xfa\x01\n\nAccessRule\x12(\n\x05roles\x18\x01 \x03(\x0e\x32\x13.makoto.api.v1.RoleB\x04\xe2\x41\x01\x01\x12-\n\nany_tenant\x18\x02 \x03(\x0e\x32\x13.makoto.api.v1.RoleB\x04\xe2\x41\x01\x01\x12\x1a\n\x0ctenant_field\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08internal\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x32\n\nrate_class\x18\x05 \x01(\x0e\x32\x18.makoto.api.v1.RateClassB\x04\xe2\x41\x01\x01\x12\x14\n\x06public\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x66\x65\x61ture\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01*o\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROLE_PLATFORM_ADMIN\x10\x01\x12\x15\n\x11ROLE_TENANT_ADMIN\x10\x02\x12\x0f\n\x0bROLE_MEMBER\x10\x03\x12\x10\n\x0cROLE_SERVICE\x10\x04*h\n\tRateClass\x12\x1a\n\x16RATE_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10RATE_CLASS_READS\x10\x01\x12\x15\n\x11RATE_CLASS_WRITES\x10\x02\x12\x12\n\x0eRATE_CLASS_LLM\x10\x03:K\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xe4\x90\x03 \x01(\x0b\x32\x19.makoto.api.v1.AccessRuleb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'makoto.api.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=290
-  _globals['_ROLE']._serialized_end=401
-  _globals['_RATECLASS']._serialized_start=403
-  _globals['_RATECLASS']._serialized_end=507
-  _globals['_ACCESSRULE']._serialized_start=80
-  _globals['_ACCESSRULE']._serialized_end=288
+  _globals['_ACCESSRULE'].fields_by_name['roles']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['roles']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['any_tenant']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['any_tenant']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['tenant_field']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['tenant_field']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['internal']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['internal']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['rate_class']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['rate_class']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['public']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['public']._serialized_options = b'\342A\001\001'
+  _globals['_ACCESSRULE'].fields_by_name['feature']._loaded_options = None
+  _globals['_ACCESSRULE'].fields_by_name['feature']._serialized_options = b'\342A\001\001'
+  _globals['_ROLE']._serialized_start=365
+  _globals['_ROLE']._serialized_end=476
+  _globals['_RATECLASS']._serialized_start=478
+  _globals['_RATECLASS']._serialized_end=582
+  _globals['_ACCESSRULE']._serialized_start=113
+  _globals['_ACCESSRULE']._serialized_end=363
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19makoto/api/v1/rules.proto\x12\rmakoto.api.v1\x1a\x1b\x62uf/validate/validate.proto:\xc0\x01\n\ttenant_id\x12\x19.buf.validate.StringRules\x18\xee\x90\x03 \x01(\x08\x42\x8f\x01\xc2H\x8b\x01\n\x88\x01\n\x10string.tenant_id\x1at!rule || this.matches(\'^[a-z][a-z0-9-]{2,62}$\') ? \'\' : \'value does not match regex pattern `^[a-z][a-z0-9-]{2,62}$`\'')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19makoto/api/v1/rules.proto\x12\rmakoto.api.v1\x1a\x1b\x62uf/validate/validate.proto:\xc0\x01\n\ttenant_id\x12\x19.buf.validate.StringRules\x18\xee\x90\x03 \x01(\x08\x42\x8f\x01\xc2H\x8b\x01\n\x88\x01\n\x10string.tenant_id\x1at!rule || this.matches(\'^[a-z][a-z0-9-]{2,62}$\') ? \'\' : \'value does not match regex pattern `^[a-z][a-z0-9-]{2,62}$`\':\xc2\x01\n\nmeter_name\x12\x19.buf.validate.StringRules\x18\xef\x90\x03 \x01(\x08\x42\x90\x01\xc2H\x8c\x01\n\x89\x01\n\x11string.meter_name\x1at!rule || this.matches(\'^[a-z][a-z0-9_]{0,62}$\') ? \'\' : \'value does not match regex pattern `^[a-z][a-z0-9_]{0,62}$`\'')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['tenant_id']._loaded_options = None
   _globals['tenant_id']._serialized_options = b'\302H\213\001\n\210\001\n\020string.tenant_id\032t!rule || this.matches(\'^[a-z][a-z0-9-]{2,62}$\') ? \'\' : \'value does not match regex pattern `^[a-z][a-z0-9-]{2,62}$`\''
+  _globals['meter_name']._loaded_options = None
+  _globals['meter_name']._serialized_options = b'\302H\214\001\n\211\001\n\021string.meter_name\032t!rule || this.matches(\'^[a-z][a-z0-9_]{0,62}$\') ? \'\' : \'value does not match regex pattern `^[a-z][a-z0-9_]{0,62}$`\''
 # @@protoc_insertion_point(module_scope)

@@ -5,3 +5,5 @@ from typing import ClassVar as _ClassVar
 DESCRIPTOR: _descriptor.FileDescriptor
 TENANT_ID_FIELD_NUMBER: _ClassVar[int]
 tenant_id: _descriptor.FieldDescriptor
+METER_NAME_FIELD_NUMBER: _ClassVar[int]
+meter_name: _descriptor.FieldDescriptor

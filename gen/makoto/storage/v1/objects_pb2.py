@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from makoto.api.v1 import rules_pb2 as makoto_dot_api_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmakoto/storage/v1/objects.proto\x12\x11makoto.storage.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19makoto/api/v1/rules.proto\"\xec\x02\n\x0eObjectMetadata\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x14\n\x06sha256\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12J\n\ruser_metadata\x18\x05 \x03(\x0b\x32\x33.makoto.storage.v1.ObjectMetadata.UserMetadataEntry\x12\x12\n\x04\x65tag\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x05\n\x12UploadObjectHeader\x12\x1c\n\ttenant_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x84\x02\n\x03key\x18\x02 \x01(\tB\xf6\x01\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12\x1e\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x7f\n\ruser_metadata\x18\x04 \x03(\x0b\x32\x37.makoto.storage.v1.UploadObjectHeader.UserMetadataEntryB/\xbaH,\x9a\x01)\x10 \"\x1er\x1c\x32\x1a^[a-z0-9][a-z0-9_-]{0,62}$*\x05r\x03\x18\x80\x08\x12\x15\n\rif_none_match\x18\x05 \x01(\x08\x12\x31\n\x0f\x65xpected_sha256\x18\x06 \x01(\tB\x18\xbaH\x15r\x13\x32\x11^([0-9a-f]{64})?$\x12$\n\x0e\x63ontent_length\x18\x07 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x88\x01\x01\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_content_length\"\x83\x01\n\x13UploadObjectRequest\x12=\n\x06header\x18\x01 \x01(\x0b\x32%.makoto.storage.v1.UploadObjectHeaderB\x04\xe2\x41\x01\x01H\x00\x12\x1e\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\r\xe2\x41\x01\x01\xbaH\x06z\x04\x18\x80\x80@H\x00\x42\r\n\x04part\x12\x05\xbaH\x02\x08\x01\"\x90\x03\n\x17PutObjectContentRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x88\x02\n\x03key\x18\x02 \x01(\tB\xfa\x01\xe2\x41\x01\x02\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12+\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x01\x12\x1b\n\rif_none_match\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x9b\x01\n\x15\x44ownloadObjectRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\x12 \n\x0brange_start\x18\x03 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12!\n\x0crange_length\x18\x04 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\"h\n\x16\x44ownloadObjectResponse\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32!.makoto.storage.v1.ObjectMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"X\n\x17GetObjectContentRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"Y\n\x18GetObjectMetadataRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"T\n\x13\x44\x65leteObjectRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"\x99\x01\n\x12ListObjectsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1c\n\x06prefix\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03(\x80\x08\x12!\n\tpage_size\x18\x03 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x04 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x10\"b\n\x13ListObjectsResponse\x12\x32\n\x07objects\x18\x01 \x03(\x0b\x32!.makoto.storage.v1.ObjectMetadata\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd7\x01\n\x14SignObjectUrlRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\x12\x42\n\x06method\x18\x03 \x01(\x0e\x32\".makoto.storage.v1.SignedUrlMethodB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12<\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x14\xe2\x41\x01\x01\xbaH\r\xaa\x01\n\"\x04\x08\x80\xf5$2\x02\x08\x01\"U\n\x15SignObjectUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*j\n\x0fSignedUrlMethod\x12!\n\x1dSIGNED_URL_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNED_URL_METHOD_GET\x10\x01\x12\x19\n\x15SIGNED_URL_METHOD_PUT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmakoto/storage/v1/objects.proto\x12\x11makoto.storage.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19makoto/api/v1/rules.proto\"\xf8\x02\n\x0eObjectMetadata\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12P\n\ruser_metadata\x18\x05 \x03(\x0b\x32\x33.makoto.storage.v1.ObjectMetadata.UserMetadataEntryB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x05\n\x12UploadObjectHeader\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x88\x02\n\x03key\x18\x02 \x01(\tB\xfa\x01\xe2\x41\x01\x02\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12\"\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xff\x01\x12\x83\x01\n\ruser_metadata\x18\x04 \x03(\x0b\x32\x37.makoto.storage.v1.UploadObjectHeader.UserMetadataEntryB3\xe2\x41\x01\x01\xbaH,\x9a\x01)\x10 \"\x1er\x1c\x32\x1a^[a-z0-9][a-z0-9_-]{0,62}$*\x05r\x03\x18\x80\x08\x12\x1b\n\rif_none_match\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x35\n\x0f\x65xpected_sha256\x18\x06 \x01(\tB\x1c\xe2\x41\x01\x01\xbaH\x15r\x13\x32\x11^([0-9a-f]{64})?$\x12(\n\x0e\x63ontent_length\x18\x07 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00H\x00\x88\x01\x01\x1a\x33\n\x11UserMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_content_length\"\x83\x01\n\x13UploadObjectRequest\x12=\n\x06header\x18\x01 \x01(\x0b\x32%.makoto.storage.v1.UploadObjectHeaderB\x04\xe2\x41\x01\x01H\x00\x12\x1e\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\r\xe2\x41\x01\x01\xbaH\x06z\x04\x18\x80\x80@H\x00\x42\r\n\x04part\x12\x05\xbaH\x02\x08\x01\"\x90\x03\n\x17PutObjectContentRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x88\x02\n\x03key\x18\x02 \x01(\tB\xfa\x01\xe2\x41\x01\x02\xbaH\xf2\x01r\x05\x10\x01(\x80\x08\xba\x01\xe7\x01\n\x0fobject_key.safe\x12Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\x1a\x87\x01!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')\x12+\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x01\x12\x1b\n\rif_none_match\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x9b\x01\n\x15\x44ownloadObjectRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\x12 \n\x0brange_start\x18\x03 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12!\n\x0crange_length\x18\x04 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\"t\n\x16\x44ownloadObjectResponse\x12;\n\x08metadata\x18\x01 \x01(\x0b\x32!.makoto.storage.v1.ObjectMetadataB\x04\xe2\x41\x01\x03H\x00\x12\x15\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x03H\x00\x42\x06\n\x04part\"X\n\x17GetObjectContentRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"Y\n\x18GetObjectMetadataRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"T\n\x13\x44\x65leteObjectRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\"\x99\x01\n\x12ListObjectsRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1c\n\x06prefix\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03(\x80\x08\x12!\n\tpage_size\x18\x03 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x04 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x10\"n\n\x13ListObjectsResponse\x12\x38\n\x07objects\x18\x01 \x03(\x0b\x32!.makoto.storage.v1.ObjectMetadataB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\xd7\x01\n\x14SignObjectUrlRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1b\n\x03key\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01(\x80\x08\x12\x42\n\x06method\x18\x03 \x01(\x0e\x32\".makoto.storage.v1.SignedUrlMethodB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12<\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x14\xe2\x41\x01\x01\xbaH\r\xaa\x01\n\"\x04\x08\x80\xf5$2\x02\x08\x01\"a\n\x15SignObjectUrlResponse\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*j\n\x0fSignedUrlMethod\x12!\n\x1dSIGNED_URL_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNED_URL_METHOD_GET\x10\x01\x12\x19\n\x15SIGNED_URL_METHOD_PUT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTMETADATA'].fields_by_name['key']._serialized_options = b'\342A\001\005'
   _globals['_OBJECTMETADATA'].fields_by_name['size_bytes']._loaded_options = None
   _globals['_OBJECTMETADATA'].fields_by_name['size_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_OBJECTMETADATA'].fields_by_name['content_type']._loaded_options = None
+  _globals['_OBJECTMETADATA'].fields_by_name['content_type']._serialized_options = b'\342A\001\003'
   _globals['_OBJECTMETADATA'].fields_by_name['sha256']._loaded_options = None
   _globals['_OBJECTMETADATA'].fields_by_name['sha256']._serialized_options = b'\342A\001\003'
+  _globals['_OBJECTMETADATA'].fields_by_name['user_metadata']._loaded_options = None
+  _globals['_OBJECTMETADATA'].fields_by_name['user_metadata']._serialized_options = b'\342A\001\003'
   _globals['_OBJECTMETADATA'].fields_by_name['etag']._loaded_options = None
   _globals['_OBJECTMETADATA'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
   _globals['_OBJECTMETADATA'].fields_by_name['create_time']._loaded_options = None
@@ -54,17 +58,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._loaded_options = None
   _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_options = b'8\001'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['tenant_id']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['tenant_id']._serialized_options = b'\272H\006r\004\360\206\031\001'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['key']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['key']._serialized_options = b'\272H\362\001r\005\020\001(\200\010\272\001\347\001\n\017object_key.safe\022Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\032\207\001!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['key']._serialized_options = b'\342A\001\002\272H\362\001r\005\020\001(\200\010\272\001\347\001\n\017object_key.safe\022Jkey must not start or end with \'/\', contain NUL, \'//\' or \'.\'/\'..\' segments\032\207\001!this.startsWith(\'/\') && !this.endsWith(\'/\') && !this.contains(\'\\u0000\') && !this.contains(\'//\') && !this.matches(\'(^|/)\\\\.{1,2}(/|$)\')'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_type']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_type']._serialized_options = b'\272H\005r\003\030\377\001'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_type']._serialized_options = b'\342A\001\001\272H\005r\003\030\377\001'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['user_metadata']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['user_metadata']._serialized_options = b'\272H,\232\001)\020 \"\036r\0342\032^[a-z0-9][a-z0-9_-]{0,62}$*\005r\003\030\200\010'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['user_metadata']._serialized_options = b'\342A\001\001\272H,\232\001)\020 \"\036r\0342\032^[a-z0-9][a-z0-9_-]{0,62}$*\005r\003\030\200\010'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['if_none_match']._loaded_options = None
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['if_none_match']._serialized_options = b'\342A\001\001'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['expected_sha256']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['expected_sha256']._serialized_options = b'\272H\025r\0232\021^([0-9a-f]{64})?$'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['expected_sha256']._serialized_options = b'\342A\001\001\272H\025r\0232\021^([0-9a-f]{64})?$'
   _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_length']._loaded_options = None
-  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_length']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_UPLOADOBJECTHEADER'].fields_by_name['content_length']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
   _globals['_UPLOADOBJECTREQUEST'].oneofs_by_name['part']._loaded_options = None
   _globals['_UPLOADOBJECTREQUEST'].oneofs_by_name['part']._serialized_options = b'\272H\002\010\001'
   _globals['_UPLOADOBJECTREQUEST'].fields_by_name['header']._loaded_options = None
@@ -87,6 +93,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOWNLOADOBJECTREQUEST'].fields_by_name['range_start']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
   _globals['_DOWNLOADOBJECTREQUEST'].fields_by_name['range_length']._loaded_options = None
   _globals['_DOWNLOADOBJECTREQUEST'].fields_by_name['range_length']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
+  _globals['_DOWNLOADOBJECTRESPONSE'].fields_by_name['metadata']._loaded_options = None
+  _globals['_DOWNLOADOBJECTRESPONSE'].fields_by_name['metadata']._serialized_options = b'\342A\001\003'
+  _globals['_DOWNLOADOBJECTRESPONSE'].fields_by_name['chunk']._loaded_options = None
+  _globals['_DOWNLOADOBJECTRESPONSE'].fields_by_name['chunk']._serialized_options = b'\342A\001\003'
   _globals['_GETOBJECTCONTENTREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_GETOBJECTCONTENTREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_GETOBJECTCONTENTREQUEST'].fields_by_name['key']._loaded_options = None
@@ -107,6 +117,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTOBJECTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\007\032\005\030\350\007(\000'
   _globals['_LISTOBJECTSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTOBJECTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\020'
+  _globals['_LISTOBJECTSRESPONSE'].fields_by_name['objects']._loaded_options = None
+  _globals['_LISTOBJECTSRESPONSE'].fields_by_name['objects']._serialized_options = b'\342A\001\003'
+  _globals['_LISTOBJECTSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_LISTOBJECTSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['key']._loaded_options = None
@@ -115,36 +129,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['method']._serialized_options = b'\342A\001\002\272H\007\202\001\004\020\001 \000'
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['ttl']._loaded_options = None
   _globals['_SIGNOBJECTURLREQUEST'].fields_by_name['ttl']._serialized_options = b'\342A\001\001\272H\r\252\001\n\"\004\010\200\365$2\002\010\001'
-  _globals['_SIGNEDURLMETHOD']._serialized_start=2892
-  _globals['_SIGNEDURLMETHOD']._serialized_end=2998
+  _globals['_SIGNOBJECTURLRESPONSE'].fields_by_name['url']._loaded_options = None
+  _globals['_SIGNOBJECTURLRESPONSE'].fields_by_name['url']._serialized_options = b'\342A\001\003'
+  _globals['_SIGNOBJECTURLRESPONSE'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_SIGNOBJECTURLRESPONSE'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_SIGNEDURLMETHOD']._serialized_start=2971
+  _globals['_SIGNEDURLMETHOD']._serialized_end=3077
   _globals['_OBJECTMETADATA']._serialized_start=236
-  _globals['_OBJECTMETADATA']._serialized_end=600
-  _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_start=549
-  _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_end=600
-  _globals['_UPLOADOBJECTHEADER']._serialized_start=603
-  _globals['_UPLOADOBJECTHEADER']._serialized_end=1261
-  _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_start=549
-  _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_end=600
-  _globals['_UPLOADOBJECTREQUEST']._serialized_start=1264
-  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1395
-  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_start=1398
-  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_end=1798
-  _globals['_DOWNLOADOBJECTREQUEST']._serialized_start=1801
-  _globals['_DOWNLOADOBJECTREQUEST']._serialized_end=1956
-  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_start=1958
-  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_end=2062
-  _globals['_GETOBJECTCONTENTREQUEST']._serialized_start=2064
-  _globals['_GETOBJECTCONTENTREQUEST']._serialized_end=2152
-  _globals['_GETOBJECTMETADATAREQUEST']._serialized_start=2154
-  _globals['_GETOBJECTMETADATAREQUEST']._serialized_end=2243
-  _globals['_DELETEOBJECTREQUEST']._serialized_start=2245
-  _globals['_DELETEOBJECTREQUEST']._serialized_end=2329
-  _globals['_LISTOBJECTSREQUEST']._serialized_start=2332
-  _globals['_LISTOBJECTSREQUEST']._serialized_end=2485
-  _globals['_LISTOBJECTSRESPONSE']._serialized_start=2487
-  _globals['_LISTOBJECTSRESPONSE']._serialized_end=2585
-  _globals['_SIGNOBJECTURLREQUEST']._serialized_start=2588
-  _globals['_SIGNOBJECTURLREQUEST']._serialized_end=2803
-  _globals['_SIGNOBJECTURLRESPONSE']._serialized_start=2805
-  _globals['_SIGNOBJECTURLRESPONSE']._serialized_end=2890
+  _globals['_OBJECTMETADATA']._serialized_end=612
+  _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_start=561
+  _globals['_OBJECTMETADATA_USERMETADATAENTRY']._serialized_end=612
+  _globals['_UPLOADOBJECTHEADER']._serialized_start=615
+  _globals['_UPLOADOBJECTHEADER']._serialized_end=1304
+  _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_start=561
+  _globals['_UPLOADOBJECTHEADER_USERMETADATAENTRY']._serialized_end=612
+  _globals['_UPLOADOBJECTREQUEST']._serialized_start=1307
+  _globals['_UPLOADOBJECTREQUEST']._serialized_end=1438
+  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_start=1441
+  _globals['_PUTOBJECTCONTENTREQUEST']._serialized_end=1841
+  _globals['_DOWNLOADOBJECTREQUEST']._serialized_start=1844
+  _globals['_DOWNLOADOBJECTREQUEST']._serialized_end=1999
+  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_start=2001
+  _globals['_DOWNLOADOBJECTRESPONSE']._serialized_end=2117
+  _globals['_GETOBJECTCONTENTREQUEST']._serialized_start=2119
+  _globals['_GETOBJECTCONTENTREQUEST']._serialized_end=2207
+  _globals['_GETOBJECTMETADATAREQUEST']._serialized_start=2209
+  _globals['_GETOBJECTMETADATAREQUEST']._serialized_end=2298
+  _globals['_DELETEOBJECTREQUEST']._serialized_start=2300
+  _globals['_DELETEOBJECTREQUEST']._serialized_end=2384
+  _globals['_LISTOBJECTSREQUEST']._serialized_start=2387
+  _globals['_LISTOBJECTSREQUEST']._serialized_end=2540
+  _globals['_LISTOBJECTSRESPONSE']._serialized_start=2542
+  _globals['_LISTOBJECTSRESPONSE']._serialized_end=2652
+  _globals['_SIGNOBJECTURLREQUEST']._serialized_start=2655
+  _globals['_SIGNOBJECTURLREQUEST']._serialized_end=2870
+  _globals['_SIGNOBJECTURLRESPONSE']._serialized_start=2872
+  _globals['_SIGNOBJECTURLRESPONSE']._serialized_end=2969
 # @@protoc_insertion_point(module_scope)
