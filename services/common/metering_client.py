@@ -9,8 +9,9 @@ services other than MeteringService is `SpoolingUsageRecorder`:
 * A background task sends the spool in batches to `MeteringService.RecordUsage` with a service
   token and deletes a batch only after the server acknowledged every event in it. Failures back
   off exponentially with jitter (bounded) and are retried forever; nothing is dropped.
-* Event ids are stable (unique per process and counter unless given, see _EventIds), so a batch sent twice -- e.g. the process died
-  between the server's commit and the local delete -- is stored once: RecordUsage is idempotent.
+* Event ids are stable (unique per process and counter unless given, see _EventIds), so a batch
+  sent twice -- e.g. the process died between the server's commit and the local delete -- is
+  stored once: RecordUsage is idempotent.
 * The spool outlives the process: a new recorder on the same spool sends what is left.
 
 Durability: the spool runs `synchronous=NORMAL` in WAL mode, so a committed event survives a
@@ -29,7 +30,7 @@ import itertools
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

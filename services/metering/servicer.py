@@ -17,7 +17,6 @@ from services.common.interceptor import validate_message, validated_by_handler
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.common.policy import TENANT_ROLES
-from services.common.usage import AUDIT
 from services.metering.adapters.sql_audit import SqlAuditLog
 from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
