@@ -15,6 +15,7 @@ import typer
 from services.cli_api import limits_app, plans_app
 from services.cli_audit import audit_app
 from services.cli_ops import invoice, tenants_app, usage
+from services.cli_tokens import tokens_app
 from services.common.config import MeshSettings
 from services.common.identity import Role, service_audience
 
@@ -29,6 +30,7 @@ app.add_typer(tenants_app, name="tenants")
 app.command("usage")(usage)
 app.command("invoice")(invoice)
 app.add_typer(audit_app, name="audit")
+app.add_typer(tokens_app, name="tokens")
 
 
 HomeOption = Annotated[

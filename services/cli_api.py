@@ -29,7 +29,7 @@ TokenOption = Annotated[
 ]
 
 
-def _call(
+def call_api(
     method: str,
     path: str,
     *,
@@ -63,7 +63,7 @@ def limits_get(
     token: TokenOption = None,
 ) -> None:
     """Effective limits, overrides, remaining LLM budget and storage quota of a tenant."""
-    _call(
+    call_api(
         "GET", f"/api/v1/tenants/{tenant}/limits", url=url, token=token, role=Role.TENANT_ADMIN, tenant=tenant
     )
 
@@ -118,7 +118,7 @@ def limits_set(
                 body[name] = str(value)
         if not body:
             raise typer.BadParameter("name at least one limit, or --clear")
-    _call(
+    call_api(
         "PUT",
         f"/api/v1/admin/tenants/{tenant}/limits",
         url=url,
@@ -136,7 +136,7 @@ def plans_get(
     token: TokenOption = None,
 ) -> None:
     """A price plan: prices and limits."""
-    _call(
+    call_api(
         "GET",
         f"/api/v1/admin/price-plans/{plan_id}",
         url=url,
@@ -157,7 +157,7 @@ def plans_set(
     plan_id = plan.get("planId")
     if not plan_id:
         raise typer.BadParameter("the plan needs a planId")
-    _call(
+    call_api(
         "PUT",
         f"/api/v1/admin/price-plans/{plan_id}",
         url=url,

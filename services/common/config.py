@@ -74,6 +74,15 @@ class MeshSettings(BaseSettings):
     # of accepting them unchecked. Off by default, like the limits, so Redis is no single point
     # of failure for the whole data plane; the degraded state is logged and exported.
     token_state_fail_closed: bool = False
+    # Check a user token's `sub` against the tenant's current users (TenantService's user store:
+    # local table or Cognito pool): tenant-admin and member tokens of a subject the tenant does not
+    # have are refused (PERMISSION_DENIED, USER_NOT_IN_TENANT). Unset: on under the production
+    # profile, off in development, where `makoto token` mints tokens for any subject.
+    token_user_check: bool | None = None
+    # How long a "this user belongs to the tenant" answer is trusted (removals bite sooner, via
+    # the revocation store), and how long a "does not" answer is.
+    token_user_cache_seconds: float = Field(default=30.0, ge=0)
+    token_user_negative_cache_seconds: float = Field(default=1.0, ge=0)
     # Lifetime of the token an API key is exchanged for (POST /api/v1/auth/token).
     api_key_token_ttl_seconds: int = Field(default=900, ge=30)
     # Keys a tenant may hold at once (revoked and expired ones excluded), and their longest life.
@@ -280,6 +289,12 @@ class MeshSettings(BaseSettings):
             "metering": self.metering_port,
         }[service]
         return f"{self.service_hosts.get(service, self.host)}:{port}"
+
+    def checks_token_users(self) -> bool:
+        """Whether user tokens' subjects are checked against the tenant's users (token_user_check)."""
+        if self.token_user_check is not None:
+            return self.token_user_check
+        return self.profile == "production"
 
     def workers(self, service: str) -> int:
         count = {

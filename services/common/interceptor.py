@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -46,7 +47,15 @@ from services.common.policy import PUBLIC_PREFIXES, REFLECTION_PREFIXES, TENANT_
 from services.common.telemetry import otlp_requested
 from services.common.tenant_wire import canonical, field_numbers
 from services.common.token_state import TokenState
-from services.common.usage import API_CALLS, AUDIT, PLATFORM_PAYER, DurabilityGate, UsageRecorder
+from services.common.usage import (
+    API_CALLS,
+    AUDIT,
+    PLATFORM_AUDIT_CHAIN,
+    PLATFORM_PAYER,
+    DurabilityGate,
+    UsageRecorder,
+)
+from services.common.user_check import UserCheck
 
 log = structlog.get_logger("makoto.rpc")
 _tracer = trace.get_tracer("makoto.rpc")
@@ -188,6 +197,8 @@ _RESOURCE_FIELDS = (
     "prefix",
     "user_id",
     "key_id",
+    "token_id",
+    "plan_id",
     "month",
     "model",
 )
@@ -195,7 +206,7 @@ _RESOURCE_FIELDS = (
 
 def audit_resource(message: Message) -> str:
     parts: list[str] = []
-    for holder in (message, getattr(message, "header", None)):
+    for holder in (message, getattr(message, "header", None), getattr(message, "plan", None)):
         if not isinstance(holder, Message):
             continue
         names = {f.name for f in holder.DESCRIPTOR.fields}
@@ -205,6 +216,23 @@ def audit_resource(message: Message) -> str:
                 if isinstance(value, str) and value:
                     parts.append(f"{name}={value}")
     return ",".join(parts)[:256]
+
+
+_TENANT_ID = re.compile(r"[a-z][a-z0-9-]{2,62}")
+
+
+def _note_refused_target(state: CallState, request: Any) -> None:
+    """A call refused before its message was checked (its role may not call the method): the
+    audit log still files it under the tenant the request named, when that is a well-formed
+    tenant id (an operator's attempt at a tenant's data is the tenant's to see)."""
+    policy = state.policy
+    if state.principal is None or policy is None or not isinstance(request, Message):
+        return
+    if policy.tenant_field:
+        requested = _field(request, policy.tenant_field)
+        if requested and _TENANT_ID.fullmatch(requested):
+            state.requested_tenant = requested
+    state.resource = audit_resource(request)
 
 
 def _decided(state: CallState) -> tuple[tuple[str, str], ...]:
@@ -284,6 +312,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         deadlines: deadline.DeadlinePolicy | None = None,
         rate_limiter: ApiRateLimiter | None = None,
         token_state: TokenState | None = None,
+        user_check: UserCheck | None = None,
         tracing: bool | None = None,
         worker: int | None = None,
         reflection_needs_token: bool = False,
@@ -293,6 +322,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         self._reflection_needs_token = reflection_needs_token
         # Revoked tokens, removed users, revoked API keys (None: not checked).
         self._token_state = token_state
+        # User tokens' subjects against the tenant's current users (None: not checked).
+        self._user_check = user_check
         # Every call runs under a deadline: the client's (capped) or the service default.
         self._deadlines = deadlines or deadline.DeadlinePolicy()
         self._verifier = verifier
@@ -534,11 +565,13 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
 
     async def _audit(self, state: CallState) -> None:
         """One audit event per decision on a tenant's data or configuration, allowed or refused,
-        under the tenant the request named. Services' own calls are plumbing, not decisions."""
+        under the tenant the request named (or, refused before it was read, the caller's own).
+        A decision that names no tenant -- an operator's ListTenants or SetPricePlan -- goes to
+        the platform's chain. Services' own calls are plumbing, not decisions."""
         principal = state.principal
-        tenant = state.requested_tenant or state.tenant_id
-        if self._recorder is None or principal is None or not tenant or principal.role == Role.SERVICE:
+        if self._recorder is None or principal is None or principal.role == Role.SERVICE:
             return
+        tenant = state.requested_tenant or state.tenant_id or principal.tenant_id or PLATFORM_AUDIT_CHAIN
         try:
             await self._recorder.record(
                 meter=AUDIT,
@@ -775,9 +808,16 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
     ) -> tuple[Any, Any]:
         """Authenticate, check and limit the call: (the principal's context token, the
         requests, checked as they arrive when streamed in)."""
-        principal = self._authenticate(state, metadata)
+        try:
+            principal = self._authenticate(state, metadata)
+        except MakotoError:
+            if not streaming_in:
+                _note_refused_target(state, request_or_iter)
+            raise
         if principal is not None and self._token_state is not None:
             await self._token_state.check(principal)
+        if principal is not None and self._user_check is not None:
+            await self._user_check.check(principal)
         token = set_principal(principal)
         try:
             if streaming_in:

@@ -29,6 +29,7 @@ from services.common.policy import MethodPolicy
 from services.common.telemetry import configure_logging, configure_tracing, otlp_requested
 from services.common.token_state import TokenState
 from services.common.usage import DurabilityGate, UsageRecorder
+from services.common.user_check import DirectoryUsers, TenantUsers, UserCheck
 
 log = structlog.get_logger("makoto.server")
 
@@ -72,6 +73,9 @@ class ServerSpec:
     # The revocation store; None: one made from the settings (servers that write to it, such as
     # TenantService, pass the instance they share with their servicer).
     token_state: TokenState | None = None
+    # Where user tokens' subjects are looked up when MAKOTO_TOKEN_USER_CHECK is on; None:
+    # TenantDirectoryService.CheckTenantUser (TenantService passes its own user store).
+    users: TenantUsers | None = None
     # Called after the server stopped accepting calls and in-flight calls finished.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -180,6 +184,18 @@ async def run_server(
         max_service_ttl_seconds=settings.max_service_token_ttl_seconds,
     )
     token_state = spec.token_state or token_state_for(settings)
+    directory_users: DirectoryUsers | None = None
+    user_check: UserCheck | None = None
+    if settings.checks_token_users():
+        users = spec.users
+        if users is None:
+            users = directory_users = DirectoryUsers(settings, spec.name)
+        user_check = UserCheck(
+            users,
+            ttl_seconds=settings.token_user_cache_seconds,
+            negative_ttl_seconds=settings.token_user_negative_cache_seconds,
+            max_stale_seconds=settings.directory_max_stale_seconds,
+        )
     breakers.configure(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     makoto = MakotoInterceptor(
         service_name=spec.name,
@@ -193,6 +209,7 @@ async def run_server(
         worker=settings.worker_index if settings.workers(spec.name) > 1 else None,
         tracing=otlp_requested(settings),
         token_state=token_state,
+        user_check=user_check,
         reflection_needs_token=settings.profile != "development",
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [
@@ -272,6 +289,8 @@ async def run_server(
         await spec.recorder.close()
     scrape.stop()
     await token_state.close()
+    if directory_users is not None:
+        await directory_users.close()
     log.info("stopped", service=spec.name)
 
 

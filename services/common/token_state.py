@@ -5,7 +5,9 @@ A signature says who a token was issued to; only this store knows what happened 
 (all under MAKOTO_REDIS_PREFIX, each expiring when no token it could refuse is still valid, so
 the store stays as small as the set of live revocations):
 
-- `authn:jti:<jti>`                  the token was revoked (kept until the token's exp)
+- `authn:jti:<tenant>:<jti>`         the token was revoked (RevokeToken); scoped to the tenant
+                                     claim (`-` for tokens without one), so a tenant-admin's
+                                     revocation cannot reach another tenant's tokens
 - `authn:user:<tenant>:<sub>`        the user was removed from the tenant (kept for the longest
                                      token lifetime: every token issued before is expired then)
 - `authn:key:<key id>`               the API key was revoked (kept for the longest lifetime too)
@@ -77,7 +79,7 @@ class TokenState:
     def _keys(self, principal: Principal) -> list[str]:
         keys: list[str] = []
         if principal.token_id:
-            keys.append(f"{self._prefix}jti:{principal.token_id}")
+            keys.append(f"{self._prefix}jti:{principal.tenant_id or '-'}:{principal.token_id}")
         if principal.tenant_id and principal.role != Role.SERVICE:
             keys.append(f"{self._prefix}user:{principal.tenant_id}:{principal.subject}")
         if principal.api_key_id:
@@ -138,9 +140,13 @@ class TokenState:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def revoke_token(self, token_id: str, expires_at: float) -> None:
-        ttl = max(1, int(expires_at - time.time()) + _LEEWAY_SECONDS)
-        await self._set(f"jti:{token_id}", ttl)
+    async def revoke_token(self, tenant_id: str, token_id: str, expires_at: float | None = None) -> float:
+        """Refuse the token `token_id` of `tenant_id` ("" for tokens without a tenant claim).
+        Without its expiry (a caller that knows only the jti) the mark is kept for the longest
+        token lifetime. Returns until when (epoch seconds) it is kept."""
+        ttl = self._keep if expires_at is None else max(1, int(expires_at - time.time()) + _LEEWAY_SECONDS)
+        await self._set(f"jti:{tenant_id or '-'}:{token_id}", ttl)
+        return time.time() + ttl
 
     async def user_removed(self, tenant_id: str, subject: str) -> None:
         await self._set(f"user:{tenant_id}:{subject}", self._keep)

@@ -18,6 +18,9 @@ LLM_BUDGET_ALERTS = "llm_budget_alerts"
 # One event per audited decision (who called what, the outcome); chained into the tenant's
 # audit log by MeteringService, never priced or summed.
 AUDIT = "audit"
+# The audit chain of decisions that name no tenant (operator calls such as ListTenants or
+# SetPricePlan): its events carry this subject, a tenant id no tenant may take.
+PLATFORM_AUDIT_CHAIN = "platform"
 
 # Dimension `payer` of an event the platform pays for (operator calls); absent: the tenant pays.
 PAYER = "payer"

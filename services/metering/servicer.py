@@ -17,6 +17,7 @@ from services.common.interceptor import validate_message, validated_by_handler
 from services.common.limits.model import Limits
 from services.common.metering_client import MeterEvent
 from services.common.policy import TENANT_ROLES
+from services.common.usage import PLATFORM_AUDIT_CHAIN
 from services.metering.adapters.sql_audit import SqlAuditLog
 from services.metering.limits import TenantLimitsService
 from services.metering.metering import Metering
@@ -250,12 +251,22 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
     async def ListAuditRecords(
         self, request: metering_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
     ) -> metering_pb2.ListAuditRecordsResponse:
+        await self._tenant_may_read(request.tenant_id)
+        return await self._audit_page(request.tenant_id, request.page_size, request.page_token)
+
+    async def ListPlatformAuditRecords(
+        self, request: metering_pb2.ListPlatformAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> metering_pb2.ListAuditRecordsResponse:
+        return await self._audit_page(PLATFORM_AUDIT_CHAIN, request.page_size, request.page_token)
+
+    async def _audit_page(
+        self, chain: str, page_size: int, page_token: str
+    ) -> metering_pb2.ListAuditRecordsResponse:
         if self._audit is None:
             raise FailedPrecondition("this MeteringService keeps no audit log", reason="AUDIT_UNAVAILABLE")
-        await self._tenant_may_read(request.tenant_id)
-        size = request.page_size or 100
-        after = int(request.page_token or 0)
-        rows = await self._audit.records(request.tenant_id, after_seq=after, limit=size + 1)
+        size = page_size or 100
+        after = int(page_token or 0)
+        rows = await self._audit.records(chain, after_seq=after, limit=size + 1)
         page = rows[:size]
         return metering_pb2.ListAuditRecordsResponse(
             records=[

@@ -71,6 +71,10 @@ class IdentityProvider(Protocol):
         """NotFound if the tenant has no such user."""
         ...
 
+    async def has_user(self, tenant_id: str, user_id: str) -> bool:
+        """Whether user_id is a current (not removed or disabled) user of the tenant."""
+        ...
+
     async def remove_all(self, tenant_id: str) -> int:
         """Offboarding: remove every user of the tenant; returns how many there were."""
         ...

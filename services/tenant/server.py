@@ -32,6 +32,7 @@ from services.tenant.provisioning.aws import PlatformAwsSettings, platform_targe
 from services.tenant.provisioning.journal import SqlJournal
 from services.tenant.provisioning.plan import Planner
 from services.tenant.provisioning.workflow import WorkflowProvisioner
+from services.tenant.revocations import TokenRevocations
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -125,16 +126,19 @@ async def build(
                     OperationReader(tenants, journal, offboarder),
                     ApiKeyManager(engine, tenants, settings, token_state, recorder),
                     offboarder,
+                    TokenRevocations(tenants, token_state),
                 ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),
             Registration(
                 directory_pb2_grpc.add_TenantDirectoryServiceServicer_to_server,
-                TenantDirectoryService(tenants),
+                TenantDirectoryService(tenants, identity),
                 directory_pb2.DESCRIPTOR.services_by_name["TenantDirectoryService"].full_name,
             ),
         ],
         recorder=recorder,
         token_state=token_state,
+        # Subjects are checked against this server's own user store (no directory round trip).
+        users=identity,
         on_stop=on_stop,
     )

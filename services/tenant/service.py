@@ -22,6 +22,7 @@ from services.tenant import convert, updates
 from services.tenant.api_keys import ApiKeyManager
 from services.tenant.offboarding.runner import Offboarder
 from services.tenant.operations import OperationReader
+from services.tenant.revocations import TokenRevocations
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
 
@@ -36,7 +37,9 @@ class TenantService:
         operations: OperationReader,
         keys: ApiKeyManager,
         offboarder: Offboarder | None = None,
+        revocations: TokenRevocations | None = None,
     ) -> None:
+        self._revocations = revocations
         self._tenants = tenants
         self._users = users
         self._operations = operations
@@ -187,6 +190,18 @@ class TenantService:
     ) -> tenant_pb2.ApiKey:
         record = await self._keys.revoke(request.tenant_id, request.key_id, revoked_by=self._key_manager())
         return convert.api_key_to_proto(record)
+
+    async def RevokeToken(
+        self, request: tenant_pb2.RevokeTokenRequest, context: Context
+    ) -> tenant_pb2.RevokeTokenResponse:
+        if self._revocations is None:
+            raise FailedPrecondition(
+                "token revocation is not configured on this server", reason="NOT_CONFIGURED"
+            )
+        until = await self._revocations.revoke(request.tenant_id, request.token_id)
+        answer = tenant_pb2.RevokeTokenResponse(tenant_id=request.tenant_id, token_id=request.token_id)
+        answer.revoked_until.FromDatetime(until)
+        return answer
 
     async def ExchangeApiKey(
         self, request: tenant_pb2.ExchangeApiKeyRequest, context: Context

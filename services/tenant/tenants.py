@@ -28,6 +28,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.usage import PLATFORM_AUDIT_CHAIN
 from services.tenant import bindings as binding_rules
 from services.tenant import residency
 from services.tenant.model import UPDATABLE_STATES, State, TenantRecord, TenantSpec, check_transition
@@ -116,6 +117,13 @@ class TenantManager:
     async def create(self, spec: TenantSpec, *, request_id: str) -> TenantRecord:
         """Store the tenant as PROVISIONING, provision it, end ACTIVE (or FAILED with a reason).
         The same request_id returns the tenant the first call made (AIP-155)."""
+        if spec.tenant_id == PLATFORM_AUDIT_CHAIN:
+            # The platform's own audit chain is kept under this name.
+            raise InvalidArgument(
+                f"tenant id {spec.tenant_id!r} is reserved",
+                field_violations=[("tenant.tenant_id", "reserved for the platform")],
+                reason="TENANT_ID_RESERVED",
+            )
         if request_id:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:

@@ -1,7 +1,8 @@
 """The tamper-evident audit log against the real mesh: decisions of every service, allowed and
 refused (also for a caller that bypasses Envoy), reach the tenant's hash chain through the usage
 spool; tenant-admins read their own log, platform-admins any; `makoto audit verify` accepts the
-chain and names the record an edit of the database broke."""
+chain and names the record an edit of the database broke. Operator calls that name no tenant are
+in the platform's own chain (GET /api/v1/admin/audit, `makoto audit list|verify --platform`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import asyncio
 import json
 import sqlite3
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from makoto.storage.v1 import items_pb2, storage_service_pb2_grpc
 from typer.testing import CliRunner
 
@@ -142,3 +145,87 @@ async def test_decisions_are_chained_and_verified(mesh: RunningMesh) -> None:
         conn.execute("DELETE FROM audit_records WHERE tenant_id=? AND seq=?", (tenant, seq))
     code, verdict = _verify(mesh, tenant)
     assert code == 1 and verdict["badSeq"] == seq + 1 and "missing" in verdict["reason"], verdict
+
+
+def _cli(mesh: RunningMesh, *args: str) -> tuple[int, dict[str, Any]]:
+    token = mesh.headers(Role.PLATFORM_ADMIN)["authorization"].removeprefix("Bearer ")
+    done = CliRunner().invoke(app, ["audit", *args, "--url", mesh.base_url, "--token", token])
+    return done.exit_code, json.loads(done.stdout)
+
+
+async def test_platform_view(mesh: RunningMesh) -> None:
+    """Operator calls that name no tenant go to the platform's own chain: a platform-admin reads
+    it (REST, gRPC, `makoto audit list --platform`), tenant-admins cannot, and `makoto audit
+    verify --platform` detects a modified record."""
+    plan = f"audit-plan-{uuid.uuid4().hex[:8]}"
+    operator = mesh.headers(Role.PLATFORM_ADMIN)
+    tenant = create_tenant(mesh, "audit-view")
+    set_plan = "makoto.metering.v1.MeteringService.SetPricePlan"
+    async with httpx.AsyncClient(base_url=mesh.base_url, timeout=30) as c:
+        r = await c.put(
+            f"{API}/admin/price-plans/{plan}",
+            json={"planId": plan, "currency": "EUR", "prices": [{"meter": "api_calls", "unitPrice": "0.01"}]},
+            headers=operator,
+        )
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"{API}/admin/tenants", headers=operator)).status_code == 200
+        deadline = time.monotonic() + 15
+        while True:
+            r = await c.get(f"{API}/admin/audit", headers=operator, params={"pageSize": 1000})
+            assert r.status_code == 200, r.text
+            records: list[dict[str, Any]] = r.json().get("records", [])
+            mine = [x for x in records if x["method"] == set_plan and x.get("resource") == f"plan_id={plan}"]
+            listed = any(x["method"] == "makoto.tenant.v1.TenantService.ListTenants" for x in records)
+            # (Each service's events come through its own spool.)
+            if (mine and listed) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert mine and mine[0]["outcome"] == "OK" and mine[0]["role"] == "platform-admin", records
+        assert listed, records
+        # Not in the tenant's chain, and the tenant's own decisions not in the platform's.
+        r = await c.get(f"{API}/tenants/{tenant}/audit", headers=operator, params={"pageSize": 1000})
+        assert set_plan not in r.text
+        # Who may read it: platform-admins only (Envoy 403; the service's own port refuses too).
+        admin = mesh.headers(Role.TENANT_ADMIN, tenant)
+        assert (await c.get(f"{API}/admin/audit", headers=admin)).status_code == 403
+        assert (await c.get(f"{API}/tenants/platform/audit", headers=admin)).status_code == 403
+        # "platform" is no tenant anyone can create.
+        r = await c.post(f"{API}/admin/tenants", json={"tenantId": "platform"}, headers=operator)
+        assert r.status_code == 400 and "TENANT_ID_RESERVED" in r.text, r.text
+
+    async with mesh.channel(mesh.grpc_target) as ch:
+        answer = await metering_pb2_grpc.MeteringServiceStub(ch).ListPlatformAuditRecords(
+            metering_pb2.ListPlatformAuditRecordsRequest(page_size=1000),
+            metadata=mesh.metadata(Role.PLATFORM_ADMIN),
+        )
+        assert any(r.method == set_plan and r.resource == f"plan_id={plan}" for r in answer.records)
+    async with mesh.channel(mesh.address("metering")) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await metering_pb2_grpc.MeteringServiceStub(ch).ListPlatformAuditRecords(
+                metering_pb2.ListPlatformAuditRecordsRequest(),
+                metadata=mesh.metadata(Role.TENANT_ADMIN, tenant),
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    code, listed = _cli(mesh, "list", "--platform")
+    assert code == 0 and listed["chain"] == "platform"
+    assert any(x["method"] == set_plan for x in listed["records"])
+    code, verdict = _cli(mesh, "verify", "--platform")
+    assert code == 0 and verdict["ok"] is True and verdict["records"] >= len(records), verdict
+
+    # Someone with the database rewrites the operator's call as refused: verify names it.
+    db = mesh.settings.data_dir / "metering.sqlite3"
+    seq = int(mine[0]["seq"])
+    with sqlite3.connect(db, timeout=10) as conn:
+        conn.execute(
+            "UPDATE audit_records SET outcome='PERMISSION_DENIED' WHERE tenant_id='platform' AND seq=?",
+            (seq,),
+        )
+    try:
+        code, verdict = _cli(mesh, "verify", "--platform")
+        assert code == 1 and verdict["ok"] is False and verdict["badSeq"] == seq, verdict
+    finally:
+        with sqlite3.connect(db, timeout=10) as conn:
+            conn.execute("UPDATE audit_records SET outcome='OK' WHERE tenant_id='platform' AND seq=?", (seq,))
+    code, verdict = _cli(mesh, "verify", "--platform")
+    assert code == 0, verdict

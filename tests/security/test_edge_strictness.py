@@ -1,5 +1,6 @@
 """Envoy refuses what the services refuse (issue 9, item 1), on every port: Envoy's gRPC and REST
-(and the OpenAI-compatible /v1) and the services' own ports.
+(and the OpenAI-compatible /v1) and the services' own ports -- storage's, and (the last two tests)
+the tenant, LLM and metering ports, each with a tenant-scoped method of its own.
 
 - Crafted protobuf: the tenant field sent with the wrong wire type ahead of the real one, and an
   UploadObjectRequest holding two headers (acme, then globex). Envoy cannot parse protobuf
@@ -18,13 +19,19 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import httpx
 import jwt
 import pytest
+from google.protobuf.message import Message
+from makoto.llm.v1 import llm_pb2
+from makoto.metering.v1 import metering_pb2, metering_pb2_grpc
 from makoto.storage.v1 import items_pb2, objects_pb2
+from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.dev_issuer import mint_token
 from services.common.identity import Role, service_audience
@@ -36,6 +43,8 @@ from tests.security.attacks import (
     error_info,
     items_on_disk,
     object_keys_on_disk,
+    usage_by_method,
+    wait_for_method,
 )
 from tests.support import client_stream
 
@@ -254,3 +263,180 @@ async def test_token_rules_are_identical_at_envoy_and_in_the_services(mesh: Runn
                 assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (kind, port, err.details())
     keys = {k[2] for k in items_on_disk(mesh, acme)}
     assert not {k for k in keys if k.startswith(("tok-", "role-"))}, keys
+
+
+# -- the same payloads and tokens on the tenant, LLM and metering services ---------------------
+
+INVITE = "/makoto.tenant.v1.TenantService/InviteUser"
+CHAT = "/makoto.llm.v1.LLMService/CreateChatCompletion"
+LIST_MODELS = "/makoto.llm.v1.LLMService/ListModels"
+GET_LIMITS = "/makoto.metering.v1.MeteringService/GetTenantLimits"
+SET_LIMITS = "/makoto.metering.v1.MeteringService/SetTenantLimits"
+MARK_LIMIT = 424242  # llm_monthly_tokens no refused SetTenantLimits may leave behind
+
+
+@dataclass(frozen=True)
+class Case:
+    """One tenant-scoped method of a service (tenant_id is field 1 of its request)."""
+
+    path: str
+    # (tenant, marker) -> the request; the marker makes what a wrongly accepted call wrote findable
+    request: Callable[[str, str], Message]
+    # the caller's role (tenant-bound roles carry acme's claim)
+    role: Role
+
+
+def _invite(tenant: str, marker: str) -> Message:
+    return tenant_pb2.InviteUserRequest(
+        tenant_id=tenant,
+        user=tenant_pb2.TenantUser(email=f"{marker}@edge.test", role=tenant_pb2.USER_ROLE_MEMBER),
+    )
+
+
+def _chat(tenant: str, marker: str) -> Message:
+    return llm_pb2.CreateChatCompletionRequest(
+        tenant_id=tenant, model="chat", messages=[llm_pb2.ChatMessage(role="user", content=marker)]
+    )
+
+
+def _get_limits(tenant: str, marker: str) -> Message:
+    return metering_pb2.GetTenantLimitsRequest(tenant_id=tenant)
+
+
+def _set_limits(tenant: str, marker: str) -> Message:
+    return metering_pb2.SetTenantLimitsRequest(
+        tenant_id=tenant, overrides=metering_pb2.PlanLimits(llm_monthly_tokens=MARK_LIMIT)
+    )
+
+
+# Per service: the methods the crafted payloads are sent to, and a method whose route does not
+# admit some role that can carry a tenant claim (with those roles).
+CRAFTED: dict[str, list[Case]] = {
+    "tenant": [Case(INVITE, _invite, Role.TENANT_ADMIN)],
+    "llm": [Case(CHAT, _chat, Role.TENANT_ADMIN)],
+    # A tenant-admin's read, and the operator's write (Envoy lets a platform-admin through for
+    # any tenant, so only the service's strict reading stands between it and the store).
+    "metering": [
+        Case(GET_LIMITS, _get_limits, Role.TENANT_ADMIN),
+        Case(SET_LIMITS, _set_limits, Role.PLATFORM_ADMIN),
+    ],
+}
+WRONG_ROLE: dict[str, tuple[Case, tuple[Role, ...]]] = {
+    "tenant": (Case(INVITE, _invite, Role.TENANT_ADMIN), (Role.MEMBER, Role.SERVICE)),
+    "llm": (Case(CHAT, _chat, Role.TENANT_ADMIN), (Role.PLATFORM_ADMIN, Role.SERVICE)),
+    "metering": (
+        Case(SET_LIMITS, _set_limits, Role.PLATFORM_ADMIN),
+        (Role.TENANT_ADMIN, Role.MEMBER, Role.SERVICE),
+    ),
+}
+
+
+def _service_targets(mesh: RunningMesh, service: str) -> dict[str, str]:
+    return {"envoy": mesh.grpc_target, f"{service}-port": mesh.address(service)}
+
+
+def _merged(request: Callable[[str, str], Message], first: str, second: str, marker: str) -> bytes:
+    # Two serialised requests back to back are one message to protobuf (the last tenant_id wins);
+    # a lenient reader takes the first.
+    return request(first, marker).SerializeToString() + request(second, marker).SerializeToString()
+
+
+async def _nothing_changed(
+    mesh: RunningMesh, service: str, tenants: tuple[str, str], markers: list[str]
+) -> None:
+    """What a wrongly accepted call would have left: users invited, LLM calls billed, limits set."""
+    operator = mesh.metadata(Role.PLATFORM_ADMIN)
+    async with mesh.channel(mesh.grpc_target) as ch:
+        if service == "tenant":
+            stub = tenant_pb2_grpc.TenantServiceStub(ch)
+            for tenant in tenants:
+                users = await stub.ListUsers(tenant_pb2.ListUsersRequest(tenant_id=tenant), metadata=operator)
+                emails = " ".join(u.email for u in users.users)
+                assert not [m for m in markers if m in emails], (tenant, emails)
+        elif service == "metering":
+            stub_m = metering_pb2_grpc.MeteringServiceStub(ch)
+            for tenant in tenants:
+                limits = await stub_m.GetTenantLimits(
+                    metering_pb2.GetTenantLimitsRequest(tenant_id=tenant), metadata=operator
+                )
+                assert limits.overrides.llm_monthly_tokens != MARK_LIMIT, (tenant, limits.overrides)
+        else:
+            # A sentinel ListModels of each tenant: the LLM service's events travel one spool in
+            # order, so a chat it had billed before the sentinel would be there by now.
+            for tenant in tenants:
+                sentinel = ch.unary_unary(LIST_MODELS)
+                await sentinel(
+                    llm_pb2.ListModelsRequest(tenant_id=tenant).SerializeToString(),
+                    metadata=mesh.metadata(Role.TENANT_ADMIN, tenant),
+                    timeout=10,
+                )
+                usage = await wait_for_method(mesh, tenant, "ListModels")
+                assert not usage.get("CreateChatCompletion"), (tenant, usage)
+                assert not await usage_by_method(mesh, tenant, "llm_prompt_tokens"), tenant
+
+
+@pytest.mark.parametrize("service", ["tenant", "llm", "metering"])
+async def test_crafted_tenant_encodings_are_refused_on_every_service_port(
+    mesh: RunningMesh, acme: str, globex: str, service: str
+) -> None:
+    markers: list[str] = []
+    for case in CRAFTED[service]:
+        md = mesh.metadata(case.role, acme if case.role != Role.PLATFORM_ADMIN else None)
+        for port, target in _service_targets(mesh, service).items():
+            async with mesh.channel(target) as ch:
+                for decoy, real in ((acme, globex), (globex[:7], acme), (acme, acme)):
+                    marker = f"ww{uuid.uuid4().hex[:8]}"
+                    markers.append(marker)
+                    request = case.request(real, marker)
+                    fixed = bytes([len(decoy)]) + decoy.encode()
+                    err = await _raw_unary(ch, case.path, b"\x09" + fixed + request.SerializeToString(), md)
+                    allowed = {INVALID} if port != "envoy" else {INVALID, grpc.StatusCode.PERMISSION_DENIED}
+                    assert err.code() in allowed, (service, case.path, port, decoy, real, err.details())
+                    if err.code() == INVALID:
+                        assert error_info(err).reason == "AMBIGUOUS_TENANT_FIELD"
+                # One message naming two tenants (acme, then globex, and the other way round).
+                for first, second in ((acme, globex), (globex, acme)):
+                    marker = f"tw{uuid.uuid4().hex[:8]}"
+                    markers.append(marker)
+                    err = await _raw_unary(ch, case.path, _merged(case.request, first, second, marker), md)
+                    allowed = {INVALID} if port != "envoy" else {INVALID, grpc.StatusCode.PERMISSION_DENIED}
+                    assert err.code() in allowed, (service, case.path, port, first, err.details())
+                    if err.code() == INVALID:
+                        assert error_info(err).reason == "AMBIGUOUS_TENANT_FIELD"
+    await _nothing_changed(mesh, service, (acme, globex), markers)
+
+
+@pytest.mark.parametrize("service", ["tenant", "llm", "metering"])
+async def test_token_rules_are_identical_on_every_service_port(
+    mesh: RunningMesh, acme: str, globex: str, service: str
+) -> None:
+    markers: list[str] = []
+    case, wrong_roles = WRONG_ROLE[service]
+    bad = _bad_authorizations(mesh, acme)
+    audiences = [mesh.settings.audience, service_audience(mesh.settings.audience, service)]
+    for port, target in _service_targets(mesh, service).items():
+        async with mesh.channel(target) as ch:
+            for kind, value in bad.items():
+                marker = f"tk{uuid.uuid4().hex[:8]}"
+                markers.append(marker)
+                err = await _raw_unary(
+                    ch, case.path, case.request(acme, marker).SerializeToString(), (("authorization", value),)
+                )
+                assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (service, kind, port, err.details())
+            for role in wrong_roles:
+                marker = f"rl{uuid.uuid4().hex[:8]}"
+                markers.append(marker)
+                token = mint_token(
+                    mesh.settings,
+                    role=role,
+                    tenant_id=acme,
+                    **({"audience": audiences} if role == Role.SERVICE else {}),
+                )
+                err = await _raw_unary(
+                    ch,
+                    case.path,
+                    case.request(acme, marker).SerializeToString(),
+                    (("authorization", f"Bearer {token}"),),
+                )
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (service, role, port, err.details())
+    await _nothing_changed(mesh, service, (acme, globex), markers)

@@ -113,6 +113,13 @@ class CognitoIdentityProvider:
         )
         return [r for r in records if after is None or r.user_id > after][:limit]
 
+    async def has_user(self, tenant_id: str, user_id: str) -> bool:
+        # A member of the tenant's group, still enabled (RemoveUser disables, keeps it in the group).
+        return any(
+            _attributes(u).get("sub") == user_id and u.get("Enabled", True)
+            for u in await self._members(tenant_id)
+        )
+
     async def remove(self, tenant_id: str, user_id: str) -> None:
         idp = await self._clients.client()
         for user in await self._members(tenant_id):

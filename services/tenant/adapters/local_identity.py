@@ -68,6 +68,11 @@ class LocalIdentityProvider:
             rows = (await conn.execute(query)).mappings().all()
         return [_record(r) for r in rows]
 
+    async def has_user(self, tenant_id: str, user_id: str) -> bool:
+        query = sa.select(users.c.user_id).where(users.c.tenant_id == tenant_id, users.c.user_id == user_id)
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
     async def remove(self, tenant_id: str, user_id: str) -> None:
         async with self._engine.begin() as conn:
             result = await conn.execute(

@@ -1,12 +1,16 @@
 """Tenant users in a Cognito user pool (moto's cognito-idp): InviteUser creates the pool user with
 custom:tenant_id / custom:role in the tenant's group; a token the user obtains from the pool
 (AdminInitiateAuth) is accepted by TenantService, which verifies it against the pool's JWKS
-served by moto; RemoveUser disables the user (sign-in refused); offboarding deletes them.
+served by moto; RemoveUser disables the user (sign-in refused) and ends the tokens already issued
+(refused within a second); with the subject check on, a token naming no user of the tenant's group
+is refused; offboarding deletes them.
 Pool state is checked with boto3."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +23,8 @@ import pytest
 from makoto.tenant.v1 import tenant_pb2, tenant_pb2_grpc
 
 from services.common.config import JwtProvider, MeshSettings
+from services.common.dev_issuer import mint_token
+from services.common.identity import Role
 from services.tenant.server import build
 from tests.contract.emulators import MOTO_CREDENTIALS, Emulator, moto_server  # noqa: F401
 from tests.support import bearer, direct_channel, make_settings, running_server
@@ -90,11 +96,17 @@ async def api(pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> As
         jwks_url=f"{pool.endpoint}/{pool.pool_id}/.well-known/jwks.json",
         client_ids=[pool.client_id],
     )
-    settings = make_settings(tmp_path / "home", extra_jwt_providers=[cognito])
+    # The subject check on (as the production profile has it): pool tokens must name pool users.
+    settings = make_settings(tmp_path / "home", extra_jwt_providers=[cognito], token_user_check=True)
     url = f"sqlite+aiosqlite:///{settings.data_dir / 'tenant.sqlite3'}"
     async with running_server(functools.partial(build, db_url=url, recorder_factory=None), settings):
         async with direct_channel(settings.address("tenant")) as channel:
             yield Api(settings, tenant_pb2_grpc.TenantServiceStub(channel))
+
+
+def bearer_for(settings: MeshSettings, tenant: str, subject: str) -> tuple[tuple[str, str], ...]:
+    token = mint_token(settings, role=Role.MEMBER, tenant_id=tenant, subject=subject)
+    return (("authorization", f"Bearer {token}"),)
 
 
 def attributes(pool: Pool, username: str) -> dict[str, str]:
@@ -151,14 +163,33 @@ async def test_cognito_user_invited_signs_in_is_accepted_then_removed(api: Api, 
         ),
         metadata=as_alice,
     )
+    # A signed token whose subject is no user of the tenant's pool group is refused.
+    nobody = bearer_for(api.settings, tid, "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.GetTenant(tenant_pb2.GetTenantRequest(tenant_id=tid), metadata=nobody)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not a user" in (err.value.details() or "")
+
     await api.stub.RemoveUser(
         tenant_pb2.RemoveUserRequest(tenant_id=tid, user_id=alice.user_id), metadata=admin
     )
+    removed_at = time.monotonic()
     assert attributes(pool, username)["enabled"] == "False"
     with pytest.raises(pool.idp().exceptions.NotAuthorizedException):
         pool.sign_in(username)
     listed = await api.stub.ListUsers(tenant_pb2.ListUsersRequest(tenant_id=tid), metadata=admin)
     assert [u.email for u in listed.users] == ["bob@example.test"]
+    # The ID token Alice already holds does not live out its lifetime: RemoveUser wrote the
+    # removed-user mark for her Cognito `sub`, so it is refused within a second.
+    while True:
+        try:
+            await api.stub.GetTenant(tenant_pb2.GetTenantRequest(tenant_id=tid), metadata=as_alice)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "no longer belongs" in (exc.details() or "")
+            break
+        assert time.monotonic() - removed_at < 1.0, "removed Cognito user still served after a second"
+        await asyncio.sleep(0.05)
 
     # Offboarding deletes the tenant's users from the pool.
     await api.stub.DeleteTenant(tenant_pb2.DeleteTenantRequest(tenant_id=tid), metadata=admin)

@@ -103,7 +103,11 @@ async def test_revocation_by_jti_bites_within_the_cache_window(settings: MeshSet
         other = v.verify(mint_token(settings, role=Role.MEMBER, tenant_id="acme"))
         await reader.check(mine)
         await reader.check(other)
-        await writer.revoke_token(mine.token_id, mine.expires_at)
+        # A mark under another tenant names the same jti but does not touch this token.
+        await writer.revoke_token("globex", mine.token_id, mine.expires_at)
+        await asyncio.sleep(0.6)  # past the reader's cache window
+        await reader.check(mine)
+        await writer.revoke_token("acme", mine.token_id, mine.expires_at)
         revoked_at = time.monotonic()
         while True:
             try:
@@ -116,7 +120,7 @@ async def test_revocation_by_jti_bites_within_the_cache_window(settings: MeshSet
         await reader.check(other)  # another token of the same user is untouched
         # The mark expires with the token: nothing stays in Redis for tokens that are gone.
         assert reader._redis is not None
-        ttl = await reader._redis.ttl(f"{settings.redis_prefix}authn:jti:{mine.token_id}")
+        ttl = await reader._redis.ttl(f"{settings.redis_prefix}authn:jti:acme:{mine.token_id}")
         assert 0 < ttl <= int(mine.expires_at - time.time()) + 31
     finally:
         await reader.close()

@@ -80,6 +80,11 @@ class MeteringServiceStub:
                 request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListPlatformAuditRecords = channel.unary_unary(
+                '/makoto.metering.v1.MeteringService/ListPlatformAuditRecords',
+                request_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListPlatformAuditRecordsRequest.SerializeToString,
+                response_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -154,6 +159,15 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlatformAuditRecords(self, request, context):
+        """Reads the platform's own audit log (hash-chained like a tenant's, oldest first): operator
+        calls that name no tenant (ListTenants, price plans, ...) and calls refused before they
+        named one. Platform-admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +214,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
             'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditRecords,
                     request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListPlatformAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlatformAuditRecords,
+                    request_deserializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListPlatformAuditRecordsRequest.FromString,
                     response_serializer=makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
@@ -446,6 +465,33 @@ class MeteringService:
             target,
             '/makoto.metering.v1.MeteringService/ListAuditRecords',
             makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsRequest.SerializeToString,
+            makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlatformAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.metering.v1.MeteringService/ListPlatformAuditRecords',
+            makoto_dot_metering_dot_v1_dot_metering__pb2.ListPlatformAuditRecordsRequest.SerializeToString,
             makoto_dot_metering_dot_v1_dot_metering__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,

@@ -29,7 +29,7 @@ from makoto.api.v1 import rules_pb2 as makoto_dot_api_dot_v1_dot_rules__pb2
 from makoto.tenant.v1 import tenant_pb2 as makoto_dot_tenant_dot_v1_dot_tenant__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n makoto/tenant/v1/directory.proto\x12\x10makoto.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\x1a\x1dmakoto/tenant/v1/tenant.proto\"8\n\x14ResolveTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"\xe7\x01\n\x15ResolveTenantResponse\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32\x1d.makoto.tenant.v1.TenantStateB\x04\xe2\x41\x01\x03\x12\x38\n\x08\x62indings\x18\x03 \x01(\x0b\x32 .makoto.tenant.v1.TenantBindingsB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x65\x61tures\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rprice_plan_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x32\x8d\x01\n\x16TenantDirectoryService\x12s\n\rResolveTenant\x12&.makoto.tenant.v1.ResolveTenantRequest\x1a\'.makoto.tenant.v1.ResolveTenantResponse\"\x11\xa2\x86\x19\r\x1a\ttenant_id \x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n makoto/tenant/v1/directory.proto\x12\x10makoto.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1amakoto/api/v1/access.proto\x1a\x19makoto/api/v1/rules.proto\x1a\x1dmakoto/tenant/v1/tenant.proto\"8\n\x14ResolveTenantRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\"\xe7\x01\n\x15ResolveTenantResponse\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32\x1d.makoto.tenant.v1.TenantStateB\x04\xe2\x41\x01\x03\x12\x38\n\x08\x62indings\x18\x03 \x01(\x0b\x32 .makoto.tenant.v1.TenantBindingsB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x65\x61tures\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rprice_plan_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"[\n\x16\x43heckTenantUserRequest\x12 \n\ttenant_id\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\xf0\x86\x19\x01\x12\x1f\n\x07user_id\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x02\"/\n\x17\x43heckTenantUserResponse\x12\x14\n\x06member\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03\x32\x88\x02\n\x16TenantDirectoryService\x12s\n\rResolveTenant\x12&.makoto.tenant.v1.ResolveTenantRequest\x1a\'.makoto.tenant.v1.ResolveTenantResponse\"\x11\xa2\x86\x19\r\x1a\ttenant_id \x01\x12y\n\x0f\x43heckTenantUser\x12(.makoto.tenant.v1.CheckTenantUserRequest\x1a).makoto.tenant.v1.CheckTenantUserResponse\"\x11\xa2\x86\x19\r\x1a\ttenant_id \x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,12 +50,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVETENANTRESPONSE'].fields_by_name['price_plan_id']._serialized_options = b'\342A\001\003'
   _globals['_RESOLVETENANTRESPONSE'].fields_by_name['etag']._loaded_options = None
   _globals['_RESOLVETENANTRESPONSE'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKTENANTUSERREQUEST'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_CHECKTENANTUSERREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002\272H\006r\004\360\206\031\001'
+  _globals['_CHECKTENANTUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_CHECKTENANTUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\007r\005\020\001\030\200\002'
+  _globals['_CHECKTENANTUSERRESPONSE'].fields_by_name['member']._loaded_options = None
+  _globals['_CHECKTENANTUSERRESPONSE'].fields_by_name['member']._serialized_options = b'\342A\001\003'
   _globals['_TENANTDIRECTORYSERVICE'].methods_by_name['ResolveTenant']._loaded_options = None
   _globals['_TENANTDIRECTORYSERVICE'].methods_by_name['ResolveTenant']._serialized_options = b'\242\206\031\r\032\ttenant_id \001'
+  _globals['_TENANTDIRECTORYSERVICE'].methods_by_name['CheckTenantUser']._loaded_options = None
+  _globals['_TENANTDIRECTORYSERVICE'].methods_by_name['CheckTenantUser']._serialized_options = b'\242\206\031\r\032\ttenant_id \001'
   _globals['_RESOLVETENANTREQUEST']._serialized_start=202
   _globals['_RESOLVETENANTREQUEST']._serialized_end=258
   _globals['_RESOLVETENANTRESPONSE']._serialized_start=261
   _globals['_RESOLVETENANTRESPONSE']._serialized_end=492
-  _globals['_TENANTDIRECTORYSERVICE']._serialized_start=495
-  _globals['_TENANTDIRECTORYSERVICE']._serialized_end=636
+  _globals['_CHECKTENANTUSERREQUEST']._serialized_start=494
+  _globals['_CHECKTENANTUSERREQUEST']._serialized_end=585
+  _globals['_CHECKTENANTUSERRESPONSE']._serialized_start=587
+  _globals['_CHECKTENANTUSERRESPONSE']._serialized_end=634
+  _globals['_TENANTDIRECTORYSERVICE']._serialized_start=637
+  _globals['_TENANTDIRECTORYSERVICE']._serialized_end=901
 # @@protoc_insertion_point(module_scope)

@@ -32,3 +32,17 @@ class ResolveTenantResponse(_message.Message):
     price_plan_id: str
     etag: str
     def __init__(self, tenant_id: _Optional[str] = ..., state: _Optional[_Union[_tenant_pb2.TenantState, str]] = ..., bindings: _Optional[_Union[_tenant_pb2.TenantBindings, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ..., price_plan_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CheckTenantUserRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class CheckTenantUserResponse(_message.Message):
+    __slots__ = ("member",)
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    member: bool
+    def __init__(self, member: _Optional[bool] = ...) -> None: ...

@@ -41,6 +41,11 @@ class TenantDirectoryServiceStub:
                 request_serializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantRequest.SerializeToString,
                 response_deserializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantResponse.FromString,
                 _registered_method=True)
+        self.CheckTenantUser = channel.unary_unary(
+                '/makoto.tenant.v1.TenantDirectoryService/CheckTenantUser',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserResponse.FromString,
+                _registered_method=True)
 
 
 class TenantDirectoryServiceServicer:
@@ -55,6 +60,14 @@ class TenantDirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckTenantUser(self, request, context):
+        """Whether `user_id` (a user token's `sub`) is a current user of the tenant: what data-plane
+        services ask when MAKOTO_TOKEN_USER_CHECK is on (answers cached by the caller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantDirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +75,11 @@ def add_TenantDirectoryServiceServicer_to_server(servicer, server):
                     servicer.ResolveTenant,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantRequest.FromString,
                     response_serializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantResponse.SerializeToString,
+            ),
+            'CheckTenantUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckTenantUser,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +111,33 @@ class TenantDirectoryService:
             '/makoto.tenant.v1.TenantDirectoryService/ResolveTenant',
             makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantRequest.SerializeToString,
             makoto_dot_tenant_dot_v1_dot_directory__pb2.ResolveTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckTenantUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantDirectoryService/CheckTenantUser',
+            makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_directory__pb2.CheckTenantUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -466,6 +466,24 @@ class RevokeApiKeyRequest(_message.Message):
     key_id: str
     def __init__(self, tenant_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("tenant_id", "token_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    token_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., token_id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("tenant_id", "token_id", "revoked_until")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    token_id: str
+    revoked_until: _timestamp_pb2.Timestamp
+    def __init__(self, tenant_id: _Optional[str] = ..., token_id: _Optional[str] = ..., revoked_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class ExchangeApiKeyRequest(_message.Message):
     __slots__ = ("api_key",)
     API_KEY_FIELD_NUMBER: _ClassVar[int]

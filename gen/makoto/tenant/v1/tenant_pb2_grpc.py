@@ -123,6 +123,11 @@ class TenantServiceStub:
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/RevokeToken',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
         self.ExchangeApiKey = channel.unary_unary(
                 '/makoto.tenant.v1.TenantService/ExchangeApiKey',
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ExchangeApiKeyRequest.SerializeToString,
@@ -265,6 +270,16 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeToken(self, request, context):
+        """Revokes one token of the tenant by its `jti`: every service refuses it (UNAUTHENTICATED,
+        TOKEN_REVOKED) within a second, until the longest token lifetime has passed. The mark is
+        scoped to the tenant: it refuses only tokens whose tenant claim is that tenant, so a
+        tenant-admin cannot end another tenant's tokens. Tenant-admin of that tenant or platform-admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExchangeApiKey(self, request, context):
         """Exchanges an API key for a short-lived access token. Needs no bearer token.
         """
@@ -359,6 +374,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenResponse.SerializeToString,
             ),
             'ExchangeApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.ExchangeApiKey,
@@ -826,6 +846,33 @@ class TenantService:
             '/makoto.tenant.v1.TenantService/RevokeApiKey',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeApiKeyRequest.SerializeToString,
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/RevokeToken',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenRequest.SerializeToString,
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
