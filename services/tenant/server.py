@@ -26,6 +26,7 @@ from services.tenant.offboarding.export import TenantExporter
 from services.tenant.offboarding.links import LinkSigner, local_key
 from services.tenant.offboarding.metering_eraser import MeteringUsageEraser
 from services.tenant.offboarding.runner import ExportSettings, Offboarder
+from services.tenant.onboarding import Onboarder
 from services.tenant.operations import OperationReader
 from services.tenant.ports import IdentityProvider
 from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
@@ -105,6 +106,8 @@ async def build(
         )
         offboarder = Offboarder(tenants, journal, exporter, LinkSigner(key), export_settings.link_ttl_seconds)
         on_stop.insert(0, offboarder.close)
+        onboarder = Onboarder(tenants, journal)
+        on_stop.insert(0, onboarder.close)
         await tenants.recover()
         await offboarder.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
@@ -125,6 +128,7 @@ async def build(
                     OperationReader(tenants, journal, offboarder),
                     ApiKeyManager(engine, tenants, settings, token_state, recorder),
                     offboarder,
+                    onboarder,
                 ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),

@@ -116,10 +116,17 @@ class TenantManager:
     async def create(self, spec: TenantSpec, *, request_id: str) -> TenantRecord:
         """Store the tenant as PROVISIONING, provision it, end ACTIVE (or FAILED with a reason).
         The same request_id returns the tenant the first call made (AIP-155)."""
+        tenant, fresh = await self.register(spec, request_id=request_id)
+        return await self.provision(tenant) if fresh else tenant
+
+    async def register(self, spec: TenantSpec, *, request_id: str) -> tuple[TenantRecord, bool]:
+        """Check the spec and store the tenant as PROVISIONING, nothing provisioned yet. Returns
+        the tenant and whether this call stored it (False: the tenant an earlier call with the
+        same request_id made, in whatever state it is now)."""
         if request_id:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:
-                return earlier
+                return earlier, False
         await binding_rules.check(
             spec.bindings, "tenant.bindings", tenant_id=spec.tenant_id, egress=self._egress
         )
@@ -141,10 +148,10 @@ class TenantManager:
             if request_id:
                 earlier = await self._for_request(request_id, spec.tenant_id)
                 if earlier is not None:
-                    return earlier
+                    return earlier, False
             raise
         log.info("tenant created", tenant_id=tenant.tenant_id)
-        return await self._provision(tenant)
+        return tenant, True
 
     async def _for_request(self, request_id: str, tenant_id: str) -> TenantRecord | None:
         made = await self._store.tenant_for_request(request_id)
@@ -160,7 +167,8 @@ class TenantManager:
             raise not_found(made)
         return tenant
 
-    async def _provision(self, tenant: TenantRecord) -> TenantRecord:
+    async def provision(self, tenant: TenantRecord) -> TenantRecord:
+        """Run (or resume) the tenant's provisioning; the tenant ACTIVE, or FAILED with the reason."""
         try:
             await self._provisioner.provision(tenant)
         except ProvisioningError as exc:
@@ -311,7 +319,7 @@ class TenantManager:
         for tenant in await self._store.in_states([State.PROVISIONING, State.DELETING]):
             try:
                 if tenant.state == State.PROVISIONING:
-                    await self._provision(tenant)
+                    await self.provision(tenant)
                 else:
                     await self._offboard(tenant)
             except Exception:  # one stuck tenant must not keep the service down
