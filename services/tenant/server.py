@@ -33,6 +33,7 @@ from services.tenant.provisioning.aws import PlatformAwsSettings, platform_targe
 from services.tenant.provisioning.journal import SqlJournal
 from services.tenant.provisioning.plan import Planner
 from services.tenant.provisioning.workflow import WorkflowProvisioner
+from services.tenant.residency import ResidencyPolicy
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
 from services.tenant.users import UserManager
@@ -96,8 +97,16 @@ async def build(
         if usage_eraser is not None:
             on_stop.append(usage_eraser.close)
         erasure = Erasure(journal, engine, identity, provisioner, usage_eraser, exporter)
+        development = settings.profile == "development"
         tenants = TenantManager(
-            store, provisioner, identity, notifier, EgressPolicy(settings.egress_allow), erasure=erasure
+            store,
+            provisioner,
+            identity,
+            notifier,
+            EgressPolicy(settings.egress_allow),
+            erasure=erasure,
+            residency_policy=ResidencyPolicy(settings.platform_region, development=development),
+            allow_auto_provision=development,
         )
         key = (
             (await secrets.get(export_settings.signing_key_ref)).get_secret_value().encode()

@@ -69,10 +69,16 @@ class TenantManager:
         notifier: ChangeNotifier | None = None,
         egress: EgressPolicy | None = None,
         erasure: Erasure | None = None,
+        residency_policy: residency.ResidencyPolicy | None = None,
+        allow_auto_provision: bool = True,
     ) -> None:
         # Where bindings may point (services/common/bindings/egress.py); none: loopback and
         # private endpoints are all refused.
         self._egress = egress or EgressPolicy()
+        # Where the platform's own stores are, for the residency check (residency.py).
+        self._residency = residency_policy or residency.ResidencyPolicy()
+        # auto_provision (the storage adapters create resources on first use) is for development.
+        self._allow_auto_provision = allow_auto_provision
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
@@ -127,10 +133,8 @@ class TenantManager:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:
                 return earlier, False
-        await binding_rules.check(
-            spec.bindings, "tenant.bindings", tenant_id=spec.tenant_id, egress=self._egress
-        )
-        residency.check(spec.region, spec.bindings)
+        await self._check_bindings(spec.bindings, spec.tenant_id)
+        residency.check(spec.region, spec.bindings, policy=self._residency)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
         chosen["bindings"] = binding_rules.with_defaults(spec.bindings)
@@ -152,6 +156,11 @@ class TenantManager:
             raise
         log.info("tenant created", tenant_id=tenant.tenant_id)
         return tenant, True
+
+    async def _check_bindings(self, bindings: tenant_pb2.TenantBindings, tenant_id: str) -> None:
+        await binding_rules.check(bindings, "tenant.bindings", tenant_id=tenant_id, egress=self._egress)
+        if not self._allow_auto_provision:
+            binding_rules.refuse_auto_provision(bindings, "tenant.bindings")
 
     async def _for_request(self, request_id: str, tenant_id: str) -> TenantRecord | None:
         made = await self._store.tenant_for_request(request_id)
@@ -288,12 +297,12 @@ class TenantManager:
                 return tenant
             if "region" in changes or "bindings" in changes:
                 residency.check(
-                    changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
+                    changes.get("region", tenant.region),
+                    changes.get("bindings", tenant.bindings),
+                    policy=self._residency,
                 )
             if "bindings" in changes:
-                await binding_rules.check(
-                    changes["bindings"], "tenant.bindings", tenant_id=tenant_id, egress=self._egress
-                )
+                await self._check_bindings(changes["bindings"], tenant_id)
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:
                 return await self._write(tenant, changes)
