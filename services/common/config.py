@@ -56,6 +56,10 @@ class MeshSettings(BaseSettings):
     # "development" (what `make up` runs) or "production" (the deploy/ profiles): outside
     # development, server reflection on the service ports needs a token.
     profile: Literal["development", "production"] = "development"
+    # Where the platform's own stores (LOCAL objects, SQLite items) and its LLM endpoint keep
+    # tenant data: a cloud region or jurisdiction code, checked against a tenant's region
+    # (services/tenant/residency.py). Empty: those pass unlocated in development only.
+    platform_region: str = ""
 
     issuer: str = "makoto-dev"
     audience: str = "makoto"

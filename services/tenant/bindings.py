@@ -19,9 +19,17 @@ from services.common.bindings.llm import (
     DEFAULT_LLM_KEY_REF,
 )
 from services.common.bindings.syntax import Violations
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 
-__all__ = ["DEFAULT_LLM_KEY_REF", "check", "check_fields", "default_bindings", "violations", "with_defaults"]
+__all__ = [
+    "DEFAULT_LLM_KEY_REF",
+    "check",
+    "check_fields",
+    "default_bindings",
+    "refuse_auto_provision",
+    "violations",
+    "with_defaults",
+]
 
 
 def default_bindings() -> tenant_pb2.TenantBindings:
@@ -71,3 +79,22 @@ def check_fields(bindings: tenant_pb2.TenantBindings, prefix: str) -> None:
 
 def violations(bindings: tenant_pb2.TenantBindings, prefix: str) -> Violations:
     return registry.violations(bindings, prefix)
+
+
+def refuse_auto_provision(bindings: tenant_pb2.TenantBindings, prefix: str) -> None:
+    """FAILED_PRECONDITION AUTO_PROVISION_NOT_ALLOWED when a store binding asks for
+    `auto_provision` outside the development profile: resources on first use, without the
+    platform's settings (encryption, PITR, tags) or a journal to undo them, are for development;
+    elsewhere the platform provisions them (option `managed`) or the tenant brings them."""
+    named = [
+        f"{prefix}.{kind}.options[auto_provision]"
+        for kind, store in (("object_store", bindings.object_store), ("item_store", bindings.item_store))
+        if store.options.get("auto_provision", "").lower() == "true"
+    ]
+    if named:
+        raise FailedPrecondition(
+            f"auto_provision is for development only (MAKOTO_PROFILE=development): {', '.join(named)}; "
+            'use option managed: "true" to have the platform provision the resource',
+            reason="AUTO_PROVISION_NOT_ALLOWED",
+            metadata={"bindings": ",".join(named)},
+        )

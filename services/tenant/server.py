@@ -26,12 +26,14 @@ from services.tenant.offboarding.export import TenantExporter
 from services.tenant.offboarding.links import LinkSigner, local_key
 from services.tenant.offboarding.metering_eraser import MeteringUsageEraser
 from services.tenant.offboarding.runner import ExportSettings, Offboarder
+from services.tenant.onboarding import Onboarder
 from services.tenant.operations import OperationReader
 from services.tenant.ports import IdentityProvider
 from services.tenant.provisioning.aws import PlatformAwsSettings, platform_target
 from services.tenant.provisioning.journal import SqlJournal
 from services.tenant.provisioning.plan import Planner
 from services.tenant.provisioning.workflow import WorkflowProvisioner
+from services.tenant.residency import ResidencyPolicy
 from services.tenant.revocations import TokenRevocations
 from services.tenant.service import TenantService
 from services.tenant.tenants import TenantManager
@@ -96,8 +98,16 @@ async def build(
         if usage_eraser is not None:
             on_stop.append(usage_eraser.close)
         erasure = Erasure(journal, engine, identity, provisioner, usage_eraser, exporter)
+        development = settings.profile == "development"
         tenants = TenantManager(
-            store, provisioner, identity, notifier, EgressPolicy(settings.egress_allow), erasure=erasure
+            store,
+            provisioner,
+            identity,
+            notifier,
+            EgressPolicy(settings.egress_allow),
+            erasure=erasure,
+            residency_policy=ResidencyPolicy(settings.platform_region, development=development),
+            allow_auto_provision=development,
         )
         key = (
             (await secrets.get(export_settings.signing_key_ref)).get_secret_value().encode()
@@ -106,6 +116,8 @@ async def build(
         )
         offboarder = Offboarder(tenants, journal, exporter, LinkSigner(key), export_settings.link_ttl_seconds)
         on_stop.insert(0, offboarder.close)
+        onboarder = Onboarder(tenants, journal)
+        on_stop.insert(0, onboarder.close)
         await tenants.recover()
         await offboarder.recover()
         recorder = recorder_factory(settings) if recorder_factory is not None else None
@@ -127,6 +139,7 @@ async def build(
                     ApiKeyManager(engine, tenants, settings, token_state, recorder),
                     offboarder,
                     TokenRevocations(tenants, token_state),
+                    onboarder,
                 ),
                 tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
             ),

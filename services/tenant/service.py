@@ -21,6 +21,7 @@ from services.common.identity import maybe_principal
 from services.tenant import convert, updates
 from services.tenant.api_keys import ApiKeyManager
 from services.tenant.offboarding.runner import Offboarder
+from services.tenant.onboarding import Onboarder
 from services.tenant.operations import OperationReader
 from services.tenant.revocations import TokenRevocations
 from services.tenant.tenants import TenantManager
@@ -38,6 +39,7 @@ class TenantService:
         keys: ApiKeyManager,
         offboarder: Offboarder | None = None,
         revocations: TokenRevocations | None = None,
+        onboarder: Onboarder | None = None,
     ) -> None:
         self._revocations = revocations
         self._tenants = tenants
@@ -45,6 +47,7 @@ class TenantService:
         self._operations = operations
         self._keys = keys
         self._offboarder = offboarder
+        self._onboarder = onboarder
 
     def _offboarding(self) -> Offboarder:
         if self._offboarder is None:
@@ -57,6 +60,15 @@ class TenantService:
         spec = convert.spec_from_proto(request.tenant)
         tenant = await self._tenants.create(spec, request_id=request.request_id)
         return convert.tenant_to_proto(tenant)
+
+    async def OnboardTenant(
+        self, request: tenant_pb2.CreateTenantRequest, context: Context
+    ) -> operations_pb2.Operation:
+        if self._onboarder is None:
+            raise FailedPrecondition("onboarding is not configured on this server", reason="NOT_CONFIGURED")
+        spec = convert.spec_from_proto(request.tenant)
+        operation_id = await self._onboarder.start(spec, request_id=request.request_id)
+        return await self._operations.get(spec.tenant_id, operation_id)
 
     async def GetTenant(self, request: tenant_pb2.GetTenantRequest, context: Context) -> tenant_pb2.Tenant:
         return convert.tenant_to_proto(await self._tenants.get(request.tenant_id))

@@ -70,10 +70,16 @@ class TenantManager:
         notifier: ChangeNotifier | None = None,
         egress: EgressPolicy | None = None,
         erasure: Erasure | None = None,
+        residency_policy: residency.ResidencyPolicy | None = None,
+        allow_auto_provision: bool = True,
     ) -> None:
         # Where bindings may point (services/common/bindings/egress.py); none: loopback and
         # private endpoints are all refused.
         self._egress = egress or EgressPolicy()
+        # Where the platform's own stores are, for the residency check (residency.py).
+        self._residency = residency_policy or residency.ResidencyPolicy()
+        # auto_provision (the storage adapters create resources on first use) is for development.
+        self._allow_auto_provision = allow_auto_provision
         self._store = store
         self._provisioner = provisioner
         self._identity = identity
@@ -117,6 +123,13 @@ class TenantManager:
     async def create(self, spec: TenantSpec, *, request_id: str) -> TenantRecord:
         """Store the tenant as PROVISIONING, provision it, end ACTIVE (or FAILED with a reason).
         The same request_id returns the tenant the first call made (AIP-155)."""
+        tenant, fresh = await self.register(spec, request_id=request_id)
+        return await self.provision(tenant) if fresh else tenant
+
+    async def register(self, spec: TenantSpec, *, request_id: str) -> tuple[TenantRecord, bool]:
+        """Check the spec and store the tenant as PROVISIONING, nothing provisioned yet. Returns
+        the tenant and whether this call stored it (False: the tenant an earlier call with the
+        same request_id made, in whatever state it is now)."""
         if spec.tenant_id == PLATFORM_AUDIT_CHAIN:
             # The platform's own audit chain is kept under this name.
             raise InvalidArgument(
@@ -127,11 +140,9 @@ class TenantManager:
         if request_id:
             earlier = await self._for_request(request_id, spec.tenant_id)
             if earlier is not None:
-                return earlier
-        await binding_rules.check(
-            spec.bindings, "tenant.bindings", tenant_id=spec.tenant_id, egress=self._egress
-        )
-        residency.check(spec.region, spec.bindings)
+                return earlier, False
+        await self._check_bindings(spec.bindings, spec.tenant_id)
+        residency.check(spec.region, spec.bindings, policy=self._residency)
         now = datetime.now(UTC)
         chosen = {f.name: getattr(spec, f.name) for f in dataclasses.fields(TenantSpec)}
         chosen["bindings"] = binding_rules.with_defaults(spec.bindings)
@@ -149,10 +160,15 @@ class TenantManager:
             if request_id:
                 earlier = await self._for_request(request_id, spec.tenant_id)
                 if earlier is not None:
-                    return earlier
+                    return earlier, False
             raise
         log.info("tenant created", tenant_id=tenant.tenant_id)
-        return await self._provision(tenant)
+        return tenant, True
+
+    async def _check_bindings(self, bindings: tenant_pb2.TenantBindings, tenant_id: str) -> None:
+        await binding_rules.check(bindings, "tenant.bindings", tenant_id=tenant_id, egress=self._egress)
+        if not self._allow_auto_provision:
+            binding_rules.refuse_auto_provision(bindings, "tenant.bindings")
 
     async def _for_request(self, request_id: str, tenant_id: str) -> TenantRecord | None:
         made = await self._store.tenant_for_request(request_id)
@@ -168,7 +184,8 @@ class TenantManager:
             raise not_found(made)
         return tenant
 
-    async def _provision(self, tenant: TenantRecord) -> TenantRecord:
+    async def provision(self, tenant: TenantRecord) -> TenantRecord:
+        """Run (or resume) the tenant's provisioning; the tenant ACTIVE, or FAILED with the reason."""
         try:
             await self._provisioner.provision(tenant)
         except ProvisioningError as exc:
@@ -288,12 +305,12 @@ class TenantManager:
                 return tenant
             if "region" in changes or "bindings" in changes:
                 residency.check(
-                    changes.get("region", tenant.region), changes.get("bindings", tenant.bindings)
+                    changes.get("region", tenant.region),
+                    changes.get("bindings", tenant.bindings),
+                    policy=self._residency,
                 )
             if "bindings" in changes:
-                await binding_rules.check(
-                    changes["bindings"], "tenant.bindings", tenant_id=tenant_id, egress=self._egress
-                )
+                await self._check_bindings(changes["bindings"], tenant_id)
                 await self._provision_bindings(dataclasses.replace(tenant, bindings=changes["bindings"]))
             try:
                 return await self._write(tenant, changes)
@@ -319,7 +336,7 @@ class TenantManager:
         for tenant in await self._store.in_states([State.PROVISIONING, State.DELETING]):
             try:
                 if tenant.state == State.PROVISIONING:
-                    await self._provision(tenant)
+                    await self.provision(tenant)
                 else:
                     await self._offboard(tenant)
             except Exception:  # one stuck tenant must not keep the service down

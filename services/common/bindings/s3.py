@@ -58,6 +58,8 @@ _RULES = ObjectBindingRules(
         others={
             "preset": lambda v: None if v in PRESETS else f"must be one of {sorted(PRESETS)}",
             "kms_key_id": lambda v: None if 1 <= len(v) <= 2048 else "must be a KMS key id, alias or ARN",
+            # Where an S3-compatible store (no AWS region) keeps data: TenantService's residency check.
+            "location": lambda v: None if re.fullmatch(r"[a-z0-9-]{2,40}", v) else "must be a region name",
         },
     ),
 )

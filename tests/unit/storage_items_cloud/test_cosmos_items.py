@@ -368,3 +368,28 @@ async def test_emulator_stopped_mid_test_is_unavailable() -> None:
         with pytest.raises(Unavailable):
             await store.put(k("b"), {})
     await store.close()
+
+
+async def test_client_runs_at_session_consistency_on_a_pk_container(
+    item_cosmos: Emulator, fault_proxy: StartProxy
+) -> None:
+    """The architecture document's Session consistency, set by the adapter itself (not left to
+    the account's default): every request the SDK sends to the account says so. The container
+    is partitioned on /pk (hash, version 2): README "Onboarding" says why not /tenantId."""
+    proxy = await fault_proxy(item_cosmos.endpoint)
+    made = make_cosmos_store(proxy.endpoint, **VIA_PROXY)
+    try:
+        await made.provision()
+        await made.put(k("a"), {"n": 1})
+        assert (await made.get(k("a"))).attributes == {"n": 1}
+        docs = [s for s in proxy.seen if "/docs" in s.path]
+        assert len(docs) >= 2  # the write and the read went through the proxy
+        levels = {s.headers.get("x-ms-consistency-level") for s in proxy.seen}
+        assert levels == {"Session"}, levels
+        async with raw_client(item_cosmos) as client:
+            container = client.get_database_client(made._config.database).get_container_client("items")
+            key = (await container.read())["partitionKey"]
+        assert key["paths"] == ["/pk"] and key["kind"] == "Hash" and key.get("version") == 2
+    finally:
+        await made.deprovision()
+        await made.close()

@@ -195,7 +195,7 @@ class ItemStoreBinding(_message.Message):
     def __init__(self, backend: _Optional[_Union[ItemBackend, str]] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., database: _Optional[str] = ..., credentials_secret_ref: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LlmBinding(_message.Message):
-    __slots__ = ("provider", "endpoint", "api_version", "chat_model", "embedding_model", "image_model", "api_key_secret_ref", "rpm_limit", "tpm_limit")
+    __slots__ = ("provider", "endpoint", "api_version", "chat_model", "embedding_model", "image_model", "api_key_secret_ref", "rpm_limit", "tpm_limit", "region")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class LlmBinding(_message.Message):
     API_KEY_SECRET_REF_FIELD_NUMBER: _ClassVar[int]
     RPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TPM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     provider: LlmProvider
     endpoint: str
     api_version: str
@@ -214,7 +215,8 @@ class LlmBinding(_message.Message):
     api_key_secret_ref: str
     rpm_limit: int
     tpm_limit: int
-    def __init__(self, provider: _Optional[_Union[LlmProvider, str]] = ..., endpoint: _Optional[str] = ..., api_version: _Optional[str] = ..., chat_model: _Optional[str] = ..., embedding_model: _Optional[str] = ..., image_model: _Optional[str] = ..., api_key_secret_ref: _Optional[str] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ...) -> None: ...
+    region: str
+    def __init__(self, provider: _Optional[_Union[LlmProvider, str]] = ..., endpoint: _Optional[str] = ..., api_version: _Optional[str] = ..., chat_model: _Optional[str] = ..., embedding_model: _Optional[str] = ..., image_model: _Optional[str] = ..., api_key_secret_ref: _Optional[str] = ..., rpm_limit: _Optional[int] = ..., tpm_limit: _Optional[int] = ..., region: _Optional[str] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
     __slots__ = ("tenant", "request_id")

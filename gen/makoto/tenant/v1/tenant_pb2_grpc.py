@@ -43,6 +43,11 @@ class TenantServiceStub:
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.SerializeToString,
                 response_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
                 _registered_method=True)
+        self.OnboardTenant = channel.unary_unary(
+                '/makoto.tenant.v1.TenantService/OnboardTenant',
+                request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.GetTenant = channel.unary_unary(
                 '/makoto.tenant.v1.TenantService/GetTenant',
                 request_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.GetTenantRequest.SerializeToString,
@@ -141,6 +146,17 @@ class TenantServiceServicer:
 
     def CreateTenant(self, request, context):
         """Creates (and provisions) a tenant. Platform-admin only. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OnboardTenant(self, request, context):
+        """Starts creating (and provisioning) a tenant as a long-running operation (kind PROVISION) and
+        answers at once, when the tenant record (PROVISIONING) and its operation exist; the steps run
+        in the background (poll GetOperation: step-level progress in `metadata`, the Tenant as
+        `response` once ACTIVE). Same request and rules as CreateTenant, which waits for the end.
+        Platform-admin only. Idempotent by request_id (a retry answers the same operation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +311,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.FromString,
                     response_serializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.SerializeToString,
             ),
+            'OnboardTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.OnboardTenant,
+                    request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
             'GetTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTenant,
                     request_deserializer=makoto_dot_tenant_dot_v1_dot_tenant__pb2.GetTenantRequest.FromString,
@@ -414,6 +435,33 @@ class TenantService:
             '/makoto.tenant.v1.TenantService/CreateTenant',
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.SerializeToString,
             makoto_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OnboardTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/makoto.tenant.v1.TenantService/OnboardTenant',
+            makoto_dot_tenant_dot_v1_dot_tenant__pb2.CreateTenantRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

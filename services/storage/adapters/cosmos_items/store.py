@@ -113,6 +113,30 @@ def _stored(doc: dict[str, Any]) -> StoredItem:
     )
 
 
+# The architecture document's consistency for tenant items: Session (read-your-writes within the
+# client's session, the token carried on every request), set explicitly so an account whose
+# default is weaker (Eventual, Consistent Prefix) or stronger does not change the adapter's answers.
+CONSISTENCY_LEVEL = "Session"
+
+
+def open_client(cfg: CosmosItemConfig) -> CosmosClient:
+    """The adapter's client for a binding (also what the tests inspect)."""
+    return CosmosClient(
+        cfg.endpoint,
+        credential=cfg.key.get_secret_value(),
+        consistency_level=CONSISTENCY_LEVEL,
+        connection_verify=cfg.connection_verify,
+        enable_endpoint_discovery=cfg.endpoint_discovery,
+        retry_throttle_total=cfg.throttle_retries,
+        retry_throttle_backoff_max=cfg.throttle_max_wait_seconds,
+        # Connection failures surface at once as UNAVAILABLE; the caller retries.
+        retry_total=0,
+        retry_connect=0,
+        retry_read=0,
+        connection_timeout=cfg.timeout_seconds,
+    )
+
+
 class CosmosItemStore:
     """One tenant's items in one Cosmos DB container."""
 
@@ -133,20 +157,7 @@ class CosmosItemStore:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    cfg = self._config
-                    self._client = CosmosClient(
-                        cfg.endpoint,
-                        credential=cfg.key.get_secret_value(),
-                        connection_verify=cfg.connection_verify,
-                        enable_endpoint_discovery=cfg.endpoint_discovery,
-                        retry_throttle_total=cfg.throttle_retries,
-                        retry_throttle_backoff_max=cfg.throttle_max_wait_seconds,
-                        # Connection failures surface at once as UNAVAILABLE; the caller retries.
-                        retry_total=0,
-                        retry_connect=0,
-                        retry_read=0,
-                        connection_timeout=cfg.timeout_seconds,
-                    )
+                    self._client = open_client(self._config)
         return self._client
 
     async def _container(self) -> ContainerProxy:
