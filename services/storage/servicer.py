@@ -18,8 +18,9 @@ from makoto.storage.v1 import items_pb2, objects_pb2, storage_service_pb2_grpc
 
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import Role, maybe_principal
+from services.common.timestamps import timestamp
 from services.storage import convert
-from services.storage.convert import item_key, item_message, key_message, object_metadata, timestamp
+from services.storage.convert import item_key, item_message, key_message, object_metadata
 from services.storage.items import ItemManager
 from services.storage.keys import validate_object_key
 from services.storage.objects import ObjectManager
