@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from makoto.metering.v1 import metering_pb2
 from makoto.storage.v1 import storage_service_pb2_grpc
+from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.common.config import MeshSettings
@@ -40,6 +41,16 @@ from services.metering.plans import FixedPlanResolver
 from services.metering.server import build as build_metering
 from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.common.test_interceptor import Servicer, get
+
+
+class Directory(directory_pb2_grpc.TenantDirectoryServiceServicer):  # type: ignore[misc]
+    """A stand-in TenantDirectory: an internal method services call with their token (metered
+    for the platform, best effort)."""
+
+    async def ResolveTenant(
+        self, request: directory_pb2.ResolveTenantRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ResolveTenantResponse:
+        return directory_pb2.ResolveTenantResponse(tenant_id=request.tenant_id)
 
 
 @asynccontextmanager
@@ -60,7 +71,12 @@ async def storage_like(
                     storage_service_pb2_grpc.add_StorageServiceServicer_to_server,
                     Servicer(),
                     "makoto.storage.v1.StorageService",
-                )
+                ),
+                Registration(
+                    directory_pb2_grpc.add_TenantDirectoryServiceServicer_to_server,
+                    Directory(),
+                    "makoto.tenant.v1.TenantDirectoryService",
+                ),
             ],
             recorder=recorder,
         )
@@ -276,7 +292,12 @@ async def test_a_read_only_spool_refuses_calls_and_no_ok_goes_unrecorded(
     settings, read_only = read_only_spool
     md = bearer(settings, Role.MEMBER, "acme")
     spool = settings.data_dir / "spool" / "storage.sqlite3"
-    async with storage_like(settings) as (stub, health):
+    service = bearer(settings, Role.SERVICE)
+    async with (
+        storage_like(settings) as (stub, health),
+        direct_channel(settings.address("storage")) as channel,
+    ):
+        directory = directory_pb2_grpc.TenantDirectoryServiceStub(channel)
         for _ in range(5):
             await stub.GetItem(get(), metadata=md)
         read_only(True)
@@ -296,6 +317,12 @@ async def test_a_read_only_spool_refuses_calls_and_no_ok_goes_unrecorded(
         await asyncio.sleep(0.3)  # a few probe rounds
         assert await health_of(health) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert REGISTRY.get_sample_value("makoto_usage_spool_writable", {"source": "storage"}) == 0
+        # A service's call (the platform pays for it, never the tenant) is not refused: its
+        # record is best effort, skipped while the spool cannot write.
+        resolved = await directory.ResolveTenant(
+            directory_pb2.ResolveTenantRequest(tenant_id="acme"), metadata=service
+        )
+        assert resolved.tenant_id == "acme"
         # Writable again (the operator fixes the volume): the probe succeeds, health returns.
         read_only(False)
         # Exactly the 5 calls that answered OK are durable; the refused ones left nothing.
@@ -303,4 +330,14 @@ async def test_a_read_only_spool_refuses_calls_and_no_ok_goes_unrecorded(
         await wait_health(health, health_pb2.HealthCheckResponse.SERVING)
         await stub.GetItem(get(), metadata=md)
         assert spooled_statuses(spool) == ["OK"] * 6
+        # Writable: the service's call is recorded again, for the platform.
+        await directory.ResolveTenant(directory_pb2.ResolveTenantRequest(tenant_id="acme"), metadata=service)
+        [platform] = [
+            e for e in spooled_events(spool, "api_calls") if e.dimensions["method"] == "ResolveTenant"
+        ]
+        assert (platform.subject, platform.dimensions["payer"], platform.dimensions["status"]) == (
+            "acme",
+            "platform",
+            "OK",
+        )
     assert len(spy.logged("error", "usage spool cannot write; refusing metered calls")) >= 1
