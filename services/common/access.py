@@ -101,14 +101,18 @@ def tenant_roles(rule: access_pb2.AccessRule) -> tuple[Role, ...]:
 
 def policy_of(method: MethodDescriptor) -> MethodPolicy:
     """The interceptor's policy for one method: may call = roles + any_tenant; internal methods
-    are for role "service" (any tenant) and unmetered."""
+    are for role "service" (any tenant), metered (for the platform, payer=platform) when they
+    name a tenant. RecordUsage names none: delivering usage never makes usage."""
     rule = rule_of(method)
     tenant_field = rule.tenant_field or None
     if rule.public:
         return MethodPolicy(roles=frozenset(), tenant_field=None, metered=False, public=True)
     if rule.internal:
         return MethodPolicy(
-            roles=_SERVICE_ONLY, tenant_field=tenant_field, cross_tenant_roles=_SERVICE_ONLY, metered=False
+            roles=_SERVICE_ONLY,
+            tenant_field=tenant_field,
+            cross_tenant_roles=_SERVICE_ONLY,
+            metered=tenant_field is not None,
         )
     cross = frozenset(_ROLES[r] for r in rule.any_tenant)
     return MethodPolicy(

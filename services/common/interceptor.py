@@ -492,14 +492,32 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             and state.policy.metered
             and bool(state.tenant_id)
             and state.authorized
-            # Services asking about a tenant (e.g. its limits) are the platform's cost, not the tenant's.
-            and (state.principal is None or state.principal.role != Role.SERVICE)
+        )
+
+    @staticmethod
+    def _by_service(state: CallState) -> bool:
+        return state.principal is not None and state.principal.role == Role.SERVICE
+
+    def _gated(self, state: CallState) -> bool:
+        """Calls that must not answer OK without a durable record: all metered calls but the
+        services' own. Those are the platform's cost (never invoiced), so a lost record costs
+        no one money, while refusing them would turn one replica's spool trouble into refusals
+        of other services' tenant calls whose own records are fine: recorded best effort."""
+        return self._meterable(state) and not self._by_service(state)
+
+    def _refused_quietly(self, state: CallState) -> bool:
+        """A service's call while the spool refuses: its record is skipped without a log line
+        per call (the recorder already logs the refusal, and these records are best effort)."""
+        return (
+            self._by_service(state)
+            and self._durability is not None
+            and self._durability.refusal() is not None
         )
 
     def _gate(self, state: CallState) -> None:
         """No service without a record: a metered call is refused before any work while the
         recorder says its usage could not be made durable (spool unwritable or full)."""
-        if self._durability is None or not self._meterable(state):
+        if self._durability is None or not self._gated(state):
             return
         refusal = self._durability.refusal()
         if refusal is not None:
@@ -510,7 +528,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         """Record the call's api_calls event (raises when it could not be made durable)."""
         state.metered = True
         assert self._recorder is not None and state.tenant_id
-        role = state.principal.role if state.principal else None
+        principal = state.principal
+        role = principal.role if principal else None
         await self._recorder.record(
             meter=API_CALLS,
             tenant_id=state.tenant_id,
@@ -520,16 +539,23 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 "method": state.method.rsplit("/", 1)[-1],
                 "status": state.code.name,
                 **({"ended": state.ended} if state.ended else {}),
-                # Who pays: an operator's call about a tenant (reads, CreateTenant, ...)
-                # is the platform's cost, recorded under the tenant but never invoiced.
+                # Who pays: an operator's or a service's call about a tenant (reads,
+                # CreateTenant, directory lookups, limits) is the platform's cost, recorded
+                # under the tenant but never invoiced; a service's says which service asked.
                 **({"payer": PLATFORM_PAYER} if role == Role.PLATFORM_ADMIN else {}),
+                **(
+                    {"payer": PLATFORM_PAYER, "caller": principal.subject[:256]}
+                    if principal is not None and role == Role.SERVICE
+                    else {}
+                ),
             },
         )
 
     async def _meter_before_ok(self, state: CallState) -> None:
         """A call about to answer OK is metered first; if that fails the call answers
-        UNAVAILABLE instead (it must not succeed without a durable record)."""
-        if not self._meterable(state):
+        UNAVAILABLE instead (it must not succeed without a durable record). Services' calls
+        are recorded when they end instead (_finish), best effort."""
+        if not self._gated(state):
             return
         try:
             await self._meter(state)
@@ -556,7 +582,7 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 role=str(state.principal.role) if state.principal else None,
                 duration_ms=round(elapsed * 1000, 3),
             )
-        if not state.metered and self._meterable(state):
+        if not state.metered and self._meterable(state) and not self._refused_quietly(state):
             try:
                 await self._meter(state)
             except Exception:  # the call already failed; its record is best effort

@@ -79,11 +79,11 @@ class TenantSpanProcessor(SpanProcessor):
 
 def instrument_backends() -> None:
     """Client spans (and W3C traceparent on the wire where the protocol carries headers) for the
-    backends: HTTP (httpx2: the LLM SDKs; httpx), PostgreSQL (asyncpg) and AWS
-    (botocore)."""
+    backends: HTTP (httpx2: the LLM SDKs; httpx), PostgreSQL (asyncpg) and AWS (aiobotocore,
+    what the S3 and DynamoDB adapters use through aioboto3; botocore for synchronous clients)."""
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    from opentelemetry.instrumentation.botocore import AiobotocoreInstrumentor, BotocoreInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 
     # The OpenAI and Anthropic SDKs here speak httpx2; JWKS fetches and Azure's pipeline httpx.
@@ -92,6 +92,9 @@ def instrument_backends() -> None:
         HTTPXClientInstrumentor(),
         AioHttpClientInstrumentor(),  # the LLM adapters' chat path (adapters/openai_http.py)
         AsyncPGInstrumentor(),
+        # aiobotocore overrides botocore's _make_api_call with a coroutine, so botocore's
+        # instrumentor alone never sees the adapters' S3 / DynamoDB calls.
+        AiobotocoreInstrumentor(),
         BotocoreInstrumentor(),
     ):
         if not instrumentor.is_instrumented_by_opentelemetry:

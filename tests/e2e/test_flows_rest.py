@@ -378,11 +378,24 @@ async def test_newcomer_journey_over_rest(mesh: RunningMesh) -> None:
         # -- usage: per method exactly what we did; LLM tokens; bytes stored ---------------
         # Everything up to the last GetInvoice has arrived; the GetInvoice calls are all stored.
         r = await j.call(
-            "QueryUsage", "GET", f"{j.root}/usage", params={"meter": "api_calls", "groupBy": "method"}
+            "QueryUsage",
+            "GET",
+            f"{j.root}/usage",
+            params={"meter": "api_calls", "groupBy": ["method", "caller", "payer"]},
         )
         assert r.status_code == 200, r.text
         rows = r.json()["rows"]
-        by_method = {row["group"]["method"]: int(row["value"]) for row in rows}
+        # Other services' calls about the tenant (directory lookups, limits) are there too, with
+        # the calling service and payer=platform (the invoice above left them out).
+        by_method: dict[str, int] = {}
+        for row in rows:
+            if not row["group"].get("caller"):
+                method = row["group"]["method"]
+                by_method[method] = by_method.get(method, 0) + int(row["value"])
+        services = {
+            (row["group"]["method"], row["group"].get("payer")) for row in rows if row["group"].get("caller")
+        }
+        assert services and {payer for _, payer in services} == {"platform"}, rows
         expected = dict(j.calls)
         expected.pop("QueryUsage")  # this very call is not in its own answer
         assert by_method == expected

@@ -78,14 +78,15 @@ def test_every_rpc_of_the_contract_has_a_consistent_rule() -> None:
             "reads",
             True,
         ),
-        # Service-to-service: any tenant, never billed.
+        # Service-to-service: any tenant; metered for the platform (payer=platform) when it
+        # names a tenant; RecordUsage names none (delivering usage never makes usage).
         (
             "/makoto.tenant.v1.TenantDirectoryService/ResolveTenant",
             {SERVICE},
             {SERVICE},
             "tenant_id",
             None,
-            False,
+            True,
         ),
         ("/makoto.metering.v1.MeteringService/RecordUsage", {SERVICE}, {SERVICE}, None, None, False),
     ],

@@ -7,6 +7,8 @@ MeteringService (so the spool only grows).
   MeteringService drains the spool, health and calls come back.
 * The event cap (usage_spool_max_events): past it, calls are refused up front with
   USAGE_SPOOL_FULL + RetryInfo; the depth gauge and the "usage spool growing" alert follow.
+* A full filesystem (a 1 MiB tmpfs) and a read-only spool (its files made immutable under the
+  running server): the same answers, and recovery once space or writes come back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from makoto.metering.v1 import metering_pb2
 from makoto.storage.v1 import storage_service_pb2_grpc
+from makoto.tenant.v1 import directory_pb2, directory_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.common.config import MeshSettings
@@ -38,6 +41,16 @@ from services.metering.plans import FixedPlanResolver
 from services.metering.server import build as build_metering
 from tests.support import bearer, direct_channel, make_settings, running_server
 from tests.unit.common.test_interceptor import Servicer, get
+
+
+class Directory(directory_pb2_grpc.TenantDirectoryServiceServicer):  # type: ignore[misc]
+    """A stand-in TenantDirectory: an internal method services call with their token (metered
+    for the platform, best effort)."""
+
+    async def ResolveTenant(
+        self, request: directory_pb2.ResolveTenantRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.ResolveTenantResponse:
+        return directory_pb2.ResolveTenantResponse(tenant_id=request.tenant_id)
 
 
 @asynccontextmanager
@@ -58,7 +71,12 @@ async def storage_like(
                     storage_service_pb2_grpc.add_StorageServiceServicer_to_server,
                     Servicer(),
                     "makoto.storage.v1.StorageService",
-                )
+                ),
+                Registration(
+                    directory_pb2_grpc.add_TenantDirectoryServiceServicer_to_server,
+                    Directory(),
+                    "makoto.tenant.v1.TenantDirectoryService",
+                ),
             ],
             recorder=recorder,
         )
@@ -238,3 +256,88 @@ async def test_a_full_filesystem_refuses_calls_and_no_ok_goes_unrecorded(tiny_sp
         await wait_health(health, health_pb2.HealthCheckResponse.SERVING)
         await stub.GetItem(get(), metadata=md)
         assert spooled_statuses(spool) == ["OK"] * (ok + 1)
+
+
+@pytest.fixture
+def read_only_spool(tmp_path: Path) -> Iterator[tuple[MeshSettings, Any]]:
+    """Settings plus a switch that makes the spool's files read-only under the running server.
+    We run as root (here and in CI), for whom file modes (chmod) change nothing, and a remount
+    read-only is refused while SQLite holds the file open for writing ("mount point is busy").
+    So the files are made immutable (`chattr +i`: no write, not even by root, also through the
+    descriptors already open); the attribute is always cleared afterwards."""
+    settings = make_settings(tmp_path / "home")
+    spool_dir = settings.data_dir / "spool"
+
+    def files() -> list[str]:
+        # Not the -shm file: SQLite maps it, and a write fault on an immutable mapping kills the
+        # process (SIGBUS), which is no file-level refusal.
+        return [str(p) for p in sorted(spool_dir.glob("storage.sqlite3*")) if not p.name.endswith("-shm")]
+
+    def read_only(on: bool) -> None:
+        targets = files()
+        assert targets, "no spool file yet"
+        done = subprocess.run(["chattr", "+i" if on else "-i", *targets], capture_output=True, text=True)
+        assert done.returncode == 0, f"chattr cannot mark the spool read-only here: {done.stderr}"
+
+    try:
+        yield settings, read_only
+    finally:
+        if spool_dir.exists() and files():
+            subprocess.run(["chattr", "-i", *files()], check=False)
+
+
+async def test_a_read_only_spool_refuses_calls_and_no_ok_goes_unrecorded(
+    read_only_spool: tuple[MeshSettings, Any], spy: LogSpy
+) -> None:
+    settings, read_only = read_only_spool
+    md = bearer(settings, Role.MEMBER, "acme")
+    spool = settings.data_dir / "spool" / "storage.sqlite3"
+    service = bearer(settings, Role.SERVICE)
+    async with (
+        storage_like(settings) as (stub, health),
+        direct_channel(settings.address("storage")) as channel,
+    ):
+        directory = directory_pb2_grpc.TenantDirectoryServiceStub(channel)
+        for _ in range(5):
+            await stub.GetItem(get(), metadata=md)
+        read_only(True)
+        # The call that does its work but cannot record it answers UNAVAILABLE, not OK.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetItem(get(), metadata=md)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(err.value) == ("USAGE_SPOOL_UNAVAILABLE", 5.0)
+        await wait_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # While it stays read-only, calls are refused before any work, and health stays down
+        # (the watcher's probe keeps failing).
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetItem(get(), metadata=md)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert reason_of(err.value)[0] == "USAGE_SPOOL_UNAVAILABLE"
+        await asyncio.sleep(0.3)  # a few probe rounds
+        assert await health_of(health) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert REGISTRY.get_sample_value("makoto_usage_spool_writable", {"source": "storage"}) == 0
+        # A service's call (the platform pays for it, never the tenant) is not refused: its
+        # record is best effort, skipped while the spool cannot write.
+        resolved = await directory.ResolveTenant(
+            directory_pb2.ResolveTenantRequest(tenant_id="acme"), metadata=service
+        )
+        assert resolved.tenant_id == "acme"
+        # Writable again (the operator fixes the volume): the probe succeeds, health returns.
+        read_only(False)
+        # Exactly the 5 calls that answered OK are durable; the refused ones left nothing.
+        assert spooled_statuses(spool) == ["OK"] * 5
+        await wait_health(health, health_pb2.HealthCheckResponse.SERVING)
+        await stub.GetItem(get(), metadata=md)
+        assert spooled_statuses(spool) == ["OK"] * 6
+        # Writable: the service's call is recorded again, for the platform.
+        await directory.ResolveTenant(directory_pb2.ResolveTenantRequest(tenant_id="acme"), metadata=service)
+        [platform] = [
+            e for e in spooled_events(spool, "api_calls") if e.dimensions["method"] == "ResolveTenant"
+        ]
+        assert (platform.subject, platform.dimensions["payer"], platform.dimensions["status"]) == (
+            "acme",
+            "platform",
+            "OK",
+        )
+    assert len(spy.logged("error", "usage spool cannot write; refusing metered calls")) >= 1

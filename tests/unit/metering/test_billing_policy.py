@@ -77,3 +77,58 @@ async def test_operator_calls_are_metered_for_the_platform_not_invoiced(metering
         ],
     )
     assert lines(await invoice(metering, tenant, "2025-04"))["api_calls"][0] == "4"
+
+
+async def test_service_calls_are_metered_for_the_platform_not_invoiced(metering: Metering) -> None:
+    """Calls by other services about a tenant (here StorageService and LLMService asking for its
+    limits, the reconciler reading its usage) are recorded under the tenant with payer=platform
+    and the calling service, queryable, and never on its invoice. Delivering usage (RecordUsage,
+    which names no tenant) records nothing: no usage about usage (no RecordUsage row below)."""
+    from datetime import UTC, datetime
+
+    from makoto.metering.v1 import metering_pb2
+
+    from services.common.dev_issuer import mint_token
+    from services.common.identity import Role, service_audience
+    from tests.unit.metering.test_service import query
+
+    def as_service(name: str) -> tuple[tuple[str, str], ...]:
+        token = mint_token(
+            metering.settings,
+            role=Role.SERVICE,
+            subject=f"service:{name}",
+            audience=service_audience(metering.settings.audience, "metering"),
+        )
+        return (("authorization", f"Bearer {token}"),)
+
+    tenant = new_tenant()
+    now = datetime.now(UTC)
+    month = f"{now.year:04d}-{now.month:02d}"
+    await record(metering, [event(f"{tenant}-own", tenant, "api_calls", now, 5, {"status": "OK"})])
+    before = await invoice(metering, tenant, month, role=Role.MEMBER)  # the tenant's 6th call
+    assert lines(before)["api_calls"][0] == "5"
+
+    for name in ("storage", "llm"):
+        await metering.stub.GetTenantLimits(
+            metering_pb2.GetTenantLimitsRequest(tenant_id=tenant), metadata=as_service(name)
+        )
+    await metering.stub.QueryUsage(
+        metering_pb2.QueryUsageRequest(tenant_id=tenant, meter="storage_bytes"),
+        metadata=as_service("storage"),
+    )
+
+    rows = await query(
+        metering, tenant, "api_calls", group_by=["payer", "caller", "method"], role=Role.PLATFORM_ADMIN
+    )
+    by = {(r[2]["payer"], r[2]["caller"], r[2]["method"]): r[3] for r in rows}
+    assert by == {
+        ("", "", ""): 5,  # the recorded events (no method dimension)
+        ("", "", "GetInvoice"): 1,
+        ("platform", "service:storage", "GetTenantLimits"): 1,
+        ("platform", "service:llm", "GetTenantLimits"): 1,
+        ("platform", "service:storage", "QueryUsage"): 1,
+    }, by
+    # Not on the invoice: the tenant's 5 events and its own GetInvoice, nothing of the services'.
+    after = await invoice(metering, tenant, month, role=Role.MEMBER)
+    assert lines(after)["api_calls"][0] == "6"
+    assert lines(after)["api_calls"][3] == "0.000600"

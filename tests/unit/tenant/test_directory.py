@@ -82,3 +82,34 @@ async def test_shared_directory_client_against_the_real_server(client: TenantCli
             await directory.resolve("nope-nope")
     finally:
         await directory.close()
+
+
+async def test_directory_lookups_are_metered_for_the_platform(client: TenantClient) -> None:
+    """A service's lookup of a tenant is the platform's cost: one api_calls event under the tenant
+    with payer=platform and the calling service (never invoiced). A lookup of a tenant that does
+    not exist records nothing (no usage under an id nobody owns), like a tenant's refused call."""
+    from services.common.dev_issuer import mint_token
+    from services.common.identity import Role, service_audience
+
+    token = mint_token(
+        client.settings,
+        role=Role.SERVICE,
+        subject="service:lookup-test",
+        audience=service_audience(client.settings.audience, "tenant"),
+    )
+    md = (("authorization", f"Bearer {token}"),)
+    await client.create("looked-up")
+    for tenant_id in ("looked-up", "looked-up", "never-created"):
+        try:
+            await client.directory.ResolveTenant(
+                directory_pb2.ResolveTenantRequest(tenant_id=tenant_id), metadata=md
+            )
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND
+    # Only this test's lookups (the tenant's creation may start lookups of its own).
+    lookups = [e for e in client.recorder.events if e.get("caller") == "service:lookup-test"]
+    assert [(e["meter"], e["tenant"], e["method"], e["status"], e["payer"]) for e in lookups] == [
+        ("api_calls", "looked-up", "ResolveTenant", "OK", "platform"),
+        ("api_calls", "looked-up", "ResolveTenant", "OK", "platform"),
+    ]
+    assert all(e["service"] == "tenant" for e in lookups), lookups
