@@ -64,8 +64,16 @@ def test_the_compose_file_has_the_fleet(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("tenant", "storage", "storage-2", "llm", "llm-2", "metering", "gateway", "llm-simulator"):
         assert name in services
-    for name in ("postgres", "redis", "nats", "moto", "azurite"):
+    for name in ("postgres", "redis", "nats", "moto", "azurite", "cosmos"):
         assert name in services
+
+
+def test_the_cosmos_emulator_is_the_one_the_tests_use() -> None:
+    stage = "\n".join(dockerfile_stages()["cosmos-emulator"])
+    assert "npm ci" in stage and "package-lock.json" in stage  # the version the tests pin
+    assert '"/app/node_modules/.bin/cosmosdb-server"' in stage
+    lock = (REPO_ROOT / "package-lock.json").read_text()
+    assert '"node_modules/@vercel/cosmosdb-server"' in lock
 
 
 def test_every_image_is_built_here_or_a_pinned_official_one(compose: dict[str, Any]) -> None:
