@@ -68,6 +68,14 @@ def run_protoc(args: list[str]) -> None:
         raise SystemExit(f"protoc failed ({rc}): {' '.join(args)}")
 
 
+def _plugin(name: str) -> str:
+    """A protoc plugin installed beside this interpreter (make setup puts it in .venv/bin)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise SystemExit(f"{name} not found beside {sys.executable}: run `make setup`")
+    return str(path)
+
+
 def include_dirs(tmp: Path) -> list[str]:
     import google.api  # googleapis-common-protos
     import grpc_tools
@@ -97,6 +105,9 @@ def generate(out: Path) -> None:
                 f"--python_out={out}",
                 f"--pyi_out={out}",
                 f"--grpc_python_out={out}",
+                # Typed gRPC stubs (`*_pb2_grpc.pyi`) from mypy-protobuf: grpcio-tools writes none.
+                f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+                f"--mypy_grpc_out={out}",
                 "buf/validate/validate.proto",
                 *files,
             ]
@@ -114,8 +125,8 @@ def generate(out: Path) -> None:
                 "google/rpc/status.proto",
             ]
         )
-    # buf/validate's grpc file is empty noise.
-    for junk in out.rglob("validate_pb2_grpc.py"):
+    # buf/validate's grpc files are empty noise.
+    for junk in [*out.rglob("validate_pb2_grpc.py"), *out.rglob("validate_pb2_grpc.pyi")]:
         junk.unlink()
     # gen/ is also the makoto-api project (the server distribution depends on it).
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -31,6 +31,8 @@ from tests.e2e.conftest import RunningMesh
 pytestmark = pytest.mark.e2e
 
 RUNTIME_DEPS = ("grpcio", "protobuf", "googleapis-common-protos")
+# What a client's type checker needs beside the wheel: the grpc and protobuf types its .pyi name.
+TYPING_DEPS = ("types-grpcio", "types-protobuf")
 
 CLIENT = textwrap.dedent(
     """
@@ -82,6 +84,44 @@ TYPED_OK = textwrap.dedent(
 )
 TYPED_WRONG = TYPED_OK + "wrong: str = meta.size_bytes\n"
 
+# The gRPC stubs' .pyi: a stub built on a grpc.aio channel is the awaitable one, its methods take
+# the request message the proto names and return its response.
+STUB_OK = textwrap.dedent(
+    """
+    import grpc.aio
+    from makoto.llm.v1 import llm_pb2, llm_pb2_grpc
+
+
+    async def models(channel: grpc.aio.Channel, tenant: str) -> list[str]:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        reply = await stub.ListModels(llm_pb2.ListModelsRequest(tenant_id=tenant), timeout=10)
+        listed: llm_pb2.ListModelsResponse = reply
+        return [m.id for m in listed.models]
+
+
+    async def stream(channel: grpc.aio.Channel) -> int:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        chunks = 0
+        async for _ in stub.StreamChatCompletion(llm_pb2.CreateChatCompletionRequest(model="m")):
+            chunks += 1
+        return chunks
+    """
+)
+STUB_WRONG_REQUEST = STUB_OK + textwrap.dedent(
+    """
+
+    async def wrong(channel: grpc.aio.Channel) -> None:
+        await llm_pb2_grpc.LLMServiceStub(channel).ListModels(llm_pb2.CountTokensRequest())
+    """
+)
+STUB_SYNC_NOT_AWAITABLE = STUB_OK + textwrap.dedent(
+    """
+
+    async def sync_awaited(channel: grpc.Channel) -> None:
+        await llm_pb2_grpc.LLMServiceStub(channel).ListModels(llm_pb2.ListModelsRequest())
+    """
+)
+
 
 def _closure(names: tuple[str, ...]) -> set[str]:
     """The distributions `names` need at run time, transitively (e.g. grpcio -> typing-extensions)."""
@@ -119,7 +159,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     deps = root / "deps"
     deps.mkdir()
     site = Path(sysconfig.get_paths()["purelib"])
-    for name in _closure(RUNTIME_DEPS):
+    for name in _closure(RUNTIME_DEPS) | set(TYPING_DEPS):
         dist = importlib.metadata.distribution(name)
         files = [Path(str(f)) for f in dist.files or []]
         tops = {f.parts[0] for f in files if not f.parts[0].endswith(".dist-info") and ".." not in f.parts}
@@ -145,6 +185,10 @@ def test_the_wheel_holds_messages_stubs_types_and_nothing_else(fresh_venv: tuple
     assert "makoto/py.typed" in names and "buf/py.typed" in names
     assert "makoto/storage/v1/storage_service_pb2_grpc.py" in names
     assert "makoto/storage/v1/objects_pb2.pyi" in names
+    # Every gRPC stub module ships its typed stub.
+    grpc_modules = sorted(n for n in names if n.endswith("_pb2_grpc.py"))
+    assert "makoto/llm/v1/llm_pb2_grpc.py" in grpc_modules
+    assert [n for n in grpc_modules if n + "i" not in names] == []
     assert "buf/validate/validate_pb2.py" in names
     assert not [n for n in names if n.startswith("services/") or n.endswith(".binpb")]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
@@ -187,7 +231,7 @@ def test_a_fresh_venv_calls_the_mesh_with_the_package(
     assert out["foreign"] == "PERMISSION_DENIED"
 
 
-def test_type_checkers_see_the_message_types(fresh_venv: tuple[Path, Path], tmp_path: Path) -> None:
+def test_type_checkers_see_the_message_and_stub_types(fresh_venv: tuple[Path, Path], tmp_path: Path) -> None:
     _, python = fresh_venv
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nstrict = True\n")
@@ -221,3 +265,13 @@ def test_type_checkers_see_the_message_types(fresh_venv: tuple[Path, Path], tmp_
         'Incompatible types in assignment (expression has type "int", variable has type "str")'
         in wrong.stdout
     )
+
+    ok = mypy(STUB_OK)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = mypy(STUB_WRONG_REQUEST)
+    assert wrong.returncode == 1, wrong.stdout
+    assert '"CountTokensRequest"; expected "ListModelsRequest"' in wrong.stdout, wrong.stdout
+    assert wrong.stdout.count("error:") == 1, wrong.stdout
+    sync = mypy(STUB_SYNC_NOT_AWAITABLE)
+    assert sync.returncode == 1, sync.stdout
+    assert 'Incompatible types in "await" (actual type "ListModelsResponse"' in sync.stdout, sync.stdout
