@@ -60,7 +60,7 @@ bench: setup
 
 ## Profile: CPU per GetItem per process, and py-spy flame graphs of each service; writes docs/profile.md.
 profile: setup
-	$(PY) -m tests.bench.profile
+	$(PY) -m tests.bench.profile --gil
 
 ## Build the makoto-api client wheel (gen/ messages, stubs, .pyi, py.typed) into dist/.
 api-package: setup

@@ -407,8 +407,14 @@ def profile_tables(profiles: list[Profile]) -> list[Table]:
             o, i = own.get(name, 0), inc.get(name, 0)
             t.add(name, o, f"{o * per_call:.1f}", i or "", f"{i * per_call:.1f}" if i else "")
         t.notes.append(
-            f"py-spy {SAMPLE_RATE} Hz, --nonblocking, idle threads excluded (a thread waiting for the GIL "
-            f"counts as busy); µs/call = samples / {SAMPLE_RATE} Hz / calls served meanwhile (an estimate). "
+            f"py-spy {SAMPLE_RATE} Hz, --nonblocking, "
+            + (
+                "--gil: only the thread holding the GIL is sampled (Python work and C code run under "
+                "the GIL; grpc's core and SQLite outside the GIL are not seen)"
+                if GIL_ONLY
+                else "idle threads excluded (a thread waiting for the GIL counts as busy)"
+            )
+            + f"; µs/call = samples / {SAMPLE_RATE} Hz / calls served meanwhile (an estimate). "
             "C code (grpc's Cython core, sqlite3, protobuf) is counted in the Python frame that called it. "
             "Rows: the top functions by own time, then our own code (services/) by inclusive time."
         )
@@ -429,7 +435,9 @@ def render(tables: list[Table], started: dt.datetime, svg_dir: Path, load: tuple
         f"{_git_commit()}. Flame graphs (SVG) and collapsed stacks of this run: `{_rel(svg_dir)}/`.",
         "",
         "What the profile showed before the issue-10 cuts, what was cut and what is left: README.md, "
-        "section Benchmarks.",
+        "section Benchmarks. The CPU table is psutil's (every thread, user + system); the function "
+        "tables are py-spy samples, with `--gil` (what `make profile` runs) only of the thread "
+        "holding the GIL, without it of every busy thread (a thread waiting for the GIL counts).",
         "",
     ]
     return "\n".join(head) + "\n".join(t.markdown() for t in tables)
