@@ -271,6 +271,7 @@ class CallState:
     """What the pipeline learned about one call; read by metering when it ends."""
 
     __slots__ = (
+        "audited",
         "authorized",
         "code",
         "ended",
@@ -295,6 +296,8 @@ class CallState:
         self.authorized = False
         # Set once the api_calls record was attempted (it is attempted at most once).
         self.metered = False
+        # Set once the audit event was recorded (with the api_calls event, see _meter_before_ok).
+        self.audited = False
         # The tenant the request names (also when the call was refused for it), and what it
         # names inside the tenant: both go to the audit log.
         self.requested_tenant: str | None = None
@@ -557,13 +560,19 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         are recorded when they end instead (_finish), best effort."""
         if not self._gated(state):
             return
-        try:
-            await self._meter(state)
-        except MakotoError:
-            raise
-        except Exception as exc:
-            log.exception("usage record failed", method=state.method)
-            raise UsageNotRecorded("usage could not be recorded durably; try again later") from exc
+        # The audit event (outcome OK) is recorded alongside: both reach the spool in the same
+        # turn of the loop, so they share one spool write and the answer waits for one commit,
+        # not two in a row. If the api_calls record fails the call answers UNAVAILABLE and is
+        # audited again with that outcome when it ends (an OK audit may then have been kept too).
+        metered, audited = await asyncio.gather(
+            self._meter(state), self._audit(state), return_exceptions=True
+        )
+        state.audited = audited is True
+        if isinstance(metered, BaseException):
+            if isinstance(metered, MakotoError) or not isinstance(metered, Exception):
+                raise metered
+            log.error("usage record failed", method=state.method, exc_info=metered)
+            raise UsageNotRecorded("usage could not be recorded durably; try again later") from metered
 
     async def _finish(self, state: CallState, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -587,16 +596,17 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
                 await self._meter(state)
             except Exception:  # the call already failed; its record is best effort
                 log.exception("usage record failed", method=state.method)
-        await self._audit(state)
+        if not state.audited or state.code != grpc.StatusCode.OK:
+            await self._audit(state)
 
-    async def _audit(self, state: CallState) -> None:
+    async def _audit(self, state: CallState) -> bool:
         """One audit event per decision on a tenant's data or configuration, allowed or refused,
         under the tenant the request named (or, refused before it was read, the caller's own).
         A decision that names no tenant -- an operator's ListTenants or SetPricePlan -- goes to
         the platform's chain. Services' own calls are plumbing, not decisions."""
         principal = state.principal
         if self._recorder is None or principal is None or principal.role == Role.SERVICE:
-            return
+            return False
         tenant = state.requested_tenant or state.tenant_id or principal.tenant_id or PLATFORM_AUDIT_CHAIN
         try:
             await self._recorder.record(
@@ -614,6 +624,8 @@ class MakotoInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
             )
         except Exception:  # the answer is already decided; a lost audit event is logged loudly
             log.exception("audit record failed", method=state.method, tenant_id=tenant)
+            return False
+        return True
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, state: CallState, exc: BaseException) -> None:

@@ -4,8 +4,9 @@ Every service reports usage through a `UsageRecorder` (services.common.usage). T
 services other than MeteringService is `SpoolingUsageRecorder`:
 
 * `record()` validates the event (the proto's own rules), then appends it to a local SQLite spool
-  (WAL) and returns once it is committed there. Commits are grouped: concurrent `record()` calls
-  share one transaction on a single spool thread, so the event loop never blocks on disk.
+  (WAL) and returns once it is committed there. Commits are grouped: the `record()` calls of one
+  turn of the event loop share one transaction, written in the loop (no fsync there: the WAL's
+  checkpoints, which fsync, run on a thread of their own).
 * A background task sends the spool in batches to `MeteringService.RecordUsage` with a service
   token and deletes a batch only after the server acknowledged every event in it. Failures back
   off exponentially with jitter (bounded) and are retried forever; nothing is dropped.
@@ -30,12 +31,12 @@ import itertools
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar, Unpack
+from typing import Protocol, Unpack
 
 import grpc
 import structlog
@@ -53,8 +54,6 @@ from services.common.trace_context import client_interceptors
 from services.common.usage import UsageFields
 
 log = structlog.get_logger("makoto.metering_client")
-
-T = TypeVar("T")
 
 # RecordUsage refuses more than this many events in one request (proto rule).
 MAX_BATCH = 1000
@@ -193,8 +192,15 @@ class _EventRecorder:
 
 
 class _Spool:
-    """The SQLite spool. One dedicated thread owns the connection; every call runs there, so
-    reads, inserts and deletes are serialized without locks. Appends are group-committed."""
+    """The SQLite spool, written on the event loop's thread.
+
+    Every statement here is short (a group commit in WAL mode with synchronous=NORMAL writes the
+    WAL without an fsync: ~15-40 µs per group), so it runs in the loop itself. A hop to a spool
+    thread cost ~150 µs of CPU per commit in thread hand-offs and GIL switches, several times
+    the SQLite write (issue 10). What can take long -- the checkpoint that copies the WAL into
+    the database and fsyncs it -- runs on a thread of its own with a connection of its own
+    (`checkpoint`), never in the loop. Appends are group-committed: every append made in one
+    turn of the loop shares one transaction."""
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS events ("
@@ -209,27 +215,35 @@ class _Spool:
         " at TEXT NOT NULL)",
     )
 
+    # Seconds a statement waits for another connection's lock (only a checkpoint or a reader
+    # elsewhere can hold one): short, since the loop waits with it.
+    _BUSY_TIMEOUT = 1.0
+
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
         # A byte cap on the spool file (SQLite max_page_count): past it inserts fail as on a
         # full disk, and the recorder's write-failure policy applies.
         self._max_bytes = max_bytes
-        # Events in the spool, kept on the spool thread (exact: every change happens there).
+        # Events in the spool (exact: every change is made through this object).
         self.depth = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{path.stem}")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    # -- runs on the spool thread --------------------------------------------------------
+        self._flush_scheduled = False
+        # The checkpointer's thread and connection (see checkpoint()).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-ckpt-{path.stem}")
+        self._ckpt_conn: sqlite3.Connection | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self._BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # Commits never checkpoint (and so never fsync) in the loop: checkpoint() does.
+                conn.execute("PRAGMA wal_autocheckpoint=0")
                 for ddl in self._SCHEMA:
                     conn.execute(ddl)
                 if self._max_bytes is not None:
@@ -299,71 +313,90 @@ class _Spool:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM probe")
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _checkpoint(self, mode: str) -> None:
+        """Runs on the checkpointer's thread, on its own connection (WAL lets it copy committed
+        pages while the loop goes on writing)."""
+        if self._ckpt_conn is None:
+            if not self.path.exists():
+                return
+            self._ckpt_conn = sqlite3.connect(
+                self.path, timeout=self._BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        self._ckpt_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
-    # -- async facade ----------------------------------------------------------------------
+    def _close_checkpointer(self) -> None:
+        if self._ckpt_conn is not None:
+            self._ckpt_conn.close()
+            self._ckpt_conn = None
 
-    async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    # -- async facade (the statements run in the loop, see the class docstring) -------------
 
     async def append(self, event_id: str, payload: bytes) -> None:
         """Returns once the event is committed to the spool."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._pending.append((event_id, payload, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
+        if not self._flush_scheduled:
+            # The group: every append made in this turn of the loop and the next (a call's
+            # events are often started one step apart: a task's first step, then its caller).
+            self._flush_scheduled = True
+            loop.call_soon(loop.call_soon, self._write_pending)
         await future
 
-    async def _write_pending(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await self._call(self._insert, [(i, p) for i, p, _ in group])
-            except asyncio.CancelledError:
-                for *_, fut in group:
-                    fut.cancel()
-                raise
-            except Exception as exc:
-                for *_, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
-                for *_, fut in group:
-                    if not fut.done():
-                        fut.set_result(None)
+    def _write_pending(self) -> None:
+        self._flush_scheduled = False
+        group, self._pending = self._pending, []
+        if not group:
+            return
+        try:
+            self._insert([(i, p) for i, p, _ in group])
+        except Exception as exc:
+            for *_, fut in group:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for *_, fut in group:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def read(self, limit: int) -> list[tuple[int, str, bytes]]:
-        return await self._call(self._read, limit)
+        return self._read(limit)
 
     async def delete(self, seqs: list[int], *, contiguous: bool = False) -> None:
-        await self._call(self._delete, seqs, contiguous)
+        self._delete(seqs, contiguous)
 
     async def bury(self, seq: int, event_id: str, payload: bytes, reason: str) -> None:
-        await self._call(self._bury, seq, event_id, payload, reason)
+        self._bury(seq, event_id, payload, reason)
 
     async def count(self) -> int:
-        return await self._call(self._count)
+        return self._count()
 
     async def bounds(self) -> tuple[int | None, int | None]:
         """(first, last) sequence number in the spool; (None, None) when empty. Sequence
         numbers only grow (AUTOINCREMENT), so "first > an earlier last" means delivered."""
-        return await self._call(self._bounds)
+        return self._bounds()
 
     async def oldest(self) -> bytes | None:
-        return await self._call(self._oldest)
+        return self._oldest()
 
     async def probe(self) -> None:
-        await self._call(self._probe)
+        self._probe()
+
+    async def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Copy the WAL into the database file (and let the next commit restart the WAL), off
+        the loop. PASSIVE never waits for the loop's writes; close() runs TRUNCATE."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint, mode)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(BaseException):
-                await self._writer
-        await self._call(self._close)
+        if self._pending:
+            self._write_pending()  # a flush still scheduled then finds nothing left
+        with contextlib.suppress(Exception):  # e.g. a read-only or full spool: the WAL keeps it
+            await self.checkpoint("TRUNCATE")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_checkpointer)
         self._executor.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def spool_path(settings: MeshSettings, source: str) -> Path:
@@ -376,7 +409,7 @@ def spool_path(settings: MeshSettings, source: str) -> Path:
 
 
 def _append_after_close(path: Path, event_id: str, payload: bytes) -> None:
-    """One insert on a short-lived connection (the spool's own thread is gone after close)."""
+    """One insert on a short-lived connection (the spool's own is closed after close)."""
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -580,6 +613,11 @@ class SpoolingUsageRecorder(_EventRecorder):
                 await self._refresh()
             except Exception:
                 log.exception("usage spool watch failed", source=self._source)
+            try:
+                # The spool's commits do not checkpoint (they run in the loop): this does, off it.
+                await self._spool.checkpoint()
+            except Exception as exc:  # unwritable: _refresh already says so, once
+                log.debug("usage spool checkpoint failed", source=self._source, error=str(exc))
 
     async def pending(self) -> int:
         """Events in the spool not yet acknowledged by the server."""
